@@ -1,0 +1,103 @@
+//! Decoder throughput: small frames per second and body bytes per second.
+//! Run: `cargo bench -p msrp --bench decode`; figures go to docs/BENCHMARKS.md.
+
+use bytes::BytesMut;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use msrp::{Decoder, Event};
+use std::hint::black_box;
+
+/// A typical ~400-byte SEND: two-hop To-Path through a relay, a short text body.
+fn small_send() -> Vec<u8> {
+    let body = "Hello Bob! This is a typical instant message of about one hundred bytes, sent via a relay.";
+    format!(
+        "MSRP a786hjs2 SEND\r\n\
+         To-Path: msrps://relay.example.com:2855/aXq8Zk3pR7mN2;tcp msrps://bob.example.com:8888/9di4eae923wzd;tcp\r\n\
+         From-Path: msrps://alicepc.example.com:7777/iau39soe2843z;tcp\r\n\
+         Message-ID: 87652491\r\n\
+         Byte-Range: 1-{n}/{n}\r\n\
+         Success-Report: no\r\n\
+         Failure-Report: yes\r\n\
+         Content-Type: text/plain\r\n\
+         \r\n\
+         {body}\r\n\
+         -------a786hjs2$\r\n",
+        n = body.len()
+    )
+    .into_bytes()
+}
+
+fn bench_small(c: &mut Criterion) {
+    let frame = small_send();
+    const N: usize = 1000;
+    let mut stream = Vec::with_capacity(frame.len() * N);
+    for _ in 0..N {
+        stream.extend_from_slice(&frame);
+    }
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function(format!("small_send_{}B_x{N}", frame.len()), |b| {
+        b.iter_batched_ref(
+            || BytesMut::from(&stream[..]),
+            |buf| {
+                let mut dec = Decoder::default();
+                let mut ends = 0;
+                while let Some(ev) = dec.decode(buf).unwrap() {
+                    if let Event::End(_) = ev {
+                        ends += 1;
+                    }
+                    black_box(ev);
+                }
+                assert_eq!(ends, N);
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn bench_body(c: &mut Criterion) {
+    const SIZE: usize = 1 << 20;
+    // Pseudo-random binary body (xorshift) sprinkled with fake end-lines of another tid.
+    let mut body = Vec::with_capacity(SIZE);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while body.len() < SIZE {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.extend_from_slice(&x.to_le_bytes());
+        if body.len() % 65536 == 0 {
+            body.extend_from_slice(b"\r\n-------fake1234$\r\n");
+        }
+    }
+    body.truncate(SIZE);
+    let mut frame = format!(
+        "MSRP bigtid01 SEND\r\nTo-Path: msrp://b:2/t;tcp\r\nFrom-Path: msrp://a:1/s;tcp\r\nMessage-ID: m1\r\n\
+         Byte-Range: 1-{SIZE}/{SIZE}\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    frame.extend_from_slice(&body);
+    frame.extend_from_slice(b"\r\n-------bigtid01$\r\n");
+
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    group.bench_function("body_1MiB_end_line_scan", |b| {
+        b.iter_batched_ref(
+            || BytesMut::from(&frame[..]),
+            |buf| {
+                let mut dec = Decoder::default();
+                let mut got = 0;
+                while let Some(ev) = dec.decode(buf).unwrap() {
+                    if let Event::Body(piece) = &ev {
+                        got += piece.len();
+                    }
+                }
+                assert_eq!(got, SIZE);
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_small, bench_body);
+criterion_main!(benches);

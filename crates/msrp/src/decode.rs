@@ -1,0 +1,590 @@
+//! A resumable, streaming MSRP decoder (RFC 4975 §9 framing).
+//!
+//! Feed it a [`BytesMut`] that the caller keeps appending to; call [`Decoder::decode`] until it
+//! returns `Ok(None)` ("read more"). A frame comes out as one [`Event::Head`], then zero or more
+//! [`Event::Body`] pieces — zero-copy slices split off the input as soon as they are known not
+//! to hold the end-line — then one [`Event::End`]. A body is never gathered whole, so a 1 GiB
+//! chunk costs no more memory than the caller's read buffer.
+//!
+//! Every bound on what a peer can make us hold is a field of [`Limits`]. Errors say whether
+//! the frame alone is lost (the decoder skips to its end-line and carries on; a request can
+//! still be answered with 400) or the connection must close.
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use memchr::memmem;
+use thiserror::Error;
+
+use crate::header::{Header, HeaderError, Headers, Path};
+use crate::message::{Continuation, MAX_TID_LEN, Message, Method, Request, Response, StatusCode, TransactionId};
+
+/// `"\r\n-------"`: the CRLF that ends the body (RFC 4975 §9 `content-stuff`) plus the seven
+/// dashes of the end-line. Searching for this fixed needle lets one SIMD searcher serve every
+/// frame; the transaction id is compared only where it matches.
+const END_NEEDLE: &[u8] = b"\r\n-------";
+const DASHES: &[u8] = b"-------";
+
+/// Bounds on what one peer can make the decoder buffer. All are per frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest start line (`MSRP <tid> <method>` or `MSRP <tid> <code> <comment>`), CRLF
+    /// excluded. Exceeding it closes the connection: without a start line the frame's end
+    /// cannot be found. Default 1024.
+    pub max_start_line: usize,
+    /// Longest header line, CRLF excluded. Paths through several relays and Digest
+    /// credentials stay well below the default of 4096.
+    pub max_header_line: usize,
+    /// Most header lines in one frame. Default 64.
+    pub max_headers: usize,
+    /// Most bytes from the first byte of the start line to the end of the header block.
+    /// Default 16384.
+    pub max_head_bytes: usize,
+    /// Largest body of a frame that is not a SEND (AUTH, REPORT, NICKNAME, responses, unknown
+    /// methods), which carry no or tiny bodies. SEND bodies are streamed and not limited here.
+    /// Default 65536.
+    pub max_non_send_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_start_line: 1024,
+            max_header_line: 4096,
+            max_headers: 64,
+            max_head_bytes: 16 * 1024,
+            max_non_send_body: 64 * 1024,
+        }
+    }
+}
+
+/// One step of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Start line and headers.
+    Head(Message),
+    /// The next piece of the body, in order. Pieces may be of any size, including split
+    /// mid-UTF-8; only their concatenation means anything.
+    Body(Bytes),
+    /// The end-line: the frame is complete.
+    End(Continuation),
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ErrorKind {
+    #[error("start line is not 'MSRP <tid> <method>' or 'MSRP <tid> <code> [comment]'")]
+    BadStartLine,
+    #[error("transaction id is not 4 to 32 ident characters")]
+    BadTransactionId,
+    #[error("start line longer than {0} bytes")]
+    StartLineTooLong(usize),
+    #[error("line ended by a bare LF instead of CRLF")]
+    BareLineFeed,
+    #[error("header line longer than {0} bytes")]
+    HeaderLineTooLong(usize),
+    #[error("more than {0} header lines")]
+    TooManyHeaders(usize),
+    #[error("header block larger than {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("header line without a colon")]
+    HeaderWithoutColon,
+    #[error(transparent)]
+    MalformedHeader(#[from] HeaderError),
+    #[error("{0} header appears twice")]
+    DuplicateHeader(String),
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("head is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("body of a non-SEND frame larger than {0} bytes")]
+    BodyTooLarge(u64),
+}
+
+/// How much a decoding error costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only this frame is lost: the decoder has skipped (or will silently skip) to its
+    /// end-line and goes on with the next frame. A request may be answered with 400.
+    Frame,
+    /// The byte stream cannot be resynchronised: close the connection.
+    Connection,
+}
+
+/// What is known of a frame that failed to decode, so the caller can answer or log it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub tid: TransactionId,
+    /// `None` for a response (responses are never answered).
+    pub method: Option<Method>,
+    /// Present when the header parsed, so a 400 can be addressed.
+    pub to_path: Option<Path>,
+    pub from_path: Option<Path>,
+}
+
+/// A decoding failure with its scope.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{kind}")]
+pub struct DecodeError {
+    pub kind: ErrorKind,
+    pub scope: Scope,
+    /// Set for [`Scope::Frame`] errors.
+    pub frame: Option<Box<FrameInfo>>,
+}
+
+impl DecodeError {
+    fn connection(kind: ErrorKind) -> Self {
+        DecodeError { kind, scope: Scope::Connection, frame: None }
+    }
+
+    /// True when the peer should get a 400 for this frame: a request whose paths are known.
+    pub fn answerable(&self) -> Option<&FrameInfo> {
+        self.frame.as_deref().filter(|f| f.method.is_some() && f.to_path.is_some() && f.from_path.is_some())
+    }
+}
+
+/// The end-line's transaction id, copied out of the start line (≤ 32 bytes, no allocation).
+#[derive(Debug, Clone, Copy)]
+struct Tid {
+    bytes: [u8; MAX_TID_LEN],
+    len: u8,
+}
+
+impl Tid {
+    fn new(s: &[u8]) -> Self {
+        let mut bytes = [0; MAX_TID_LEN];
+        bytes[..s.len()].copy_from_slice(s);
+        Tid { bytes, len: s.len() as u8 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    fn to_tid(self) -> TransactionId {
+        TransactionId::from_validated(ByteString::from(String::from_utf8_lossy(self.as_bytes()).into_owned()))
+    }
+
+    fn bare_info(self) -> Box<FrameInfo> {
+        Box::new(FrameInfo { tid: self.to_tid(), method: None, to_path: None, from_path: None })
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Looking for the end of the head. `scanned` bytes are known to hold no unprocessed LF;
+    /// `line_start` is where the current line begins; `lines` counts complete lines.
+    Head { scanned: usize, line_start: usize, lines: usize, tid: Option<Tid> },
+    /// Head emitted, body bytes follow. `budget` is what a non-SEND body may still hold;
+    /// `fresh` until the first body byte is taken.
+    Body { tid: Tid, budget: Option<u64>, fresh: bool },
+    /// Head emitted, the frame had no body; its end-line was part of the head.
+    PendingEnd(Continuation),
+    /// Discarding the rest of a failed frame.
+    Skip { tid: Tid },
+}
+
+impl State {
+    fn head() -> Self {
+        State::Head { scanned: 0, line_start: 0, lines: 0, tid: None }
+    }
+}
+
+/// The streaming decoder. One per connection direction.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    state: State,
+    end_finder: memmem::Finder<'static>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(Limits::default())
+    }
+}
+
+/// Where the body scan stopped.
+enum Scan {
+    /// The end-line starts at this offset (at its leading CRLF) and has this flag; its total
+    /// length is `len`.
+    End { at: usize, flag: Continuation, len: usize },
+    /// The first `n` bytes are body; the rest may begin an end-line.
+    Data(usize),
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Self {
+        Decoder { limits, state: State::head(), end_finder: memmem::Finder::new(END_NEEDLE) }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// True between frames: nothing of a frame has been taken from the buffer or announced.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head { scanned: 0, .. })
+    }
+
+    /// Decodes the next event from the front of `buf`, removing the bytes it used.
+    ///
+    /// `Ok(None)` means more input is needed. After an error of [`Scope::Connection`] the
+    /// decoder's state is unspecified; drop the connection.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, DecodeError> {
+        loop {
+            match self.state {
+                State::Head { .. } => match self.decode_head(buf)? {
+                    Some(event) => return Ok(Some(event)),
+                    None => return Ok(None),
+                },
+                State::PendingEnd(flag) => {
+                    self.state = State::head();
+                    return Ok(Some(Event::End(flag)));
+                }
+                State::Body { tid, budget, fresh } => {
+                    if fresh {
+                        // Lenient: a blank line directly followed by the end-line (without the
+                        // CRLF that should end the empty data) is an empty body.
+                        match leading_end_line(buf, tid.as_bytes()) {
+                            Prefix::Match(flag, len) => {
+                                let _ = buf.split_to(len);
+                                self.state = State::head();
+                                return Ok(Some(Event::End(flag)));
+                            }
+                            Prefix::Maybe => return Ok(None),
+                            Prefix::No => {}
+                        }
+                    }
+                    return match self.scan_body(buf, tid) {
+                        Scan::End { at: 0, flag, len } => {
+                            let _ = buf.split_to(len);
+                            self.state = State::head();
+                            Ok(Some(Event::End(flag)))
+                        }
+                        Scan::End { at: n, .. } | Scan::Data(n) if n > 0 => {
+                            let budget = match budget {
+                                Some(left) if n as u64 > left => {
+                                    self.state = State::Skip { tid };
+                                    let _ = buf.split_to(n);
+                                    let kind = ErrorKind::BodyTooLarge(self.limits.max_non_send_body);
+                                    return Err(DecodeError {
+                                        kind,
+                                        scope: Scope::Frame,
+                                        frame: Some(tid.bare_info()),
+                                    });
+                                }
+                                Some(left) => Some(left - n as u64),
+                                None => None,
+                            };
+                            self.state = State::Body { tid, budget, fresh: false };
+                            Ok(Some(Event::Body(buf.split_to(n).freeze())))
+                        }
+                        _ => Ok(None),
+                    };
+                }
+                State::Skip { tid } => match self.scan_body(buf, tid) {
+                    Scan::End { at, len, .. } => {
+                        let _ = buf.split_to(at + len);
+                        self.state = State::head();
+                    }
+                    Scan::Data(n) => {
+                        let _ = buf.split_to(n);
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Finds the end-line of the frame with transaction id `tid` in `buf`, or how much of `buf`
+    /// is certainly body.
+    fn scan_body(&self, buf: &[u8], tid: Tid) -> Scan {
+        let tid = tid.as_bytes();
+        let full = END_NEEDLE.len() + tid.len() + 3;
+        let mut from = 0;
+        while let Some(i) = self.end_finder.find(&buf[from..]) {
+            let at = from + i;
+            let rest = &buf[at + END_NEEDLE.len()..];
+            // Compare what has arrived of `<tid><flag>\r\n`.
+            let have = rest.len().min(tid.len());
+            if rest[..have] == tid[..have] {
+                if rest.len() < tid.len() + 3 {
+                    let flag_ok = rest.get(tid.len()).is_none_or(|b| Continuation::from_byte(*b).is_some());
+                    let cr_ok = rest.get(tid.len() + 1).is_none_or(|b| *b == b'\r');
+                    if flag_ok && cr_ok {
+                        // Possibly our end-line, not complete yet: everything before it is body.
+                        return Scan::Data(at);
+                    }
+                } else if let Some(flag) = Continuation::from_byte(rest[tid.len()])
+                    && &rest[tid.len() + 1..tid.len() + 3] == b"\r\n"
+                {
+                    return Scan::End { at, flag, len: full };
+                }
+            }
+            // Dashes that are not our end-line (another frame's, or just data): body.
+            from = at + 1;
+        }
+        // No complete needle: only its last few bytes could start one.
+        Scan::Data(buf.len().saturating_sub(END_NEEDLE.len() - 1).max(from.min(buf.len())))
+    }
+
+    fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, DecodeError> {
+        let State::Head { mut scanned, mut line_start, mut lines, mut tid } = self.state else {
+            unreachable!("decode_head outside the Head state")
+        };
+        let limits = &self.limits;
+        let (head_end, end_flag) = loop {
+            let Some(i) = memchr::memchr(b'\n', &buf[scanned..]) else {
+                let partial = buf.len() - line_start;
+                if lines == 0 {
+                    check_start_prefix(&buf[line_start..])?;
+                    if partial > limits.max_start_line + 1 {
+                        return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
+                    }
+                } else if let Some(t) = tid {
+                    if partial > limits.max_header_line + 1 {
+                        return Err(self.skip_from(
+                            buf,
+                            line_start,
+                            t,
+                            ErrorKind::HeaderLineTooLong(limits.max_header_line),
+                        ));
+                    }
+                    if buf.len() > limits.max_head_bytes {
+                        return Err(self.skip_from(buf, line_start, t, ErrorKind::HeadTooLarge(limits.max_head_bytes)));
+                    }
+                }
+                self.state = State::Head { scanned: buf.len(), line_start, lines, tid };
+                return Ok(None);
+            };
+            let nl = scanned + i;
+            let Some(line) = buf[line_start..nl].strip_suffix(b"\r") else {
+                match tid {
+                    None => return Err(DecodeError::connection(ErrorKind::BareLineFeed)),
+                    Some(t) => return Err(self.skip_from(buf, line_start, t, ErrorKind::BareLineFeed)),
+                }
+            };
+            match tid {
+                None if line.is_empty() => {
+                    // Stray CRLF between frames (some clients send them as keep-alives).
+                    let _ = buf.split_to(nl + 1);
+                    scanned = 0;
+                    line_start = 0;
+                    continue;
+                }
+                None => {
+                    if line.len() > limits.max_start_line {
+                        return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
+                    }
+                    tid = Some(Tid::new(check_start_line(line)?));
+                }
+                Some(t) => {
+                    if line.is_empty() {
+                        break (nl + 1, None);
+                    }
+                    if let Some(flag) = end_line_flag(line, t.as_bytes()) {
+                        break (nl + 1, Some(flag));
+                    }
+                    if line.len() > limits.max_header_line {
+                        return Err(self.skip_from(
+                            buf,
+                            line_start,
+                            t,
+                            ErrorKind::HeaderLineTooLong(limits.max_header_line),
+                        ));
+                    }
+                    if lines > limits.max_headers {
+                        return Err(self.skip_from(buf, line_start, t, ErrorKind::TooManyHeaders(limits.max_headers)));
+                    }
+                }
+            }
+            lines += 1;
+            line_start = nl + 1;
+            scanned = nl + 1;
+            if line_start > limits.max_head_bytes {
+                let t = tid.expect("set by the start line");
+                return Err(self.skip_from(buf, line_start, t, ErrorKind::HeadTooLarge(limits.max_head_bytes)));
+            }
+        };
+        let tid = tid.expect("set by the start line");
+        let head = buf.split_to(head_end).freeze();
+        let parsed = parse_head(head, end_flag.is_some(), tid);
+        self.state = match (&parsed, end_flag) {
+            (Err(_), None) => State::Skip { tid },
+            (_, Some(flag)) if parsed.is_ok() => State::PendingEnd(flag),
+            (_, Some(_)) => State::head(),
+            (Ok(message), None) => {
+                let is_send = matches!(message, Message::Request(r) if r.method == Method::Send);
+                State::Body { tid, budget: (!is_send).then_some(limits.max_non_send_body), fresh: true }
+            }
+        };
+        parsed.map(|m| Some(Event::Head(m)))
+    }
+
+    /// Drops the head so far (keeping the CRLF before `line_start`, which may begin the
+    /// end-line) and skips the rest of the frame.
+    fn skip_from(&mut self, buf: &mut BytesMut, line_start: usize, tid: Tid, kind: ErrorKind) -> DecodeError {
+        let head = buf.split_to(line_start.saturating_sub(2)).freeze();
+        self.state = State::Skip { tid };
+        // Report what the complete lines told us (method, paths) so a 400 can be addressed.
+        let frame = match parse_head(head, false, tid) {
+            Ok(Message::Request(r)) => Box::new(FrameInfo {
+                tid: r.tid,
+                method: Some(r.method),
+                to_path: r.headers.to_path().cloned(),
+                from_path: r.headers.from_path().cloned(),
+            }),
+            Ok(Message::Response(r)) => {
+                Box::new(FrameInfo { tid: r.tid, method: None, to_path: None, from_path: None })
+            }
+            Err(e) => e.frame.unwrap_or_else(|| tid.bare_info()),
+        };
+        DecodeError { kind, scope: Scope::Frame, frame: Some(frame) }
+    }
+}
+
+/// Fails early when the first bytes cannot begin `MSRP ` (e.g. a TLS handshake or HTTP sent to
+/// a plain MSRP port), instead of waiting for a line that never ends.
+fn check_start_prefix(partial: &[u8]) -> Result<(), DecodeError> {
+    if partial.first() == Some(&b'\r') {
+        return Ok(()); // a stray CRLF, handled once its LF arrives
+    }
+    let n = partial.len().min(5);
+    if partial[..n] != b"MSRP "[..n] {
+        return Err(DecodeError::connection(ErrorKind::BadStartLine));
+    }
+    Ok(())
+}
+
+/// Validates `MSRP SP transact-id SP (method / status-code [SP comment])` and returns the tid.
+fn check_start_line(line: &[u8]) -> Result<&[u8], DecodeError> {
+    let rest = line.strip_prefix(b"MSRP ").ok_or(DecodeError::connection(ErrorKind::BadStartLine))?;
+    let sp = memchr::memchr(b' ', rest).ok_or(DecodeError::connection(ErrorKind::BadStartLine))?;
+    let tid = &rest[..sp];
+    let tid_ok = (4..=MAX_TID_LEN).contains(&tid.len())
+        && tid[0].is_ascii_alphanumeric()
+        && tid.iter().all(|&b| crate::syntax::is_ident_char(b));
+    if !tid_ok {
+        return Err(DecodeError::connection(ErrorKind::BadTransactionId));
+    }
+    let what = &rest[sp + 1..];
+    let is_method = !what.is_empty() && what.iter().all(u8::is_ascii_uppercase);
+    let is_status = what.len() >= 3
+        && what[..3].iter().all(u8::is_ascii_digit)
+        && (what.len() == 3
+            || (what[3] == b' ' && std::str::from_utf8(&what[4..]).is_ok_and(crate::syntax::is_utf8text)));
+    if !(is_method || is_status) {
+        return Err(DecodeError::connection(ErrorKind::BadStartLine));
+    }
+    Ok(tid)
+}
+
+enum Prefix {
+    Match(Continuation, usize),
+    Maybe,
+    No,
+}
+
+/// Whether `buf` begins with the end-line `-------<tid><flag>\r\n`, may still turn out to
+/// once more bytes arrive, or cannot.
+fn leading_end_line(buf: &[u8], tid: &[u8]) -> Prefix {
+    let flag_at = DASHES.len() + tid.len();
+    let len = flag_at + 3;
+    let expected = |i: usize| -> Option<u8> {
+        match i {
+            _ if i < DASHES.len() => Some(b'-'),
+            _ if i < flag_at => Some(tid[i - DASHES.len()]),
+            _ if i == flag_at => None,
+            _ if i == flag_at + 1 => Some(b'\r'),
+            _ => Some(b'\n'),
+        }
+    };
+    for (i, &b) in buf.iter().take(len).enumerate() {
+        let ok = match expected(i) {
+            Some(e) => b == e,
+            None => Continuation::from_byte(b).is_some(),
+        };
+        if !ok {
+            return Prefix::No;
+        }
+    }
+    match buf.get(flag_at).and_then(|b| Continuation::from_byte(*b)) {
+        Some(flag) if buf.len() >= len => Prefix::Match(flag, len),
+        _ => Prefix::Maybe,
+    }
+}
+
+/// `Some(flag)` when `line` is `-------<tid><flag>`.
+fn end_line_flag(line: &[u8], tid: &[u8]) -> Option<Continuation> {
+    let rest = line.strip_prefix(DASHES)?.strip_prefix(tid)?;
+    match rest {
+        [flag] => Continuation::from_byte(*flag),
+        _ => None,
+    }
+}
+
+/// Parses a complete head (start line, header lines, and the end-line when the frame has no
+/// body). The start line was validated while scanning.
+fn parse_head(head: Bytes, has_end_line: bool, scanned_tid: Tid) -> Result<Message, DecodeError> {
+    let Ok(text) = ByteString::try_from(head) else {
+        return Err(DecodeError {
+            kind: ErrorKind::InvalidUtf8,
+            scope: Scope::Frame,
+            frame: Some(scanned_tid.bare_info()),
+        });
+    };
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or_default();
+    let mut parts = start.splitn(3, ' ');
+    let (_, tid, what) = (parts.next(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let tid = TransactionId::parse(text.slice_ref(tid)).ok_or(DecodeError::connection(ErrorKind::BadTransactionId))?;
+    let (method, status) = if what.as_bytes()[0].is_ascii_digit() {
+        let code = StatusCode(what[..3].parse().unwrap_or(0));
+        let comment = what.get(4..).map(|c| text.slice_ref(c));
+        (None, Some((code, comment)))
+    } else {
+        (Some(Method::parse(&text.slice_ref(what)).ok_or(DecodeError::connection(ErrorKind::BadStartLine))?), None)
+    };
+
+    let mut headers = Headers::with_capacity(8);
+    let mut first_error: Option<ErrorKind> = None;
+    for line in lines {
+        if line.is_empty() || (has_end_line && line.starts_with("-------")) {
+            break;
+        }
+        let header = match line.split_once(':') {
+            Some((name, value)) if crate::syntax::is_token(name) => {
+                let value = value.trim_matches([' ', '\t']);
+                Header::parse(text.slice_ref(name), text.slice_ref(value)).map_err(ErrorKind::MalformedHeader)
+            }
+            _ => Err(ErrorKind::HeaderWithoutColon),
+        };
+        match header {
+            Ok(h) => {
+                if let Err(dup) = headers.push(h) {
+                    first_error.get_or_insert(ErrorKind::DuplicateHeader(dup.name().to_owned()));
+                }
+            }
+            Err(kind) => {
+                first_error.get_or_insert(kind);
+            }
+        }
+    }
+    if first_error.is_none() {
+        if headers.to_path().is_none() {
+            first_error = Some(ErrorKind::MissingHeader("To-Path"));
+        } else if headers.from_path().is_none() {
+            first_error = Some(ErrorKind::MissingHeader("From-Path"));
+        }
+    }
+    if let Some(kind) = first_error {
+        let info =
+            FrameInfo { tid, method, to_path: headers.to_path().cloned(), from_path: headers.from_path().cloned() };
+        return Err(DecodeError { kind, scope: Scope::Frame, frame: Some(Box::new(info)) });
+    }
+    Ok(match (method, status) {
+        (Some(method), _) => Message::Request(Request { tid, method, headers }),
+        (None, Some((status, comment))) => Message::Response(Response { tid, status, comment, headers }),
+        (None, None) => unreachable!("a start line is a request or a response"),
+    })
+}

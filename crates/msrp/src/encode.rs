@@ -1,0 +1,195 @@
+//! Frames out (RFC 4975 §9 grammar, §7.1 sending rules).
+//!
+//! Heads are written with To-Path and From-Path first and the Content-* headers last, as the
+//! grammar orders them. A body must not contain its own end-line (§7.1): [`body_is_safe`]
+//! checks, [`TransactionId::random`] makes a collision astronomically unlikely, and
+//! [`encode_request`] refuses to write a frame whose body would end it early.
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
+use memchr::memmem;
+use thiserror::Error;
+
+use crate::header::Header;
+use crate::message::{Continuation, Request, Response, TransactionId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EncodeError {
+    #[error("the body contains the end-line of transaction {0}; pick another transaction id")]
+    EndLineInBody(TransactionId),
+    #[error("a request needs To-Path and From-Path")]
+    MissingPath,
+}
+
+/// True when `body` cannot be mistaken for the end of transaction `tid`'s frame: it holds no
+/// `CRLF -------<tid>` (the decoder's needle) and does not start with `-------<tid>` (which
+/// a lenient decoder reads as an empty body).
+pub fn body_is_safe(body: &[u8], tid: &TransactionId) -> bool {
+    let mut needle = Vec::with_capacity(9 + tid.as_str().len());
+    needle.extend_from_slice(b"\r\n-------");
+    needle.extend_from_slice(tid.as_str().as_bytes());
+    memmem::find(body, &needle).is_none() && !body.starts_with(&needle[2..])
+}
+
+/// A transaction id whose end-line does not occur in `body`.
+pub fn safe_tid_for(body: &[u8]) -> TransactionId {
+    loop {
+        let tid = TransactionId::random();
+        if body_is_safe(body, &tid) {
+            return tid;
+        }
+    }
+}
+
+fn write_headers<'a>(out: &mut BytesMut, headers: impl Iterator<Item = &'a Header> + Clone) {
+    // To-Path, From-Path, the rest, then Content-* (RFC 4975 §9 `headers` / `content-stuff`).
+    let to = headers.clone().filter(|h| matches!(h, Header::ToPath(_)));
+    let from = headers.clone().filter(|h| matches!(h, Header::FromPath(_)));
+    let middle = headers.clone().filter(|h| !matches!(h, Header::ToPath(_) | Header::FromPath(_)) && !h.is_content());
+    let content = headers.filter(|h| h.is_content());
+    for h in to.chain(from).chain(middle).chain(content) {
+        let _ = write!(out, "{h}\r\n");
+    }
+}
+
+/// Writes a complete request frame: head, then (when `body` is `Some`) a blank line, the body
+/// and its CRLF, then the end-line with `flag`.
+///
+/// A body needs a Content-Type header (RFC 4975 §7.1.1); an empty SEND passes `None`.
+pub fn encode_request(
+    req: &Request,
+    body: Option<&[u8]>,
+    flag: Continuation,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    if req.headers.to_path().is_none() || req.headers.from_path().is_none() {
+        return Err(EncodeError::MissingPath);
+    }
+    if let Some(b) = body
+        && !body_is_safe(b, &req.tid)
+    {
+        return Err(EncodeError::EndLineInBody(req.tid.clone()));
+    }
+    out.reserve(256 + body.map_or(0, <[u8]>::len));
+    let _ = write!(out, "MSRP {} {}\r\n", req.tid, req.method);
+    write_headers(out, req.headers.iter());
+    if let Some(b) = body {
+        out.put_slice(b"\r\n");
+        out.put_slice(b);
+        out.put_slice(b"\r\n");
+    }
+    encode_end_line(&req.tid, flag, out);
+    Ok(())
+}
+
+/// Writes the head of a request whose body will be streamed: everything up to and including
+/// the blank line. Follow with the body bytes, then [`encode_body_end`]. The caller must make
+/// sure (e.g. with [`body_is_safe`] on each piece plus the seams) that the body holds no
+/// end-line for `req.tid`, or interrupt the chunk with `+` before it.
+pub fn encode_request_head(req: &Request, out: &mut BytesMut) {
+    let _ = write!(out, "MSRP {} {}\r\n", req.tid, req.method);
+    write_headers(out, req.headers.iter());
+    out.put_slice(b"\r\n");
+}
+
+/// Ends a streamed body: the CRLF after the data, then the end-line.
+pub fn encode_body_end(tid: &TransactionId, flag: Continuation, out: &mut BytesMut) {
+    out.put_slice(b"\r\n");
+    encode_end_line(tid, flag, out);
+}
+
+/// Writes a response frame (responses never carry a body).
+pub fn encode_response(resp: &Response, out: &mut BytesMut) {
+    let _ = write!(out, "MSRP {} {:03}", resp.tid, resp.status.0);
+    if let Some(c) = &resp.comment {
+        let _ = write!(out, " {}", &**c);
+    }
+    out.put_slice(b"\r\n");
+    write_headers(out, resp.headers.iter());
+    encode_end_line(&resp.tid, Continuation::Complete, out);
+}
+
+/// `"-------" transact-id continuation-flag CRLF`.
+pub fn encode_end_line(tid: &TransactionId, flag: Continuation, out: &mut BytesMut) {
+    out.put_slice(b"-------");
+    out.put_slice(tid.as_str().as_bytes());
+    out.put_u8(flag.as_byte());
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::{ByteRange, MessageId, Path};
+    use crate::message::{Method, StatusCode};
+
+    fn path(s: &str) -> Path {
+        Path::single(s.parse().unwrap())
+    }
+
+    fn send(tid: &str) -> Request {
+        Request::new(tid.parse().unwrap(), Method::Send)
+            .with(Header::ContentType("text/plain".parse().unwrap()))
+            .with(Header::ByteRange(ByteRange::whole(5)))
+            .with(Header::MessageId("m1234".parse::<MessageId>().unwrap()))
+            .with(Header::FromPath(path("msrp://a:1/s;tcp")))
+            .with(Header::ToPath(path("msrp://b:2/t;tcp")))
+    }
+
+    #[test]
+    fn request_layout_follows_the_grammar() {
+        let mut out = BytesMut::new();
+        encode_request(&send("abcd"), Some(b"hello"), Continuation::Complete, &mut out).unwrap();
+        assert_eq!(
+            &out[..],
+            b"MSRP abcd SEND\r\nTo-Path: msrp://b:2/t;tcp\r\nFrom-Path: msrp://a:1/s;tcp\r\nByte-Range: 1-5/5\r\nMessage-ID: m1234\r\nContent-Type: text/plain\r\n\r\nhello\r\n-------abcd$\r\n"
+        );
+    }
+
+    #[test]
+    fn empty_send_and_response() {
+        let mut out = BytesMut::new();
+        let req = Request::new("wxyz".parse().unwrap(), Method::Send)
+            .with(Header::ToPath(path("msrp://b:2/t;tcp")))
+            .with(Header::FromPath(path("msrp://a:1/s;tcp")));
+        encode_request(&req, None, Continuation::Complete, &mut out).unwrap();
+        assert_eq!(
+            &out[..],
+            b"MSRP wxyz SEND\r\nTo-Path: msrp://b:2/t;tcp\r\nFrom-Path: msrp://a:1/s;tcp\r\n-------wxyz$\r\n"
+        );
+        out.clear();
+        let resp = Response::new("wxyz".parse().unwrap(), StatusCode::OK)
+            .with(Header::ToPath(path("msrp://a:1/s;tcp")))
+            .with(Header::FromPath(path("msrp://b:2/t;tcp")));
+        encode_response(&resp, &mut out);
+        assert_eq!(
+            &out[..],
+            b"MSRP wxyz 200 OK\r\nTo-Path: msrp://a:1/s;tcp\r\nFrom-Path: msrp://b:2/t;tcp\r\n-------wxyz$\r\n"
+        );
+    }
+
+    #[test]
+    fn refuses_a_body_holding_its_own_end_line() {
+        let mut out = BytesMut::new();
+        let body = b"x\r\n-------abcd$\r\ny";
+        assert_eq!(
+            encode_request(&send("abcd"), Some(body), Continuation::Complete, &mut out),
+            Err(EncodeError::EndLineInBody("abcd".parse().unwrap()))
+        );
+        assert!(!body_is_safe(b"-------abcd+", &"abcd".parse().unwrap()));
+        // Another transaction's end-line is harmless.
+        assert!(body_is_safe(body, &"abce".parse().unwrap()));
+        let tid = safe_tid_for(body);
+        assert!(body_is_safe(body, &tid));
+    }
+
+    #[test]
+    fn request_without_paths_is_refused() {
+        let req = Request::new("abcd".parse().unwrap(), Method::Send);
+        assert_eq!(
+            encode_request(&req, None, Continuation::Complete, &mut BytesMut::new()),
+            Err(EncodeError::MissingPath)
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! `Content-Type: type "/" subtype *(";" parameter)` (RFC 4975 §9 via RFC 2045 §5.1).
+
+use std::fmt;
+
+use bytestring::ByteString;
+
+use super::HeaderError;
+use crate::syntax::{is_mime_token, mime_params};
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContentType {
+    raw: ByteString,
+    slash: u16,
+    end: u16,
+    params: Vec<(String, String)>,
+}
+
+impl ContentType {
+    pub fn parse(value: &ByteString) -> Result<Self, HeaderError> {
+        let bad = |why| HeaderError::new("Content-Type", why);
+        let end = value.find([';', ' ', '\t']).unwrap_or(value.len());
+        let media = &value[..end];
+        let slash = media.find('/').ok_or(bad("expected type/subtype"))?;
+        if !is_mime_token(&media[..slash]) || !is_mime_token(&media[slash + 1..]) {
+            return Err(bad("expected type/subtype"));
+        }
+        let params = mime_params(&value[end..]).ok_or(bad("bad parameter"))?;
+        if value.len() > u16::MAX as usize {
+            return Err(bad("too long"));
+        }
+        Ok(ContentType { raw: value.clone(), slash: slash as u16, end: end as u16, params })
+    }
+
+    /// `text/plain`, `message/cpim`, … as written.
+    pub fn essence(&self) -> &str {
+        &self.raw[..self.end as usize]
+    }
+
+    pub fn type_(&self) -> &str {
+        &self.raw[..self.slash as usize]
+    }
+
+    pub fn subtype(&self) -> &str {
+        &self.raw[self.slash as usize + 1..self.end as usize]
+    }
+
+    /// Case-insensitive comparison of `type/subtype` (RFC 2045 §5.1).
+    pub fn is(&self, essence: &str) -> bool {
+        self.essence().eq_ignore_ascii_case(essence)
+    }
+
+    /// A parameter's (unquoted) value; names are matched case-insensitively.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl fmt::Display for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl fmt::Debug for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentType({})", &*self.raw)
+    }
+}
+
+impl std::str::FromStr for ContentType {
+    type Err = HeaderError;
+    fn from_str(s: &str) -> Result<Self, HeaderError> {
+        ContentType::parse(&ByteString::from(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_print() {
+        let c: ContentType = "Message/CPIM".parse().unwrap();
+        assert!(c.is("message/cpim"));
+        assert_eq!((c.type_(), c.subtype()), ("Message", "CPIM"));
+        let c: ContentType = r#"text/plain; charset=UTF-8;name="a b""#.parse().unwrap();
+        assert_eq!(c.essence(), "text/plain");
+        assert_eq!(c.param("Charset"), Some("UTF-8"));
+        assert_eq!(c.param("name"), Some("a b"));
+        assert_eq!(c.to_string(), r#"text/plain; charset=UTF-8;name="a b""#);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for s in ["", "text", "text/", "/plain", "text/plain; charset", "te xt/plain", "text/plain junk"] {
+            assert!(s.parse::<ContentType>().is_err(), "{s} accepted");
+        }
+    }
+}

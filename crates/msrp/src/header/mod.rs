@@ -1,0 +1,438 @@
+//! MSRP headers: every header of the IANA MSRP registry typed (RFC 4975 §10.3, RFC 4976 §10,
+//! RFC 7701 §12), anything else kept verbatim and in order.
+//!
+//! Header names are matched case-insensitively and printed in their registered spelling.
+
+mod auth_params;
+mod authentication_info;
+mod authorization;
+mod byte_range;
+mod content_description;
+mod content_disposition;
+mod content_id;
+mod content_type;
+mod expires;
+mod failure_report;
+mod message_id;
+mod path;
+mod status;
+mod success_report;
+mod use_nickname;
+mod www_authenticate;
+
+use std::fmt;
+
+use bytestring::ByteString;
+use thiserror::Error;
+
+pub use auth_params::AuthParam;
+pub use authentication_info::AuthenticationInfo;
+pub use authorization::Credentials;
+pub use byte_range::ByteRange;
+pub use content_description::ContentDescription;
+pub use content_disposition::ContentDisposition;
+pub use content_id::ContentId;
+pub use content_type::ContentType;
+pub use failure_report::FailureReport;
+pub use message_id::{MAX_MESSAGE_ID_LEN, MessageId};
+pub use path::Path;
+pub use status::Status;
+pub use success_report::SuccessReport;
+pub use use_nickname::UseNickname;
+pub use www_authenticate::Challenge;
+
+/// A header whose value does not follow its grammar.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed {name} header: {why}")]
+pub struct HeaderError {
+    pub name: &'static str,
+    pub why: &'static str,
+}
+
+impl HeaderError {
+    pub(crate) fn new(name: &'static str, why: &'static str) -> Self {
+        HeaderError { name, why }
+    }
+}
+
+/// One header line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    ToPath(Path),
+    FromPath(Path),
+    UsePath(Path),
+    MessageId(MessageId),
+    SuccessReport(SuccessReport),
+    FailureReport(FailureReport),
+    ByteRange(ByteRange),
+    Status(Status),
+    Expires(u32),
+    MinExpires(u32),
+    MaxExpires(u32),
+    WwwAuthenticate(Challenge),
+    Authorization(Credentials),
+    AuthenticationInfo(AuthenticationInfo),
+    UseNickname(UseNickname),
+    ContentType(ContentType),
+    ContentId(ContentId),
+    ContentDescription(ContentDescription),
+    ContentDisposition(ContentDisposition),
+    /// Any other header, name and value exactly as received.
+    Other {
+        name: ByteString,
+        value: ByteString,
+    },
+}
+
+/// Registered names, in the spelling we print.
+pub mod name {
+    pub const TO_PATH: &str = "To-Path";
+    pub const FROM_PATH: &str = "From-Path";
+    pub const USE_PATH: &str = "Use-Path";
+    pub const MESSAGE_ID: &str = "Message-ID";
+    pub const SUCCESS_REPORT: &str = "Success-Report";
+    pub const FAILURE_REPORT: &str = "Failure-Report";
+    pub const BYTE_RANGE: &str = "Byte-Range";
+    pub const STATUS: &str = "Status";
+    pub const EXPIRES: &str = "Expires";
+    pub const MIN_EXPIRES: &str = "Min-Expires";
+    pub const MAX_EXPIRES: &str = "Max-Expires";
+    pub const WWW_AUTHENTICATE: &str = "WWW-Authenticate";
+    pub const AUTHORIZATION: &str = "Authorization";
+    pub const AUTHENTICATION_INFO: &str = "Authentication-Info";
+    pub const USE_NICKNAME: &str = "Use-Nickname";
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    pub const CONTENT_ID: &str = "Content-ID";
+    pub const CONTENT_DESCRIPTION: &str = "Content-Description";
+    pub const CONTENT_DISPOSITION: &str = "Content-Disposition";
+}
+
+impl Header {
+    /// Parses one header from its name and (trimmed) value, both slices of a shared buffer.
+    pub fn parse(hname: ByteString, value: ByteString) -> Result<Header, HeaderError> {
+        use name::*;
+        let is = |n: &str| hname.len() == n.len() && hname.eq_ignore_ascii_case(n);
+        // Ordered by how often they occur on the hot path (SEND and its 200).
+        Ok(if is(TO_PATH) {
+            Header::ToPath(Path::parse(TO_PATH, &value)?)
+        } else if is(FROM_PATH) {
+            Header::FromPath(Path::parse(FROM_PATH, &value)?)
+        } else if is(MESSAGE_ID) {
+            Header::MessageId(MessageId::parse(&value)?)
+        } else if is(BYTE_RANGE) {
+            Header::ByteRange(ByteRange::parse(&value)?)
+        } else if is(CONTENT_TYPE) {
+            Header::ContentType(ContentType::parse(&value)?)
+        } else if is(SUCCESS_REPORT) {
+            Header::SuccessReport(SuccessReport::parse(&value)?)
+        } else if is(FAILURE_REPORT) {
+            Header::FailureReport(FailureReport::parse(&value)?)
+        } else if is(STATUS) {
+            Header::Status(Status::parse(&value)?)
+        } else if is(USE_PATH) {
+            Header::UsePath(Path::parse(USE_PATH, &value)?)
+        } else if is(EXPIRES) {
+            Header::Expires(expires::parse_seconds(EXPIRES, &value)?)
+        } else if is(MIN_EXPIRES) {
+            Header::MinExpires(expires::parse_seconds(MIN_EXPIRES, &value)?)
+        } else if is(MAX_EXPIRES) {
+            Header::MaxExpires(expires::parse_seconds(MAX_EXPIRES, &value)?)
+        } else if is(WWW_AUTHENTICATE) {
+            Header::WwwAuthenticate(Challenge::parse(&value)?)
+        } else if is(AUTHORIZATION) {
+            Header::Authorization(Credentials::parse(&value)?)
+        } else if is(AUTHENTICATION_INFO) {
+            Header::AuthenticationInfo(AuthenticationInfo::parse(&value)?)
+        } else if is(USE_NICKNAME) {
+            Header::UseNickname(UseNickname::parse(&value)?)
+        } else if is(CONTENT_ID) {
+            Header::ContentId(ContentId::parse(&value)?)
+        } else if is(CONTENT_DESCRIPTION) {
+            Header::ContentDescription(ContentDescription::parse(&value)?)
+        } else if is(CONTENT_DISPOSITION) {
+            Header::ContentDisposition(ContentDisposition::parse(&value)?)
+        } else {
+            Header::Other { name: hname, value }
+        })
+    }
+
+    /// The header's name as printed.
+    pub fn name(&self) -> &str {
+        use name::*;
+        match self {
+            Header::ToPath(_) => TO_PATH,
+            Header::FromPath(_) => FROM_PATH,
+            Header::UsePath(_) => USE_PATH,
+            Header::MessageId(_) => MESSAGE_ID,
+            Header::SuccessReport(_) => SUCCESS_REPORT,
+            Header::FailureReport(_) => FAILURE_REPORT,
+            Header::ByteRange(_) => BYTE_RANGE,
+            Header::Status(_) => STATUS,
+            Header::Expires(_) => EXPIRES,
+            Header::MinExpires(_) => MIN_EXPIRES,
+            Header::MaxExpires(_) => MAX_EXPIRES,
+            Header::WwwAuthenticate(_) => WWW_AUTHENTICATE,
+            Header::Authorization(_) => AUTHORIZATION,
+            Header::AuthenticationInfo(_) => AUTHENTICATION_INFO,
+            Header::UseNickname(_) => USE_NICKNAME,
+            Header::ContentType(_) => CONTENT_TYPE,
+            Header::ContentId(_) => CONTENT_ID,
+            Header::ContentDescription(_) => CONTENT_DESCRIPTION,
+            Header::ContentDisposition(_) => CONTENT_DISPOSITION,
+            Header::Other { name, .. } => name,
+        }
+    }
+
+    /// True for the MIME headers that belong with the body (RFC 4975 §9 `content-stuff`);
+    /// they are printed after all others.
+    pub fn is_content(&self) -> bool {
+        match self {
+            Header::ContentType(_)
+            | Header::ContentId(_)
+            | Header::ContentDescription(_)
+            | Header::ContentDisposition(_) => true,
+            Header::Other { name, .. } => name.len() > 8 && name[..8].eq_ignore_ascii_case("content-"),
+            _ => false,
+        }
+    }
+
+    /// Headers that may legitimately appear more than once: several challenges in one 401
+    /// (RFC 7616 §3.7) and unregistered extensions, whose rules we cannot know.
+    fn may_repeat(&self) -> bool {
+        matches!(self, Header::WwwAuthenticate(_) | Header::Other { .. })
+    }
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.name())?;
+        match self {
+            Header::ToPath(p) | Header::FromPath(p) | Header::UsePath(p) => p.fmt(f),
+            Header::MessageId(v) => v.fmt(f),
+            Header::SuccessReport(v) => v.fmt(f),
+            Header::FailureReport(v) => v.fmt(f),
+            Header::ByteRange(v) => v.fmt(f),
+            Header::Status(v) => v.fmt(f),
+            Header::Expires(v) | Header::MinExpires(v) | Header::MaxExpires(v) => v.fmt(f),
+            Header::WwwAuthenticate(v) => v.fmt(f),
+            Header::Authorization(v) => v.fmt(f),
+            Header::AuthenticationInfo(v) => v.fmt(f),
+            Header::UseNickname(v) => v.fmt(f),
+            Header::ContentType(v) => v.fmt(f),
+            Header::ContentId(v) => v.fmt(f),
+            Header::ContentDescription(v) => v.fmt(f),
+            Header::ContentDisposition(v) => v.fmt(f),
+            Header::Other { value, .. } => f.write_str(value),
+        }
+    }
+}
+
+/// The headers of one message, in received (or insertion) order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+macro_rules! getter {
+    ($(#[$doc:meta])* $fn:ident, $variant:ident, $ty:ty) => {
+        $(#[$doc])*
+        pub fn $fn(&self) -> Option<&$ty> {
+            self.0.iter().find_map(|h| match h {
+                Header::$variant(v) => Some(v),
+                _ => None,
+            })
+        }
+    };
+}
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Headers(Vec::with_capacity(n))
+    }
+
+    /// Appends a header. Returns it back when it is a second copy of a header that may occur
+    /// only once.
+    pub fn push(&mut self, header: Header) -> Result<(), Header> {
+        if !header.may_repeat() && self.0.iter().any(|h| std::mem::discriminant(h) == std::mem::discriminant(&header)) {
+            return Err(header);
+        }
+        self.0.push(header);
+        Ok(())
+    }
+
+    /// Replaces the header of the same kind, or appends it.
+    pub fn set(&mut self, header: Header) {
+        match self
+            .0
+            .iter_mut()
+            .find(|h| std::mem::discriminant(*h) == std::mem::discriminant(&header) && !header.may_repeat())
+        {
+            Some(slot) => *slot = header,
+            None => self.0.push(header),
+        }
+    }
+
+    /// Removes every header for which `keep` is false.
+    pub fn retain(&mut self, keep: impl FnMut(&Header) -> bool) {
+        self.0.retain(keep);
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    getter!(to_path, ToPath, Path);
+    getter!(from_path, FromPath, Path);
+    getter!(use_path, UsePath, Path);
+    getter!(message_id, MessageId, MessageId);
+    getter!(byte_range, ByteRange, ByteRange);
+    getter!(status, Status, Status);
+    getter!(authorization, Authorization, Credentials);
+    getter!(authentication_info, AuthenticationInfo, AuthenticationInfo);
+    getter!(use_nickname, UseNickname, UseNickname);
+    getter!(content_type, ContentType, ContentType);
+    getter!(content_id, ContentId, ContentId);
+    getter!(content_description, ContentDescription, ContentDescription);
+    getter!(content_disposition, ContentDisposition, ContentDisposition);
+
+    pub fn to_path_mut(&mut self) -> Option<&mut Path> {
+        self.0.iter_mut().find_map(|h| match h {
+            Header::ToPath(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn from_path_mut(&mut self) -> Option<&mut Path> {
+        self.0.iter_mut().find_map(|h| match h {
+            Header::FromPath(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Success-Report, `no` when absent (RFC 4975 §7.1.2).
+    pub fn success_report(&self) -> SuccessReport {
+        self.0.iter().find_map(|h| if let Header::SuccessReport(v) = h { Some(*v) } else { None }).unwrap_or_default()
+    }
+
+    /// Failure-Report, `yes` when absent (RFC 4975 §7.1.2).
+    pub fn failure_report(&self) -> FailureReport {
+        self.0.iter().find_map(|h| if let Header::FailureReport(v) = h { Some(*v) } else { None }).unwrap_or_default()
+    }
+
+    pub fn expires(&self) -> Option<u32> {
+        self.0.iter().find_map(|h| if let Header::Expires(v) = h { Some(*v) } else { None })
+    }
+
+    pub fn min_expires(&self) -> Option<u32> {
+        self.0.iter().find_map(|h| if let Header::MinExpires(v) = h { Some(*v) } else { None })
+    }
+
+    pub fn max_expires(&self) -> Option<u32> {
+        self.0.iter().find_map(|h| if let Header::MaxExpires(v) = h { Some(*v) } else { None })
+    }
+
+    /// Every challenge of a 401, in order.
+    pub fn challenges(&self) -> impl Iterator<Item = &Challenge> {
+        self.0.iter().filter_map(|h| if let Header::WwwAuthenticate(v) = h { Some(v) } else { None })
+    }
+
+    /// The value of an unregistered header (name matched case-insensitively).
+    pub fn other(&self, wanted: &str) -> Option<&str> {
+        self.0.iter().find_map(|h| match h {
+            Header::Other { name, value } if name.eq_ignore_ascii_case(wanted) => Some(&**value),
+            _ => None,
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(name: &str, value: &str) -> Result<Header, HeaderError> {
+        Header::parse(ByteString::from(name), ByteString::from(value))
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_printed_canonically() {
+        let x = h("message-id", "abcd1234").unwrap();
+        assert_eq!(x.to_string(), "Message-ID: abcd1234");
+        let x = h("BYTE-RANGE", "1-*/*").unwrap();
+        assert_eq!(x.to_string(), "Byte-Range: 1-*/*");
+    }
+
+    #[test]
+    fn unknown_headers_kept_verbatim() {
+        let x = h("X-Thing", "  odd : value ").unwrap();
+        assert_eq!(x.to_string(), "X-Thing:   odd : value ");
+        assert!(!x.is_content());
+        assert!(h("content-language", "en").unwrap().is_content());
+    }
+
+    #[test]
+    fn every_registered_header_round_trips() {
+        for (n, v) in [
+            ("To-Path", "msrp://a:1/s;tcp"),
+            ("From-Path", "msrp://b:2/t;tcp msrp://c:3/u;tcp"),
+            ("Use-Path", "msrps://relay:2855/x;tcp"),
+            ("Message-ID", "abcd"),
+            ("Success-Report", "yes"),
+            ("Failure-Report", "partial"),
+            ("Byte-Range", "1-10/10"),
+            ("Status", "000 200 OK"),
+            ("Expires", "600"),
+            ("Min-Expires", "60"),
+            ("Max-Expires", "3600"),
+            ("WWW-Authenticate", r#"Digest realm="r", nonce="n", qop="auth""#),
+            ("Authorization", r#"Digest username="u", response="r""#),
+            ("Authentication-Info", r#"nextnonce="x""#),
+            ("Use-Nickname", r#""nick""#),
+            ("Content-Type", "text/plain"),
+            ("Content-ID", "<a@b>"),
+            ("Content-Description", "a file"),
+            ("Content-Disposition", "attachment;filename=x.txt"),
+        ] {
+            let parsed = h(n, v).unwrap();
+            assert!(!matches!(parsed, Header::Other { .. }), "{n} not typed");
+            assert_eq!(parsed.to_string(), format!("{n}: {v}"));
+        }
+    }
+
+    #[test]
+    fn duplicates_refused_except_challenges() {
+        let mut hs = Headers::new();
+        hs.push(h("Message-ID", "abcd").unwrap()).unwrap();
+        assert!(hs.push(h("Message-ID", "efgh").unwrap()).is_err());
+        hs.push(h("WWW-Authenticate", r#"Digest realm="r", algorithm=SHA-256"#).unwrap()).unwrap();
+        hs.push(h("WWW-Authenticate", r#"Digest realm="r", algorithm=MD5"#).unwrap()).unwrap();
+        assert_eq!(hs.challenges().count(), 2);
+        hs.push(h("X-A", "1").unwrap()).unwrap();
+        hs.push(h("X-A", "2").unwrap()).unwrap();
+        assert_eq!(hs.other("x-a"), Some("1"));
+    }
+
+    #[test]
+    fn report_defaults() {
+        let hs = Headers::new();
+        assert_eq!(hs.success_report(), SuccessReport::No);
+        assert_eq!(hs.failure_report(), FailureReport::Yes);
+    }
+}

@@ -1,0 +1,130 @@
+//! `To-Path`, `From-Path` (RFC 4975 §9: `1*(SP MSRP-URI)` after the colon) and `Use-Path`
+//! (RFC 4976 §5, same grammar): space-separated URI lists in hop order.
+
+use std::fmt;
+
+use bytestring::ByteString;
+
+use super::HeaderError;
+use crate::uri::Uri;
+
+/// An ordered list of one or more MSRP URIs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Path(Vec<Uri>);
+
+impl Path {
+    /// A path must name at least one hop.
+    pub fn new(uris: Vec<Uri>) -> Option<Self> {
+        (!uris.is_empty()).then_some(Path(uris))
+    }
+
+    pub fn single(uri: Uri) -> Self {
+        Path(vec![uri])
+    }
+
+    pub(crate) fn parse(name: &'static str, value: &ByteString) -> Result<Self, HeaderError> {
+        let mut uris = Vec::with_capacity(2);
+        for part in value.split([' ', '\t']).filter(|p| !p.is_empty()) {
+            let uri = Uri::parse(value.slice_ref(part)).map_err(|e| HeaderError::new(name, e.0))?;
+            uris.push(uri);
+        }
+        Path::new(uris).ok_or(HeaderError::new(name, "no URI"))
+    }
+
+    /// The next hop (To-Path) or the previous hop (From-Path).
+    pub fn first(&self) -> &Uri {
+        &self.0[0]
+    }
+
+    /// The far end (To-Path) or the originator (From-Path).
+    pub fn last(&self) -> &Uri {
+        &self.0[self.0.len() - 1]
+    }
+
+    pub fn uris(&self) -> &[Uri] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true: a path holds at least one URI. Provided for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Removes and returns the first hop, unless it is the only one (a relay consumes its own
+    /// URI from a To-Path that still names a further hop).
+    pub fn pop_front(&mut self) -> Option<Uri> {
+        (self.0.len() > 1).then(|| self.0.remove(0))
+    }
+
+    /// Prepends a hop (a relay adds its own URI to a From-Path).
+    pub fn push_front(&mut self, uri: Uri) {
+        self.0.insert(0, uri);
+    }
+
+    /// Appends hops (a client concatenates Use-Paths when chaining relays).
+    pub fn extend(&mut self, uris: impl IntoIterator<Item = Uri>) {
+        self.0.extend(uris);
+    }
+
+    /// The reverse order: the To-Path that answers a From-Path across several hops.
+    pub fn reversed(&self) -> Path {
+        Path(self.0.iter().rev().cloned().collect())
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, uri) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(uri.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Path({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_print_round_trip() {
+        let text = "msrps://relay.example.com:2855/r1;tcp msrp://10.0.0.1:7000/b;tcp";
+        let p = Path::parse("To-Path", &ByteString::from(text)).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.first().host(), "relay.example.com");
+        assert_eq!(p.last().session_id(), Some("b"));
+        assert_eq!(p.to_string(), text);
+    }
+
+    #[test]
+    fn tolerates_extra_spaces_and_rejects_junk() {
+        let p = Path::parse("To-Path", &ByteString::from("msrp://a/s;tcp   msrp://b/t;tcp")).unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(Path::parse("To-Path", &ByteString::from("")).is_err());
+        assert!(Path::parse("To-Path", &ByteString::from("msrp://a/s;tcp sip:bob@x")).is_err());
+    }
+
+    #[test]
+    fn relay_rewrites() {
+        let mut to = Path::parse("To-Path", &ByteString::from("msrp://r/1;tcp msrp://b/2;tcp")).unwrap();
+        let me = to.pop_front().unwrap();
+        assert_eq!(me.host(), "r");
+        assert_eq!(to.pop_front(), None, "the last hop stays");
+        let mut from = Path::parse("From-Path", &ByteString::from("msrp://a/0;tcp")).unwrap();
+        from.push_front(me);
+        assert_eq!(from.to_string(), "msrp://r/1;tcp msrp://a/0;tcp");
+        assert_eq!(from.reversed().to_string(), "msrp://a/0;tcp msrp://r/1;tcp");
+    }
+}

@@ -1,0 +1,61 @@
+//! Random identifiers: transaction ids, Message-IDs and relay session-ids.
+//!
+//! RFC 4975 §7.1 asks for transaction ids that are hard to guess and unique within a session;
+//! relays use session-ids as capabilities (RFC 4976 §5: anyone who knows one can send into the
+//! session), so both come from a CSPRNG (rand's thread-local ChaCha, seeded by the OS).
+
+use rand::Rng;
+
+/// Alphanumerics only: valid in `ident` (tids, Message-IDs) and in session-ids, and never the
+/// `-` that starts an end-line.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Characters in a generated ident: 16 × log2(62) ≈ 95 random bits (RFC 4975 §7.1 asks for
+/// at least 64 for tids; RFC 4976 §5 sessions get the same).
+pub const IDENT_LEN: usize = 16;
+
+/// A random 16-character alphanumeric identifier (≈ 95 bits).
+pub fn random_ident() -> String {
+    let mut rng = rand::rng();
+    let mut out = String::with_capacity(IDENT_LEN);
+    // Two 64-bit draws give 128 bits; each character consumes log2(62) < 6 of them by
+    // repeated division, so 16 characters never run dry and stay unbiased enough
+    // (the bias of `% 62` on a 128-bit value is below 2^-120).
+    let mut x = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+    for _ in 0..IDENT_LEN {
+        out.push(ALPHABET[(x % 62) as usize] as char);
+        x /= 62;
+    }
+    out
+}
+
+/// A random session-id for a relay's Use-Path or an endpoint's a=path (≥ 80 bits, URL-safe).
+pub fn random_session_id() -> String {
+    random_ident()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn idents_are_valid_and_do_not_repeat() {
+        let ids: HashSet<String> = (0..10_000).map(|_| random_ident()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            assert_eq!(id.len(), IDENT_LEN);
+            assert!(crate::syntax::is_ident(id, 32));
+        }
+    }
+
+    #[test]
+    fn every_position_varies() {
+        // A broken draw (e.g. x exhausted to zero) would pin the last characters to '0'.
+        let ids: Vec<Vec<u8>> = (0..200).map(|_| random_ident().into_bytes()).collect();
+        for pos in 0..IDENT_LEN {
+            let distinct: HashSet<u8> = ids.iter().map(|id| id[pos]).collect();
+            assert!(distinct.len() > 20, "position {pos} barely varies");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Character classes and small scanners shared by the header and URI parsers
+//! (RFC 4975 §9 ABNF, which borrows its core rules from RFC 3261 and RFC 3986).
+
+/// `ident-char = alphanum / "." / "-" / "+" / "%" / "="` (RFC 4975 §9).
+pub(crate) fn is_ident_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'%' | b'=')
+}
+
+/// `ident = alphanum 3*31ident-char` (RFC 4975 §9): 4 to 32 characters.
+pub(crate) fn is_ident(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    (4..=max).contains(&b.len()) && b[0].is_ascii_alphanumeric() && b.iter().all(|&c| is_ident_char(c))
+}
+
+/// RFC 3261 `token` characters (used by auth schemes, parameter names, MIME types).
+pub(crate) fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+/// RFC 2045 `tspecials` excluded from MIME tokens; MIME tokens are otherwise any visible ASCII.
+pub(crate) fn is_mime_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'(' | b')'
+                        | b'<'
+                        | b'>'
+                        | b'@'
+                        | b','
+                        | b';'
+                        | b':'
+                        | b'\\'
+                        | b'"'
+                        | b'/'
+                        | b'['
+                        | b']'
+                        | b'?'
+                        | b'='
+                )
+        })
+}
+
+/// `utf8text`: any text without control characters other than tab (RFC 4975 §9 `utf8text`
+/// allows HTAB, SP and visible UTF-8).
+pub(crate) fn is_utf8text(s: &str) -> bool {
+    s.chars().all(|c| c == '\t' || !c.is_control())
+}
+
+/// Parses a `quoted-string` at the start of `s` (RFC 3261 §25.1: `"` … `"` with `\` escapes).
+/// Returns the unescaped content and the rest of the input after the closing quote.
+pub(crate) fn quoted_string(s: &str) -> Option<(std::borrow::Cow<'_, str>, &str)> {
+    let inner = s.strip_prefix('"')?;
+    let bytes = inner.as_bytes();
+    let mut i = 0;
+    let mut escaped = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                escaped = true;
+                i += 2;
+                continue;
+            }
+            b'"' => {
+                let raw = &inner[..i];
+                let rest = &inner[i + 1..];
+                let value = if escaped {
+                    let mut out = String::with_capacity(raw.len());
+                    let mut chars = raw.chars();
+                    while let Some(c) = chars.next() {
+                        if c == '\\' {
+                            out.extend(chars.next());
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    std::borrow::Cow::Owned(out)
+                } else {
+                    std::borrow::Cow::Borrowed(raw)
+                };
+                return Some((value, rest));
+            }
+            b'\r' | b'\n' => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Writes `value` as a `quoted-string`, escaping `"` and `\`.
+pub(crate) fn write_quoted(out: &mut impl std::fmt::Write, value: &str) -> std::fmt::Result {
+    out.write_char('"')?;
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.write_char('\\')?;
+        }
+        out.write_char(c)?;
+    }
+    out.write_char('"')
+}
+
+/// Parses a non-empty run of ASCII digits into a `u64`, refusing overflow.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses the `;name[=value]` parameter list that follows a MIME type or disposition
+/// (RFC 2045 §5.1, RFC 2183 §2). Values may be tokens or quoted strings; quoted values are
+/// returned unescaped.
+pub(crate) fn mime_params(mut rest: &str) -> Option<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        if rest.is_empty() {
+            return Some(params);
+        }
+        rest = rest.strip_prefix(';')?.trim_start_matches([' ', '\t']);
+        if rest.is_empty() {
+            // A trailing `;` is common in the field and harmless.
+            return Some(params);
+        }
+        let eq = rest.find('=')?;
+        let name = rest[..eq].trim_end();
+        if !is_mime_token(name) {
+            return None;
+        }
+        let after = rest[eq + 1..].trim_start_matches([' ', '\t']);
+        let (value, tail) = if after.starts_with('"') {
+            let (v, tail) = quoted_string(after)?;
+            (v.into_owned(), tail)
+        } else {
+            let end = after.find([';', ' ', '\t']).unwrap_or(after.len());
+            let v = &after[..end];
+            if !is_mime_token(v) {
+                return None;
+            }
+            (v.to_owned(), &after[end..])
+        };
+        params.push((name.to_ascii_lowercase(), value));
+        rest = tail;
+    }
+}
+
+/// Writes `;name=value` parameters, quoting values that are not MIME tokens.
+pub(crate) fn write_mime_params(out: &mut std::fmt::Formatter<'_>, params: &[(String, String)]) -> std::fmt::Result {
+    for (name, value) in params {
+        write!(out, ";{name}=")?;
+        if is_mime_token(value) {
+            out.write_str(value)?;
+        } else {
+            write_quoted(out, value)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ident_bounds() {
+        assert!(is_ident("abcd", 32));
+        assert!(!is_ident("abc", 32));
+        assert!(is_ident(&"a".repeat(32), 32));
+        assert!(!is_ident(&"a".repeat(33), 32));
+        assert!(!is_ident(".abc", 32));
+        assert!(is_ident("a.b-c+d%e=f", 32));
+        assert!(!is_ident("ab cd", 32));
+    }
+
+    #[test]
+    fn quoted_strings() {
+        let (v, rest) = quoted_string(r#""a\"b" tail"#).unwrap();
+        assert_eq!(v, "a\"b");
+        assert_eq!(rest, " tail");
+        assert!(quoted_string("\"unterminated").is_none());
+        let mut s = String::new();
+        write_quoted(&mut s, "x\"y\\z").unwrap();
+        assert_eq!(s, r#""x\"y\\z""#);
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64("0"), Some(0));
+        assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64("18446744073709551616"), None);
+        assert_eq!(parse_u64(""), None);
+        assert_eq!(parse_u64("1a"), None);
+        assert_eq!(parse_u64("+1"), None);
+    }
+
+    #[test]
+    fn params() {
+        let p = mime_params(r#"; charset=utf-8 ;name="a b.txt";"#).unwrap();
+        assert_eq!(p, vec![("charset".into(), "utf-8".into()), ("name".into(), "a b.txt".into())]);
+        assert!(mime_params("; =x").is_none());
+        assert!(mime_params("junk").is_none());
+    }
+}
