@@ -71,7 +71,7 @@ fn bench_body(c: &mut Criterion) {
     }
     body.truncate(SIZE);
     let mut frame = format!(
-        "MSRP bigtid01 SEND\r\nTo-Path: msrp://b:2/t;tcp\r\nFrom-Path: msrp://a:1/s;tcp\r\nMessage-ID: m1\r\n\
+        "MSRP bigtid01 SEND\r\nTo-Path: msrp://b:2/t;tcp\r\nFrom-Path: msrp://a:1/s;tcp\r\nMessage-ID: mid1\r\n\
          Byte-Range: 1-{SIZE}/{SIZE}\r\nContent-Type: application/octet-stream\r\n\r\n"
     )
     .into_bytes();

@@ -98,6 +98,8 @@ pub enum ErrorKind {
     InvalidUtf8,
     #[error("body of a non-SEND frame larger than {0} bytes")]
     BodyTooLarge(u64),
+    #[error("the stream ended inside a frame")]
+    Truncated,
 }
 
 /// How much a decoding error costs.
@@ -195,6 +197,9 @@ pub struct Decoder {
     limits: Limits,
     state: State,
     end_finder: memmem::Finder<'static>,
+    /// Offsets of the LFs ending the current head's lines, recorded while scanning so the
+    /// head is split into lines once. Reused from frame to frame.
+    line_ends: Vec<u32>,
 }
 
 impl Default for Decoder {
@@ -214,7 +219,7 @@ enum Scan {
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder { limits, state: State::head(), end_finder: memmem::Finder::new(END_NEEDLE) }
+        Decoder { limits, state: State::head(), end_finder: memmem::Finder::new(END_NEEDLE), line_ends: Vec::new() }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -224,6 +229,16 @@ impl Decoder {
     /// True between frames: nothing of a frame has been taken from the buffer or announced.
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Head { scanned: 0, .. })
+    }
+
+    /// Call at end of input: an error when the stream stopped inside a frame (no end-line),
+    /// so the caller can log a truncated frame rather than lose it silently.
+    pub fn finish(&self, buf: &[u8]) -> Result<(), DecodeError> {
+        let between_frames = match self.state {
+            State::Head { tid: None, .. } => buf.iter().all(|b| matches!(b, b'\r' | b'\n')),
+            _ => false,
+        };
+        if between_frames { Ok(()) } else { Err(DecodeError::connection(ErrorKind::Truncated)) }
     }
 
     /// Decodes the next event from the front of `buf`, removing the bytes it used.
@@ -377,6 +392,7 @@ impl Decoder {
                         return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
                     }
                     tid = Some(Tid::new(check_start_line(line)?));
+                    self.line_ends.clear();
                 }
                 Some(t) => {
                     if line.is_empty() {
@@ -398,6 +414,7 @@ impl Decoder {
                     }
                 }
             }
+            self.line_ends.push(nl as u32);
             lines += 1;
             line_start = nl + 1;
             scanned = nl + 1;
@@ -408,7 +425,7 @@ impl Decoder {
         };
         let tid = tid.expect("set by the start line");
         let head = buf.split_to(head_end).freeze();
-        let parsed = parse_head(head, end_flag.is_some(), tid);
+        let parsed = parse_head(head, &self.line_ends, tid);
         self.state = match (&parsed, end_flag) {
             (Err(_), None) => State::Skip { tid },
             (_, Some(flag)) if parsed.is_ok() => State::PendingEnd(flag),
@@ -427,7 +444,7 @@ impl Decoder {
         let head = buf.split_to(line_start.saturating_sub(2)).freeze();
         self.state = State::Skip { tid };
         // Report what the complete lines told us (method, paths) so a 400 can be addressed.
-        let frame = match parse_head(head, false, tid) {
+        let frame = match parse_head(head, &self.line_ends, tid) {
             Ok(Message::Request(r)) => Box::new(FrameInfo {
                 tid: r.tid,
                 method: Some(r.method),
@@ -523,9 +540,10 @@ fn end_line_flag(line: &[u8], tid: &[u8]) -> Option<Continuation> {
     }
 }
 
-/// Parses a complete head (start line, header lines, and the end-line when the frame has no
-/// body). The start line was validated while scanning.
-fn parse_head(head: Bytes, has_end_line: bool, scanned_tid: Tid) -> Result<Message, DecodeError> {
+/// Parses a head: the start line and header lines that end at `line_ends` (the blank line or
+/// end-line that closes the head is not among them). The start line was validated while
+/// scanning.
+fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid) -> Result<Message, DecodeError> {
     let Ok(text) = ByteString::try_from(head) else {
         return Err(DecodeError {
             kind: ErrorKind::InvalidUtf8,
@@ -533,11 +551,17 @@ fn parse_head(head: Bytes, has_end_line: bool, scanned_tid: Tid) -> Result<Messa
             frame: Some(scanned_tid.bare_info()),
         });
     };
-    let mut lines = text.split("\r\n");
+    // Every line ends in CRLF (checked while scanning).
+    let mut from = 0;
+    let mut lines = line_ends.iter().map(|&nl| {
+        let line = &text[from..nl as usize - 1];
+        from = nl as usize + 1;
+        line
+    });
     let start = lines.next().unwrap_or_default();
     let mut parts = start.splitn(3, ' ');
     let (_, tid, what) = (parts.next(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let tid = TransactionId::parse(text.slice_ref(tid)).ok_or(DecodeError::connection(ErrorKind::BadTransactionId))?;
+    let tid = TransactionId::from_validated(text.slice_ref(tid));
     let (method, status) = if what.as_bytes()[0].is_ascii_digit() {
         let code = StatusCode(what[..3].parse().unwrap_or(0));
         let comment = what.get(4..).map(|c| text.slice_ref(c));
@@ -549,13 +573,10 @@ fn parse_head(head: Bytes, has_end_line: bool, scanned_tid: Tid) -> Result<Messa
     let mut headers = Headers::with_capacity(8);
     let mut first_error: Option<ErrorKind> = None;
     for line in lines {
-        if line.is_empty() || (has_end_line && line.starts_with("-------")) {
-            break;
-        }
-        let header = match line.split_once(':') {
-            Some((name, value)) if crate::syntax::is_token(name) => {
-                let value = value.trim_matches([' ', '\t']);
-                Header::parse(text.slice_ref(name), text.slice_ref(value)).map_err(ErrorKind::MalformedHeader)
+        let header = match memchr::memchr(b':', line.as_bytes()) {
+            Some(colon) => {
+                let value = crate::syntax::trim_ws(&line[colon + 1..]);
+                Header::parse_in(&text, &line[..colon], value).map_err(ErrorKind::MalformedHeader)
             }
             _ => Err(ErrorKind::HeaderWithoutColon),
         };

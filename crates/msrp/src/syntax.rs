@@ -1,9 +1,29 @@
 //! Character classes and small scanners shared by the header and URI parsers
 //! (RFC 4975 §9 ABNF, which borrows its core rules from RFC 3261 and RFC 3986).
 
+/// Builds a 256-entry membership table: these predicates run for every byte of every header
+/// name, id and URI on the hot path, and one indexed load beats a chain of comparisons.
+pub(crate) const fn table(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static IDENT_CHARS: [bool; 256] = table(b".-+%=");
+static TOKEN_CHARS: [bool; 256] = table(b"-.!%*_+`'~");
+
 /// `ident-char = alphanum / "." / "-" / "+" / "%" / "="` (RFC 4975 §9).
 pub(crate) fn is_ident_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'%' | b'=')
+    IDENT_CHARS[b as usize]
 }
 
 /// `ident = alphanum 3*31ident-char` (RFC 4975 §9): 4 to 32 characters.
@@ -14,7 +34,7 @@ pub(crate) fn is_ident(s: &str, max: usize) -> bool {
 
 /// RFC 3261 `token` characters (used by auth schemes, parameter names, MIME types).
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    TOKEN_CHARS[b as usize]
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
@@ -104,12 +124,26 @@ pub(crate) fn write_quoted(out: &mut impl std::fmt::Write, value: &str) -> std::
     out.write_char('"')
 }
 
-/// Parses a non-empty run of ASCII digits into a `u64`, refusing overflow.
+/// Parses a non-empty run of ASCII digits into a `u64`, refusing signs and overflow.
 pub(crate) fn parse_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() {
         return None;
     }
-    s.parse().ok()
+    s.bytes().try_fold(0u64, |acc, b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// Strips spaces and tabs from both ends (byte-wise: header values are trimmed on the hot path).
+pub(crate) fn trim_ws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| c != b' ' && c != b'\t').map_or(start, |i| i + 1);
+    &s[start..end]
 }
 
 /// Parses the `;name[=value]` parameter list that follows a MIME type or disposition
@@ -178,6 +212,15 @@ mod tests {
     }
 
     #[test]
+    fn tables_match_the_grammar() {
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            assert_eq!(is_ident_char(b), alnum || b".-+%=".contains(&b), "ident {b}");
+            assert_eq!(is_token_char(b), alnum || b"-.!%*_+`'~".contains(&b), "token {b}");
+        }
+    }
+
+    #[test]
     fn quoted_strings() {
         let (v, rest) = quoted_string(r#""a\"b" tail"#).unwrap();
         assert_eq!(v, "a\"b");
@@ -196,6 +239,13 @@ mod tests {
         assert_eq!(parse_u64(""), None);
         assert_eq!(parse_u64("1a"), None);
         assert_eq!(parse_u64("+1"), None);
+    }
+
+    #[test]
+    fn trims() {
+        assert_eq!(trim_ws(" \t a b \t"), "a b");
+        assert_eq!(trim_ws("   "), "");
+        assert_eq!(trim_ws(""), "");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::ops::Range;
 use bytestring::ByteString;
 use thiserror::Error;
 
-use crate::syntax::is_token;
+use crate::syntax::table;
 
 /// Why a string is not an MSRP URI.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -46,90 +46,18 @@ pub struct Uri {
 impl Uri {
     /// Parses a URI held in a shared buffer without copying it.
     pub fn parse(text: ByteString) -> Result<Self, UriError> {
-        if text.len() > u16::MAX as usize {
-            return Err(UriError("longer than 65535 bytes"));
+        let (parts, len) = Parts::parse(&text)?;
+        if len != text.len() {
+            return Err(UriError("junk after the URI"));
         }
-        let s: &str = &text;
-        let (secure, after_scheme) = if s.len() >= 8 && s[..8].eq_ignore_ascii_case("msrps://") {
-            (true, 8)
-        } else if s.len() >= 7 && s[..7].eq_ignore_ascii_case("msrp://") {
-            (false, 7)
-        } else {
-            return Err(UriError("scheme is not msrp:// or msrps://"));
-        };
-        let r = |a: usize, b: usize| a as u16..b as u16;
-        let rest = &s[after_scheme..];
-        // Session-ids, transports and URI parameters cannot hold '@', so any '@' ends userinfo.
-        let (user, host_start) = match rest.find('@') {
-            Some(at) => {
-                let user = &rest[..at];
-                if user.is_empty() || !user.bytes().all(is_userinfo_char) || !valid_pct(user) {
-                    return Err(UriError("bad userinfo"));
-                }
-                (Some(r(after_scheme, after_scheme + at)), after_scheme + at + 1)
-            }
-            None => (None, after_scheme),
-        };
-        let hs = &s[host_start..];
-        let (host_len, host_kind) = if hs.starts_with('[') {
-            let close = hs.find(']').ok_or(UriError("unterminated IPv6 literal"))?;
-            let lit = &hs[1..close];
-            if lit.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(UriError("bad IPv6 literal"));
-            }
-            (close + 1, HostKind::Ipv6)
-        } else {
-            let len = hs.find([':', '/', ';']).unwrap_or(hs.len());
-            let host = &hs[..len];
-            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
-                return Err(UriError("bad host"));
-            }
-            let kind = if host.parse::<std::net::Ipv4Addr>().is_ok() { HostKind::Ipv4 } else { HostKind::Name };
-            (len, kind)
-        };
-        let host = r(host_start, host_start + host_len);
-        let mut pos = host_start + host_len;
-        let mut port = None;
-        if s[pos..].starts_with(':') {
-            let ps = &s[pos + 1..];
-            let len = ps.find(['/', ';']).unwrap_or(ps.len());
-            let digits = &ps[..len];
-            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(UriError("bad port"));
-            }
-            port = Some(digits.parse::<u16>().map_err(|_| UriError("port out of range"))?);
-            pos += 1 + len;
-        }
-        let mut session = None;
-        if s[pos..].starts_with('/') {
-            let ss = &s[pos + 1..];
-            let len = ss.find(';').unwrap_or(ss.len());
-            if len == 0 || !ss[..len].bytes().all(is_session_char) {
-                return Err(UriError("bad session-id"));
-            }
-            session = Some(r(pos + 1, pos + 1 + len));
-            pos += 1 + len;
-        }
-        // The transport is mandatory (RFC 4975 §9: `";" transport`).
-        let ts = s[pos..].strip_prefix(';').ok_or(UriError("missing ;transport"))?;
-        let tlen = ts.find(';').unwrap_or(ts.len());
-        if tlen == 0 || !ts[..tlen].bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(UriError("bad transport"));
-        }
-        let transport = r(pos + 1, pos + 1 + tlen);
-        pos += 1 + tlen;
-        // `*( ";" URI-parameter )`, `URI-parameter = token ["=" token]`.
-        for param in s[pos..].split(';').skip(1) {
-            let (name, value) = param.split_once('=').map_or((param, None), |(n, v)| (n, Some(v)));
-            if !is_token(name) || value.is_some_and(|v| !is_token(v)) {
-                return Err(UriError("bad URI parameter"));
-            }
-        }
-        if !s[pos..].is_empty() && !s[pos..].starts_with(';') {
-            return Err(UriError("junk after transport"));
-        }
-        let params = r(pos, s.len());
-        Ok(Uri { text, secure, user, host, host_kind, port, session, transport, params })
+        Ok(parts.into_uri(text))
+    }
+
+    /// Parses the URI at the start of `s` (a slice of `text`), up to the end or the first
+    /// space or tab: how a path header's URIs are taken without splitting it first.
+    pub(crate) fn parse_prefix(text: &ByteString, s: &str) -> Result<(Self, usize), UriError> {
+        let (parts, len) = Parts::parse(s)?;
+        Ok((parts.into_uri(text.slice_ref(&s[..len])), len))
     }
 
     /// Builds `msrp[s]://host[:port][/session-id];tcp`. `host` may be an IPv6 address with or
@@ -278,30 +206,6 @@ impl std::str::FromStr for Uri {
     }
 }
 
-/// RFC 3986 `userinfo = *( unreserved / pct-encoded / sub-delims / ":" )`.
-fn is_userinfo_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-        )
-}
-
 /// Every `%` starts a `pct-encoded` triplet.
 fn valid_pct(s: &str) -> bool {
     let b = s.as_bytes();
@@ -309,11 +213,6 @@ fn valid_pct(s: &str) -> bool {
         .enumerate()
         .filter(|(_, c)| **c == b'%')
         .all(|(i, _)| i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
-}
-
-/// `session-id = 1*( unreserved / "+" / "=" / "/" )` (RFC 4975 §9).
-fn is_session_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'=' | b'/')
 }
 
 /// Decodes `%XX` escapes of a userinfo (invalid UTF-8 is replaced).
@@ -334,6 +233,132 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Offsets of a URI's parts, found in one forward pass over its bytes (this runs for every
+/// URI of every To-Path and From-Path on the relay's hot path).
+struct Parts {
+    secure: bool,
+    user: Option<Range<u16>>,
+    host: Range<u16>,
+    host_kind: HostKind,
+    port: Option<u16>,
+    session: Option<Range<u16>>,
+    transport: Range<u16>,
+    params: Range<u16>,
+}
+
+static USERINFO_CHARS: [bool; 256] = table(b"-._~%!$&'()*+,;=:");
+static HOST_CHARS: [bool; 256] = table(b"-._");
+static SESSION_CHARS: [bool; 256] = table(b"-._~+=/");
+static ALNUM: [bool; 256] = table(b"");
+static PARAM_CHARS: [bool; 256] = table(b"-.!%*_+`'~");
+
+impl Parts {
+    fn parse(s: &str) -> Result<(Parts, usize), UriError> {
+        let b = s.as_bytes();
+        let (secure, after_scheme) = if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"msrps://") {
+            (true, 8)
+        } else if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"msrp://") {
+            (false, 7)
+        } else {
+            return Err(UriError("scheme is not msrp:// or msrps://"));
+        };
+        let r = |a: usize, b: usize| a as u16..b as u16;
+        // Userinfo is whatever userinfo characters run up to an '@'; otherwise there is none.
+        let user_end = span(b, after_scheme, &USERINFO_CHARS);
+        let (user, host_start) = if b.get(user_end) == Some(&b'@') {
+            let user = &s[after_scheme..user_end];
+            if user.is_empty() || !valid_pct(user) {
+                return Err(UriError("bad userinfo"));
+            }
+            (Some(r(after_scheme, user_end)), user_end + 1)
+        } else {
+            (None, after_scheme)
+        };
+        let (host_end, host_kind) = if b.get(host_start) == Some(&b'[') {
+            let close = memchr::memchr(b']', &b[host_start..]).ok_or(UriError("unterminated IPv6 literal"))?;
+            if s[host_start + 1..host_start + close].parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(UriError("bad IPv6 literal"));
+            }
+            (host_start + close + 1, HostKind::Ipv6)
+        } else {
+            let end = span(b, host_start, &HOST_CHARS);
+            if end == host_start {
+                return Err(UriError("bad host"));
+            }
+            let host = &s[host_start..end];
+            let numeric = host.bytes().all(|c| c.is_ascii_digit() || c == b'.');
+            let kind =
+                if numeric && host.parse::<std::net::Ipv4Addr>().is_ok() { HostKind::Ipv4 } else { HostKind::Name };
+            (end, kind)
+        };
+        let host = r(host_start, host_end);
+        let mut pos = host_end;
+        let mut port = None;
+        if b.get(pos) == Some(&b':') {
+            let end = pos + 1 + b[pos + 1..].iter().take(6).take_while(|c| c.is_ascii_digit()).count();
+            let value = b[pos + 1..end].iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+            if end == pos + 1 || end - pos > 6 || value > u32::from(u16::MAX) {
+                return Err(UriError("bad port"));
+            }
+            port = Some(value as u16);
+            pos = end;
+        }
+        let mut session = None;
+        if b.get(pos) == Some(&b'/') {
+            let end = span(b, pos + 1, &SESSION_CHARS);
+            if end == pos + 1 {
+                return Err(UriError("bad session-id"));
+            }
+            session = Some(r(pos + 1, end));
+            pos = end;
+        }
+        // The transport is mandatory (RFC 4975 §9: `";" transport`).
+        if b.get(pos) != Some(&b';') {
+            return Err(UriError(if pos == b.len() { "missing ;transport" } else { "bad character" }));
+        }
+        let end = span(b, pos + 1, &ALNUM);
+        if end == pos + 1 {
+            return Err(UriError("bad transport"));
+        }
+        let transport = r(pos + 1, end);
+        pos = end;
+        // `*( ";" URI-parameter )`, `URI-parameter = token ["=" token]`.
+        let params_start = pos;
+        while b.get(pos) == Some(&b';') {
+            let name_end = span(b, pos + 1, &PARAM_CHARS);
+            if name_end == pos + 1 {
+                return Err(UriError("bad URI parameter"));
+            }
+            pos = name_end;
+            if b.get(pos) == Some(&b'=') {
+                let value_end = span(b, pos + 1, &PARAM_CHARS);
+                if value_end == pos + 1 {
+                    return Err(UriError("bad URI parameter"));
+                }
+                pos = value_end;
+            }
+        }
+        if pos < b.len() && !matches!(b[pos], b' ' | b'\t') {
+            return Err(UriError("junk after transport"));
+        }
+        if pos > u16::MAX as usize {
+            return Err(UriError("longer than 65535 bytes"));
+        }
+        let params = r(params_start, pos);
+        Ok((Parts { secure, user, host, host_kind, port, session, transport, params }, pos))
+    }
+
+    fn into_uri(self, text: ByteString) -> Uri {
+        let Parts { secure, user, host, host_kind, port, session, transport, params } = self;
+        Uri { text, secure, user, host, host_kind, port, session, transport, params }
+    }
+}
+
+/// The index of the first byte at or after `from` that is not in `set`.
+fn span(b: &[u8], from: usize, set: &[bool; 256]) -> usize {
+    from + b[from..].iter().take_while(|&&c| set[c as usize]).count()
 }
 
 #[cfg(test)]

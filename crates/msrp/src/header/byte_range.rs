@@ -30,8 +30,10 @@ impl ByteRange {
 
     pub fn parse(value: &str) -> Result<Self, HeaderError> {
         let bad = |why| HeaderError::new("Byte-Range", why);
-        let (start, rest) = value.split_once('-').ok_or(bad("missing '-'"))?;
-        let (end, total) = rest.split_once('/').ok_or(bad("missing '/'"))?;
+        let dash = memchr::memchr(b'-', value.as_bytes()).ok_or(bad("missing '-'"))?;
+        let (start, rest) = (&value[..dash], &value[dash + 1..]);
+        let slash = memchr::memchr(b'/', rest.as_bytes()).ok_or(bad("missing '/'"))?;
+        let (end, total) = (&rest[..slash], &rest[slash + 1..]);
         let start = parse_u64(start).ok_or(bad("bad range-start"))?;
         let end = if end == "*" { None } else { Some(parse_u64(end).ok_or(bad("bad range-end"))?) };
         let total = if total == "*" { None } else { Some(parse_u64(total).ok_or(bad("bad total"))?) };

@@ -18,13 +18,14 @@ pub struct ContentType {
 impl ContentType {
     pub fn parse(value: &ByteString) -> Result<Self, HeaderError> {
         let bad = |why| HeaderError::new("Content-Type", why);
-        let end = value.find([';', ' ', '\t']).unwrap_or(value.len());
+        let end = value.bytes().position(|b| matches!(b, b';' | b' ' | b'\t')).unwrap_or(value.len());
         let media = &value[..end];
-        let slash = media.find('/').ok_or(bad("expected type/subtype"))?;
+        let slash = memchr::memchr(b'/', media.as_bytes()).ok_or(bad("expected type/subtype"))?;
         if !is_mime_token(&media[..slash]) || !is_mime_token(&media[slash + 1..]) {
             return Err(bad("expected type/subtype"));
         }
-        let params = mime_params(&value[end..]).ok_or(bad("bad parameter"))?;
+        let params =
+            if end == value.len() { Vec::new() } else { mime_params(&value[end..]).ok_or(bad("bad parameter"))? };
         if value.len() > u16::MAX as usize {
             return Err(bad("too long"));
         }

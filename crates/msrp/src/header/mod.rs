@@ -108,51 +108,41 @@ pub mod name {
 }
 
 impl Header {
-    /// Parses one header from its name and (trimmed) value, both slices of a shared buffer.
-    pub fn parse(hname: ByteString, value: ByteString) -> Result<Header, HeaderError> {
+    /// Parses one header from its name and (trimmed) value.
+    pub fn parse(hname: &str, value: &str) -> Result<Header, HeaderError> {
+        let text = ByteString::from(format!("{hname}{value}"));
+        Header::parse_in(&text, &text[..hname.len()], &text[hname.len()..])
+    }
+
+    /// Parses one header whose name and value are slices of `text`; the values that keep text
+    /// (URIs, ids, media types, unknown headers) share `text`'s buffer instead of copying.
+    pub(crate) fn parse_in(text: &ByteString, hname: &str, value: &str) -> Result<Header, HeaderError> {
         use name::*;
-        let is = |n: &str| hname.len() == n.len() && hname.eq_ignore_ascii_case(n);
-        // Ordered by how often they occur on the hot path (SEND and its 200).
-        Ok(if is(TO_PATH) {
-            Header::ToPath(Path::parse(TO_PATH, &value)?)
-        } else if is(FROM_PATH) {
-            Header::FromPath(Path::parse(FROM_PATH, &value)?)
-        } else if is(MESSAGE_ID) {
-            Header::MessageId(MessageId::parse(&value)?)
-        } else if is(BYTE_RANGE) {
-            Header::ByteRange(ByteRange::parse(&value)?)
-        } else if is(CONTENT_TYPE) {
-            Header::ContentType(ContentType::parse(&value)?)
-        } else if is(SUCCESS_REPORT) {
-            Header::SuccessReport(SuccessReport::parse(&value)?)
-        } else if is(FAILURE_REPORT) {
-            Header::FailureReport(FailureReport::parse(&value)?)
-        } else if is(STATUS) {
-            Header::Status(Status::parse(&value)?)
-        } else if is(USE_PATH) {
-            Header::UsePath(Path::parse(USE_PATH, &value)?)
-        } else if is(EXPIRES) {
-            Header::Expires(expires::parse_seconds(EXPIRES, &value)?)
-        } else if is(MIN_EXPIRES) {
-            Header::MinExpires(expires::parse_seconds(MIN_EXPIRES, &value)?)
-        } else if is(MAX_EXPIRES) {
-            Header::MaxExpires(expires::parse_seconds(MAX_EXPIRES, &value)?)
-        } else if is(WWW_AUTHENTICATE) {
-            Header::WwwAuthenticate(Challenge::parse(&value)?)
-        } else if is(AUTHORIZATION) {
-            Header::Authorization(Credentials::parse(&value)?)
-        } else if is(AUTHENTICATION_INFO) {
-            Header::AuthenticationInfo(AuthenticationInfo::parse(&value)?)
-        } else if is(USE_NICKNAME) {
-            Header::UseNickname(UseNickname::parse(&value)?)
-        } else if is(CONTENT_ID) {
-            Header::ContentId(ContentId::parse(&value)?)
-        } else if is(CONTENT_DESCRIPTION) {
-            Header::ContentDescription(ContentDescription::parse(&value)?)
-        } else if is(CONTENT_DISPOSITION) {
-            Header::ContentDisposition(ContentDisposition::parse(&value)?)
-        } else {
-            Header::Other { name: hname, value }
+        let shared = || text.slice_ref(value);
+        // Dispatch on the name's length first: one case-insensitive comparison per header.
+        let is = |n: &str| hname.eq_ignore_ascii_case(n);
+        Ok(match hname.len() {
+            7 if is(TO_PATH) => Header::ToPath(Path::parse(TO_PATH, text, value)?),
+            9 if is(FROM_PATH) => Header::FromPath(Path::parse(FROM_PATH, text, value)?),
+            10 if is(MESSAGE_ID) => Header::MessageId(MessageId::parse(&shared())?),
+            10 if is(BYTE_RANGE) => Header::ByteRange(ByteRange::parse(value)?),
+            12 if is(CONTENT_TYPE) => Header::ContentType(ContentType::parse(&shared())?),
+            14 if is(SUCCESS_REPORT) => Header::SuccessReport(SuccessReport::parse(value)?),
+            14 if is(FAILURE_REPORT) => Header::FailureReport(FailureReport::parse(value)?),
+            6 if is(STATUS) => Header::Status(Status::parse(&shared())?),
+            8 if is(USE_PATH) => Header::UsePath(Path::parse(USE_PATH, text, value)?),
+            7 if is(EXPIRES) => Header::Expires(expires::parse_seconds(EXPIRES, value)?),
+            11 if is(MIN_EXPIRES) => Header::MinExpires(expires::parse_seconds(MIN_EXPIRES, value)?),
+            11 if is(MAX_EXPIRES) => Header::MaxExpires(expires::parse_seconds(MAX_EXPIRES, value)?),
+            16 if is(WWW_AUTHENTICATE) => Header::WwwAuthenticate(Challenge::parse(value)?),
+            13 if is(AUTHORIZATION) => Header::Authorization(Credentials::parse(value)?),
+            19 if is(AUTHENTICATION_INFO) => Header::AuthenticationInfo(AuthenticationInfo::parse(value)?),
+            12 if is(USE_NICKNAME) => Header::UseNickname(UseNickname::parse(value)?),
+            10 if is(CONTENT_ID) => Header::ContentId(ContentId::parse(&shared())?),
+            19 if is(CONTENT_DESCRIPTION) => Header::ContentDescription(ContentDescription::parse(&shared())?),
+            19 if is(CONTENT_DISPOSITION) => Header::ContentDisposition(ContentDisposition::parse(value)?),
+            _ if crate::syntax::is_token(hname) => Header::Other { name: text.slice_ref(hname), value: shared() },
+            _ => return Err(HeaderError::new("(unnamed)", "header name is not a token")),
         })
     }
 
@@ -196,10 +186,32 @@ impl Header {
         }
     }
 
-    /// Headers that may legitimately appear more than once: several challenges in one 401
-    /// (RFC 7616 §3.7) and unregistered extensions, whose rules we cannot know.
-    fn may_repeat(&self) -> bool {
-        matches!(self, Header::WwwAuthenticate(_) | Header::Other { .. })
+    /// A bit identifying the registered kind; 0 for the kinds that may repeat: several
+    /// challenges in one 401 (RFC 7616 §3.7) and unregistered extensions, whose rules we
+    /// cannot know.
+    fn kind_bit(&self) -> u32 {
+        let index = match self {
+            Header::ToPath(_) => 0,
+            Header::FromPath(_) => 1,
+            Header::UsePath(_) => 2,
+            Header::MessageId(_) => 3,
+            Header::SuccessReport(_) => 4,
+            Header::FailureReport(_) => 5,
+            Header::ByteRange(_) => 6,
+            Header::Status(_) => 7,
+            Header::Expires(_) => 8,
+            Header::MinExpires(_) => 9,
+            Header::MaxExpires(_) => 10,
+            Header::Authorization(_) => 11,
+            Header::AuthenticationInfo(_) => 12,
+            Header::UseNickname(_) => 13,
+            Header::ContentType(_) => 14,
+            Header::ContentId(_) => 15,
+            Header::ContentDescription(_) => 16,
+            Header::ContentDisposition(_) => 17,
+            Header::WwwAuthenticate(_) | Header::Other { .. } => return 0,
+        };
+        1 << index
     }
 }
 
@@ -229,13 +241,18 @@ impl fmt::Display for Header {
 
 /// The headers of one message, in received (or insertion) order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<Header>);
+pub struct Headers {
+    list: Vec<Header>,
+    /// One bit per registered kind present ([`Header::kind_bit`]): duplicate checks and
+    /// "is it there" answers without walking the list.
+    seen: u32,
+}
 
 macro_rules! getter {
     ($(#[$doc:meta])* $fn:ident, $variant:ident, $ty:ty) => {
         $(#[$doc])*
         pub fn $fn(&self) -> Option<&$ty> {
-            self.0.iter().find_map(|h| match h {
+            self.list.iter().find_map(|h| match h {
                 Header::$variant(v) => Some(v),
                 _ => None,
             })
@@ -245,50 +262,54 @@ macro_rules! getter {
 
 impl Headers {
     pub fn new() -> Self {
-        Headers(Vec::new())
+        Headers::default()
     }
 
     pub fn with_capacity(n: usize) -> Self {
-        Headers(Vec::with_capacity(n))
+        Headers { list: Vec::with_capacity(n), seen: 0 }
     }
 
     /// Appends a header. Returns it back when it is a second copy of a header that may occur
     /// only once.
     pub fn push(&mut self, header: Header) -> Result<(), Header> {
-        if !header.may_repeat() && self.0.iter().any(|h| std::mem::discriminant(h) == std::mem::discriminant(&header)) {
+        let bit = header.kind_bit();
+        if self.seen & bit != 0 {
             return Err(header);
         }
-        self.0.push(header);
+        self.seen |= bit;
+        self.list.push(header);
         Ok(())
     }
 
     /// Replaces the header of the same kind, or appends it.
     pub fn set(&mut self, header: Header) {
-        match self
-            .0
-            .iter_mut()
-            .find(|h| std::mem::discriminant(*h) == std::mem::discriminant(&header) && !header.may_repeat())
+        let bit = header.kind_bit();
+        if self.seen & bit != 0
+            && let Some(slot) = self.list.iter_mut().find(|h| h.kind_bit() == bit)
         {
-            Some(slot) => *slot = header,
-            None => self.0.push(header),
+            *slot = header;
+            return;
         }
+        self.seen |= bit;
+        self.list.push(header);
     }
 
     /// Removes every header for which `keep` is false.
     pub fn retain(&mut self, keep: impl FnMut(&Header) -> bool) {
-        self.0.retain(keep);
+        self.list.retain(keep);
+        self.seen = self.list.iter().fold(0, |acc, h| acc | h.kind_bit());
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Header> {
-        self.0.iter()
+        self.list.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
     getter!(to_path, ToPath, Path);
@@ -306,14 +327,14 @@ impl Headers {
     getter!(content_disposition, ContentDisposition, ContentDisposition);
 
     pub fn to_path_mut(&mut self) -> Option<&mut Path> {
-        self.0.iter_mut().find_map(|h| match h {
+        self.list.iter_mut().find_map(|h| match h {
             Header::ToPath(v) => Some(v),
             _ => None,
         })
     }
 
     pub fn from_path_mut(&mut self) -> Option<&mut Path> {
-        self.0.iter_mut().find_map(|h| match h {
+        self.list.iter_mut().find_map(|h| match h {
             Header::FromPath(v) => Some(v),
             _ => None,
         })
@@ -321,34 +342,40 @@ impl Headers {
 
     /// Success-Report, `no` when absent (RFC 4975 §7.1.2).
     pub fn success_report(&self) -> SuccessReport {
-        self.0.iter().find_map(|h| if let Header::SuccessReport(v) = h { Some(*v) } else { None }).unwrap_or_default()
+        self.list
+            .iter()
+            .find_map(|h| if let Header::SuccessReport(v) = h { Some(*v) } else { None })
+            .unwrap_or_default()
     }
 
     /// Failure-Report, `yes` when absent (RFC 4975 §7.1.2).
     pub fn failure_report(&self) -> FailureReport {
-        self.0.iter().find_map(|h| if let Header::FailureReport(v) = h { Some(*v) } else { None }).unwrap_or_default()
+        self.list
+            .iter()
+            .find_map(|h| if let Header::FailureReport(v) = h { Some(*v) } else { None })
+            .unwrap_or_default()
     }
 
     pub fn expires(&self) -> Option<u32> {
-        self.0.iter().find_map(|h| if let Header::Expires(v) = h { Some(*v) } else { None })
+        self.list.iter().find_map(|h| if let Header::Expires(v) = h { Some(*v) } else { None })
     }
 
     pub fn min_expires(&self) -> Option<u32> {
-        self.0.iter().find_map(|h| if let Header::MinExpires(v) = h { Some(*v) } else { None })
+        self.list.iter().find_map(|h| if let Header::MinExpires(v) = h { Some(*v) } else { None })
     }
 
     pub fn max_expires(&self) -> Option<u32> {
-        self.0.iter().find_map(|h| if let Header::MaxExpires(v) = h { Some(*v) } else { None })
+        self.list.iter().find_map(|h| if let Header::MaxExpires(v) = h { Some(*v) } else { None })
     }
 
     /// Every challenge of a 401, in order.
     pub fn challenges(&self) -> impl Iterator<Item = &Challenge> {
-        self.0.iter().filter_map(|h| if let Header::WwwAuthenticate(v) = h { Some(v) } else { None })
+        self.list.iter().filter_map(|h| if let Header::WwwAuthenticate(v) = h { Some(v) } else { None })
     }
 
     /// The value of an unregistered header (name matched case-insensitively).
     pub fn other(&self, wanted: &str) -> Option<&str> {
-        self.0.iter().find_map(|h| match h {
+        self.list.iter().find_map(|h| match h {
             Header::Other { name, value } if name.eq_ignore_ascii_case(wanted) => Some(&**value),
             _ => None,
         })
@@ -359,7 +386,7 @@ impl<'a> IntoIterator for &'a Headers {
     type Item = &'a Header;
     type IntoIter = std::slice::Iter<'a, Header>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.list.iter()
     }
 }
 
@@ -368,7 +395,7 @@ mod tests {
     use super::*;
 
     fn h(name: &str, value: &str) -> Result<Header, HeaderError> {
-        Header::parse(ByteString::from(name), ByteString::from(value))
+        Header::parse(name, value)
     }
 
     #[test]
