@@ -324,10 +324,10 @@ fn too_many_headers_and_too_large_head() {
 #[test]
 fn non_send_body_limit() {
     let body = vec![b'r'; 70_000];
-    let mut input = format!(
+    let mut input =
         "MSRP abcd REPORT\r\nTo-Path: msrp://b/t;tcp\r\nFrom-Path: msrp://a/s;tcp\r\nContent-Type: text/plain\r\n\r\n"
-    )
-    .into_bytes();
+            .to_string()
+            .into_bytes();
     input.extend_from_slice(&body);
     input.extend_from_slice(b"\r\n-------abcd$\r\n");
     input.extend_from_slice(RESPONSE);
