@@ -60,7 +60,9 @@ impl Default for Limits {
 /// One step of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Start line and headers.
+    /// Start line and headers. A frame has a body section exactly when it carries
+    /// Content-Type (RFC 4975 §9 `content-stuff`); that section may be empty, in which case no
+    /// [`Event::Body`] follows.
     Head(Message),
     /// The next piece of the body, in order. Pieces may be of any size, including split
     /// mid-UTF-8; only their concatenation means anything.

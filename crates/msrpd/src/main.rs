@@ -1,7 +1,7 @@
-//! `msrpd`: the daemon's entry point. At this stage it only describes itself; the relay and
-//! chat services arrive with their issues.
+//! `msrpd`: the daemon's entry point. The relay (RFC 4976) and chat (RFC 7701) services are
+//! wired in here as they land; until then the binary describes itself.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// MSRP relay (RFC 4976) and multi-party chat server (RFC 7701).
 #[derive(Debug, Parser)]
@@ -10,5 +10,7 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    println!("msrpd {}: the relay and chat services are not built yet; see README.md", env!("CARGO_PKG_VERSION"));
+    // No service is built yet: say what this binary is and how to ask for more.
+    Cli::command().print_help().expect("stdout is writable");
+    println!();
 }
