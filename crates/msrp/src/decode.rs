@@ -319,7 +319,16 @@ impl Decoder {
         let tid = tid.as_bytes();
         let full = END_NEEDLE.len() + tid.len() + 3;
         let mut from = 0;
-        while let Some(i) = self.end_finder.find(&buf[from..]) {
+        // Short bodies (the common instant message): a plain memchr for CR beats setting up
+        // the SIMD substring searcher; long ones use the searcher.
+        let find = |hay: &[u8]| -> Option<usize> {
+            if hay.len() < 256 {
+                memchr::memchr_iter(b'\r', hay).find(|&i| hay[i..].starts_with(END_NEEDLE))
+            } else {
+                self.end_finder.find(hay)
+            }
+        };
+        while let Some(i) = find(&buf[from..]) {
             let at = from + i;
             let rest = &buf[at + END_NEEDLE.len()..];
             // Compare what has arrived of `<tid><flag>\r\n`.
@@ -575,12 +584,15 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid) -> Result<Messag
     let mut headers = Headers::with_capacity(8);
     let mut first_error: Option<ErrorKind> = None;
     for line in lines {
-        let header = match memchr::memchr(b':', line.as_bytes()) {
-            Some(colon) => {
-                let value = crate::syntax::trim_ws(&line[colon + 1..]);
-                Header::parse_in(&text, &line[..colon], value).map_err(ErrorKind::MalformedHeader)
-            }
-            _ => Err(ErrorKind::HeaderWithoutColon),
+        // The name is a token running up to the colon: one scan finds and validates it.
+        let name_len = line.bytes().take_while(|&b| crate::syntax::is_token_char(b)).count();
+        let header = if line.as_bytes().get(name_len) == Some(&b':') && name_len > 0 {
+            let value = crate::syntax::trim_ws(&line[name_len + 1..]);
+            Header::parse_in(&text, &line[..name_len], value).map_err(ErrorKind::MalformedHeader)
+        } else if line.contains(':') {
+            Err(ErrorKind::MalformedHeader(HeaderError::new("(unnamed)", "header name is not a token")))
+        } else {
+            Err(ErrorKind::HeaderWithoutColon)
         };
         match header {
             Ok(h) => {

@@ -252,6 +252,15 @@ static USERINFO_CHARS: [bool; 256] = table(b"-._~%!$&'()*+,;=:");
 static HOST_CHARS: [bool; 256] = table(b"-._");
 static SESSION_CHARS: [bool; 256] = table(b"-._~+=/");
 static ALNUM: [bool; 256] = table(b"");
+static DIGITS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = true;
+        d += 1;
+    }
+    t
+};
 static PARAM_CHARS: [bool; 256] = table(b"-.!%*_+`'~");
 
 impl Parts {
@@ -266,7 +275,25 @@ impl Parts {
         };
         let r = |a: usize, b: usize| a as u16..b as u16;
         // Userinfo is whatever userinfo characters run up to an '@'; otherwise there is none.
-        let user_end = span(b, after_scheme, &USERINFO_CHARS);
+        // Most URIs have none: scan host characters first and take the userinfo path only
+        // when the run stops at a character a host cannot hold.
+        let host_run = span(b, after_scheme, &HOST_CHARS);
+        let user_end = match b.get(host_run) {
+            None | Some(b'/' | b'[' | b' ' | b'\t') => host_run,
+            // `;` may be userinfo (`a;b@host`) or start the transport: an '@' before the URI
+            // ends tells (transports and parameters cannot hold one).
+            Some(b';') => {
+                let rest = b[host_run..].iter().take_while(|&&c| c != b' ' && c != b'\t');
+                if rest.clone().any(|&c| c == b'@') { span(b, after_scheme, &USERINFO_CHARS) } else { host_run }
+            }
+            // `host:port` unless the digits run into something a port cannot be followed by
+            // (`user:1234@host`).
+            Some(b':') => match b.get(span(b, host_run + 1, &DIGITS)) {
+                None | Some(b'/' | b';' | b' ' | b'\t') => host_run,
+                _ => span(b, after_scheme, &USERINFO_CHARS),
+            },
+            _ => span(b, after_scheme, &USERINFO_CHARS),
+        };
         let (user, host_start) = if b.get(user_end) == Some(&b'@') {
             let user = &s[after_scheme..user_end];
             if user.is_empty() || !valid_pct(user) {
@@ -283,7 +310,7 @@ impl Parts {
             }
             (host_start + close + 1, HostKind::Ipv6)
         } else {
-            let end = span(b, host_start, &HOST_CHARS);
+            let end = if host_start == after_scheme { host_run } else { span(b, host_start, &HOST_CHARS) };
             if end == host_start {
                 return Err(UriError("bad host"));
             }
@@ -357,8 +384,12 @@ impl Parts {
 }
 
 /// The index of the first byte at or after `from` that is not in `set`.
-fn span(b: &[u8], from: usize, set: &[bool; 256]) -> usize {
-    from + b[from..].iter().take_while(|&&c| set[c as usize]).count()
+#[inline]
+fn span(b: &[u8], mut from: usize, set: &[bool; 256]) -> usize {
+    while from < b.len() && set[b[from] as usize] {
+        from += 1;
+    }
+    from
 }
 
 #[cfg(test)]
@@ -382,6 +413,19 @@ mod tests {
         assert_eq!(x.transport(), "tcp");
         assert_eq!(x.params().collect::<Vec<_>>(), vec![("foo", Some("bar")), ("baz", None)]);
         assert_eq!(x.to_string(), "msrps://alice%40home@Relay.Example.com:2855/abc-12=+/x;tcp;foo=bar;baz");
+    }
+
+    #[test]
+    fn userinfo_is_told_from_host_and_port() {
+        let x = u("msrp://bob:1234@host:99/s;tcp");
+        assert_eq!((x.user(), x.host(), x.port()), (Some("bob:1234"), "host", Some(99)));
+        let y = u("msrp://host:99/s;tcp");
+        assert_eq!((y.user(), y.host(), y.port()), (None, "host", Some(99)));
+        let z = u("msrp://a;b@host;tcp");
+        assert_eq!((z.user(), z.host()), (Some("a;b"), "host"));
+        let w = u("msrp://u@[::1]:5/s;tcp");
+        assert_eq!((w.user(), w.host()), (Some("u"), "[::1]"));
+        assert!("msrp://host:99x/s;tcp".parse::<Uri>().is_err());
     }
 
     #[test]

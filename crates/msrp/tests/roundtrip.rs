@@ -234,3 +234,39 @@ fn tid_for_unsafe_body_is_detected() {
     let tid: TransactionId = "abcd1234".parse().unwrap();
     assert!(!body_is_safe(b"xx\r\n-------abcd1234", &tid));
 }
+
+proptest! {
+    /// URIs with and without userinfo (whose characters overlap the host's, the port's and
+    /// the transport's) split into the parts they were built from.
+    #[test]
+    fn uri_parts_are_recovered(
+        user in proptest::option::of("[A-Za-z0-9._~!$&'()*+,;=:-]{1,12}|%41[a-z]{0,3}"),
+        host in "[a-z0-9][a-z0-9.-]{0,15}",
+        port in proptest::option::of(any::<u16>()),
+        sid in proptest::option::of("[A-Za-z0-9._~+=/-]{1,16}"),
+        params in "(;[a-z]{1,5}(=[a-z0-9]{1,5})?){0,2}",
+    ) {
+        let mut text = String::from("msrp://");
+        if let Some(u) = &user {
+            text.push_str(u);
+            text.push('@');
+        }
+        text.push_str(&host);
+        if let Some(p) = port {
+            text.push_str(&format!(":{p}"));
+        }
+        if let Some(s) = &sid {
+            text.push('/');
+            text.push_str(s);
+        }
+        text.push_str(";tcp");
+        text.push_str(&params);
+        let uri: Uri = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+        prop_assert_eq!(uri.user(), user.as_deref());
+        prop_assert_eq!(uri.host(), host.as_str());
+        prop_assert_eq!(uri.port(), port);
+        prop_assert_eq!(uri.session_id(), sid.as_deref());
+        prop_assert_eq!(uri.transport(), "tcp");
+        prop_assert_eq!(uri.as_str(), text.as_str());
+    }
+}

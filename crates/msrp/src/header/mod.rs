@@ -110,6 +110,9 @@ pub mod name {
 impl Header {
     /// Parses one header from its name and (trimmed) value.
     pub fn parse(hname: &str, value: &str) -> Result<Header, HeaderError> {
+        if !crate::syntax::is_token(hname) {
+            return Err(HeaderError::new("(unnamed)", "header name is not a token"));
+        }
         let text = ByteString::from(format!("{hname}{value}"));
         Header::parse_in(&text, &text[..hname.len()], &text[hname.len()..])
     }
@@ -141,8 +144,8 @@ impl Header {
             10 if is(CONTENT_ID) => Header::ContentId(ContentId::parse(&shared())?),
             19 if is(CONTENT_DESCRIPTION) => Header::ContentDescription(ContentDescription::parse(&shared())?),
             19 if is(CONTENT_DISPOSITION) => Header::ContentDisposition(ContentDisposition::parse(value)?),
-            _ if crate::syntax::is_token(hname) => Header::Other { name: text.slice_ref(hname), value: shared() },
-            _ => return Err(HeaderError::new("(unnamed)", "header name is not a token")),
+            // The caller checked that the name is a token.
+            _ => Header::Other { name: text.slice_ref(hname), value: shared() },
         })
     }
 

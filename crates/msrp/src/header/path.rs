@@ -4,30 +4,32 @@
 use std::fmt;
 
 use bytestring::ByteString;
+use smallvec::SmallVec;
 
 use super::HeaderError;
 use crate::uri::Uri;
 
 /// An ordered list of one or more MSRP URIs.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Path(Vec<Uri>);
+pub struct Path(SmallVec<[Uri; 1]>);
 
 impl Path {
     /// A path must name at least one hop.
     pub fn new(uris: Vec<Uri>) -> Option<Self> {
-        (!uris.is_empty()).then_some(Path(uris))
+        (!uris.is_empty()).then(|| Path(SmallVec::from_vec(uris)))
     }
 
     pub fn single(uri: Uri) -> Self {
-        Path(vec![uri])
+        Path(smallvec::smallvec![uri])
     }
 
     /// Parses `value`, a slice of `text`; the URIs share `text`'s buffer.
     pub(crate) fn parse(name: &'static str, text: &ByteString, value: &str) -> Result<Self, HeaderError> {
-        let mut uris = Vec::with_capacity(2);
+        let mut uris = SmallVec::new();
         let mut rest = value;
         loop {
-            rest = rest.trim_start_matches([' ', '\t']);
+            // `1*(SP MSRP-URI)`; tabs tolerated.
+            rest = &rest[rest.bytes().take_while(|&b| b == b' ' || b == b'\t').count()..];
             if rest.is_empty() {
                 break;
             }
@@ -35,7 +37,10 @@ impl Path {
             uris.push(uri);
             rest = &rest[len..];
         }
-        Path::new(uris).ok_or(HeaderError::new(name, "no URI"))
+        if uris.is_empty() {
+            return Err(HeaderError::new(name, "no URI"));
+        }
+        Ok(Path(uris))
     }
 
     /// The next hop (To-Path) or the previous hop (From-Path).
