@@ -570,8 +570,10 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid) -> Result<Messag
         line
     });
     let start = lines.next().unwrap_or_default();
-    let mut parts = start.splitn(3, ' ');
-    let (_, tid, what) = (parts.next(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    // `MSRP SP tid SP rest`, validated by `check_start_line`.
+    let after = &start[5..];
+    let sp = after.bytes().position(|b| b == b' ').unwrap_or(after.len());
+    let (tid, what) = (&after[..sp], &after[(sp + 1).min(after.len())..]);
     let tid = TransactionId::from_validated(text.slice_ref(tid));
     let (method, status) = if what.as_bytes()[0].is_ascii_digit() {
         let code = StatusCode(what[..3].parse().unwrap_or(0));

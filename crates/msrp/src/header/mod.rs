@@ -122,8 +122,9 @@ impl Header {
     pub(crate) fn parse_in(text: &ByteString, hname: &str, value: &str) -> Result<Header, HeaderError> {
         use name::*;
         let shared = || text.slice_ref(value);
-        // Dispatch on the name's length first: one case-insensitive comparison per header.
-        let is = |n: &str| hname.eq_ignore_ascii_case(n);
+        // Dispatch on the name's length first, then one comparison: exact (the registered
+        // spelling, what peers send) before case-insensitive.
+        let is = |n: &str| hname == n || hname.eq_ignore_ascii_case(n);
         Ok(match hname.len() {
             7 if is(TO_PATH) => Header::ToPath(Path::parse(TO_PATH, text, value)?),
             9 if is(FROM_PATH) => Header::FromPath(Path::parse(FROM_PATH, text, value)?),
