@@ -15,7 +15,7 @@ use bytestring::ByteString;
 use memchr::memmem;
 use thiserror::Error;
 
-use crate::header::{Header, HeaderError, Headers, Path};
+use crate::header::{Header, HeaderError, Headers, Path, name};
 use crate::message::{Continuation, MAX_TID_LEN, Message, Method, Request, Response, StatusCode, TransactionId};
 
 /// `"\r\n-------"`: the CRLF that ends the body (RFC 4975 §9 `content-stuff`) plus the seven
@@ -199,6 +199,9 @@ pub struct Decoder {
     limits: Limits,
     state: State,
     end_finder: memmem::Finder<'static>,
+    /// The last To-Path and From-Path seen, by their text: frames of one session repeat them,
+    /// and a hit costs a compare and a clone instead of parsing every URI again.
+    paths: PathCache,
     /// Offsets of the LFs ending the current head's lines, recorded while scanning so the
     /// head is split into lines once. Reused from frame to frame.
     line_ends: Vec<u32>,
@@ -221,7 +224,13 @@ enum Scan {
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder { limits, state: State::head(), end_finder: memmem::Finder::new(END_NEEDLE), line_ends: Vec::new() }
+        Decoder {
+            limits,
+            state: State::head(),
+            end_finder: memmem::Finder::new(END_NEEDLE),
+            paths: PathCache::default(),
+            line_ends: Vec::new(),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -436,7 +445,7 @@ impl Decoder {
         };
         let tid = tid.expect("set by the start line");
         let head = buf.split_to(head_end).freeze();
-        let parsed = parse_head(head, &self.line_ends, tid);
+        let parsed = parse_head(head, &self.line_ends, tid, &mut self.paths);
         self.state = match (&parsed, end_flag) {
             (Err(_), None) => State::Skip { tid },
             (_, Some(flag)) if parsed.is_ok() => State::PendingEnd(flag),
@@ -455,7 +464,7 @@ impl Decoder {
         let head = buf.split_to(line_start.saturating_sub(2)).freeze();
         self.state = State::Skip { tid };
         // Report what the complete lines told us (method, paths) so a 400 can be addressed.
-        let frame = match parse_head(head, &self.line_ends, tid) {
+        let frame = match parse_head(head, &self.line_ends, tid, &mut self.paths) {
             Ok(Message::Request(r)) => Box::new(FrameInfo {
                 tid: r.tid,
                 method: Some(r.method),
@@ -507,6 +516,28 @@ fn check_start_line(line: &[u8]) -> Result<&[u8], DecodeError> {
     Ok(tid)
 }
 
+/// One remembered path per header: its text (a private copy, so the cache never pins the
+/// caller's read buffer) and the parsed value.
+#[derive(Debug, Default)]
+struct PathCache {
+    to: Option<(ByteString, Path)>,
+    from: Option<(ByteString, Path)>,
+}
+
+impl PathCache {
+    fn get(slot: &mut Option<(ByteString, Path)>, name: &'static str, value: &str) -> Result<Path, HeaderError> {
+        if let Some((text, path)) = slot
+            && **text == *value
+        {
+            return Ok(path.clone());
+        }
+        let text = ByteString::from(value);
+        let path = Path::parse(name, &text, &text)?;
+        *slot = Some((text, path.clone()));
+        Ok(path)
+    }
+}
+
 enum Prefix {
     Match(Continuation, usize),
     Maybe,
@@ -554,7 +585,7 @@ fn end_line_flag(line: &[u8], tid: &[u8]) -> Option<Continuation> {
 /// Parses a head: the start line and header lines that end at `line_ends` (the blank line or
 /// end-line that closes the head is not among them). The start line was validated while
 /// scanning.
-fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid) -> Result<Message, DecodeError> {
+fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid, paths: &mut PathCache) -> Result<Message, DecodeError> {
     let Ok(text) = ByteString::try_from(head) else {
         return Err(DecodeError {
             kind: ErrorKind::InvalidUtf8,
@@ -590,7 +621,17 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid) -> Result<Messag
         let name_len = line.bytes().take_while(|&b| crate::syntax::is_token_char(b)).count();
         let header = if line.as_bytes().get(name_len) == Some(&b':') && name_len > 0 {
             let value = crate::syntax::trim_ws(&line[name_len + 1..]);
-            Header::parse_in(&text, &line[..name_len], value).map_err(ErrorKind::MalformedHeader)
+            let name = &line[..name_len];
+            let parsed = match name_len {
+                7 if name.eq_ignore_ascii_case(name::TO_PATH) => {
+                    PathCache::get(&mut paths.to, name::TO_PATH, value).map(Header::ToPath)
+                }
+                9 if name.eq_ignore_ascii_case(name::FROM_PATH) => {
+                    PathCache::get(&mut paths.from, name::FROM_PATH, value).map(Header::FromPath)
+                }
+                _ => Header::parse_in(&text, name, value),
+            };
+            parsed.map_err(ErrorKind::MalformedHeader)
         } else if line.contains(':') {
             Err(ErrorKind::MalformedHeader(HeaderError::new("(unnamed)", "header name is not a token")))
         } else {

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::HeaderError;
-use crate::syntax::parse_u64;
+use crate::syntax::{find_byte, parse_u64};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ByteRange {
@@ -30,9 +30,9 @@ impl ByteRange {
 
     pub fn parse(value: &str) -> Result<Self, HeaderError> {
         let bad = |why| HeaderError::new("Byte-Range", why);
-        let dash = memchr::memchr(b'-', value.as_bytes()).ok_or(bad("missing '-'"))?;
+        let dash = find_byte(value, b'-').ok_or(bad("missing '-'"))?;
         let (start, rest) = (&value[..dash], &value[dash + 1..]);
-        let slash = memchr::memchr(b'/', rest.as_bytes()).ok_or(bad("missing '/'"))?;
+        let slash = find_byte(rest, b'/').ok_or(bad("missing '/'"))?;
         let (end, total) = (&rest[..slash], &rest[slash + 1..]);
         let start = parse_u64(start).ok_or(bad("bad range-start"))?;
         let end = if end == "*" { None } else { Some(parse_u64(end).ok_or(bad("bad range-end"))?) };

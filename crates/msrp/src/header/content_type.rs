@@ -5,7 +5,7 @@ use std::fmt;
 use bytestring::ByteString;
 
 use super::HeaderError;
-use crate::syntax::{is_mime_token, mime_params};
+use crate::syntax::{find_byte, is_mime_token, mime_params};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ContentType {
@@ -20,7 +20,7 @@ impl ContentType {
         let bad = |why| HeaderError::new("Content-Type", why);
         let end = value.bytes().position(|b| matches!(b, b';' | b' ' | b'\t')).unwrap_or(value.len());
         let media = &value[..end];
-        let slash = memchr::memchr(b'/', media.as_bytes()).ok_or(bad("expected type/subtype"))?;
+        let slash = find_byte(media, b'/').ok_or(bad("expected type/subtype"))?;
         if !is_mime_token(&media[..slash]) || !is_mime_token(&media[slash + 1..]) {
             return Err(bad("expected type/subtype"));
         }

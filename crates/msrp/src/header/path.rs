@@ -4,28 +4,32 @@
 use std::fmt;
 
 use bytestring::ByteString;
-use smallvec::SmallVec;
+use std::sync::Arc;
 
 use super::HeaderError;
 use crate::uri::Uri;
 
 /// An ordered list of one or more MSRP URIs.
+///
+/// Shared, not copied: a relay copies a From-Path into every REPORT and response, and the
+/// decoder hands out the same parsed path for every frame of a session, so a clone is one
+/// reference-count increment. Edits copy the (short) list first.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Path(SmallVec<[Uri; 1]>);
+pub struct Path(Arc<[Uri]>);
 
 impl Path {
     /// A path must name at least one hop.
     pub fn new(uris: Vec<Uri>) -> Option<Self> {
-        (!uris.is_empty()).then(|| Path(SmallVec::from_vec(uris)))
+        (!uris.is_empty()).then(|| Path(uris.into()))
     }
 
     pub fn single(uri: Uri) -> Self {
-        Path(smallvec::smallvec![uri])
+        Path(Arc::new([uri]))
     }
 
     /// Parses `value`, a slice of `text`; the URIs share `text`'s buffer.
     pub(crate) fn parse(name: &'static str, text: &ByteString, value: &str) -> Result<Self, HeaderError> {
-        let mut uris = SmallVec::new();
+        let mut uris = Vec::with_capacity(2);
         let mut rest = value;
         loop {
             // `1*(SP MSRP-URI)`; tabs tolerated.
@@ -37,10 +41,7 @@ impl Path {
             uris.push(uri);
             rest = &rest[len..];
         }
-        if uris.is_empty() {
-            return Err(HeaderError::new(name, "no URI"));
-        }
-        Ok(Path(uris))
+        Path::new(uris).ok_or(HeaderError::new(name, "no URI"))
     }
 
     /// The next hop (To-Path) or the previous hop (From-Path).
@@ -69,17 +70,22 @@ impl Path {
     /// Removes and returns the first hop, unless it is the only one (a relay consumes its own
     /// URI from a To-Path that still names a further hop).
     pub fn pop_front(&mut self) -> Option<Uri> {
-        (self.0.len() > 1).then(|| self.0.remove(0))
+        if self.0.len() < 2 {
+            return None;
+        }
+        let first = self.0[0].clone();
+        self.0 = self.0[1..].into();
+        Some(first)
     }
 
     /// Prepends a hop (a relay adds its own URI to a From-Path).
     pub fn push_front(&mut self, uri: Uri) {
-        self.0.insert(0, uri);
+        self.0 = std::iter::once(uri).chain(self.0.iter().cloned()).collect();
     }
 
     /// Appends hops (a client concatenates Use-Paths when chaining relays).
     pub fn extend(&mut self, uris: impl IntoIterator<Item = Uri>) {
-        self.0.extend(uris);
+        self.0 = self.0.iter().cloned().chain(uris).collect();
     }
 
     /// The reverse order: the To-Path that answers a From-Path across several hops.
