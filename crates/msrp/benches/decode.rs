@@ -6,13 +6,14 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use msrp::{Decoder, Event};
 use std::hint::black_box;
 
-/// A typical ~400-byte SEND: two-hop To-Path through a relay, a short text body.
-fn small_send() -> Vec<u8> {
+/// A typical ~400-byte SEND: two-hop To-Path through a relay, a short text body. `session`
+/// varies the paths' session-ids so that no two frames share a To-Path or From-Path.
+fn small_send_in(session: usize) -> Vec<u8> {
     let body = "Hello Bob! This is a typical instant message of about one hundred bytes, sent via a relay.";
     format!(
         "MSRP a786hjs2 SEND\r\n\
-         To-Path: msrps://relay.example.com:2855/aXq8Zk3pR7mN2;tcp msrps://bob.example.com:8888/9di4eae923wzd;tcp\r\n\
-         From-Path: msrps://alicepc.example.com:7777/iau39soe2843z;tcp\r\n\
+         To-Path: msrps://relay.example.com:2855/aXq8Zk3p{session:05};tcp msrps://bob.example.com:8888/9di4eae9{session:05};tcp\r\n\
+         From-Path: msrps://alicepc.example.com:7777/iau39soe{session:05};tcp\r\n\
          Message-ID: 87652491\r\n\
          Byte-Range: 1-{n}/{n}\r\n\
          Success-Report: no\r\n\
@@ -27,15 +28,26 @@ fn small_send() -> Vec<u8> {
 }
 
 fn bench_small(c: &mut Criterion) {
-    let frame = small_send();
     const N: usize = 1000;
-    let mut stream = Vec::with_capacity(frame.len() * N);
-    for _ in 0..N {
-        stream.extend_from_slice(&frame);
-    }
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(N as u64));
-    group.bench_function(format!("small_send_{}B_x{N}", frame.len()), |b| {
+    // One session's frames (paths repeat: the decoder's path cache hits), then every frame in
+    // a session of its own (every path parsed).
+    for (name, vary) in [("small_send_one_session", false), ("small_send_distinct_sessions", true)] {
+        let stream: Vec<u8> = (0..N).flat_map(|i| small_send_in(if vary { i } else { 0 })).collect();
+        bench_stream(&mut group, name, stream, N);
+    }
+    group.finish();
+}
+
+fn bench_stream(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    stream: Vec<u8>,
+    n: usize,
+) {
+    let frame_len = stream.len() / n;
+    group.bench_function(format!("{name}_{frame_len}B_x{n}"), |b| {
         b.iter_batched_ref(
             || BytesMut::from(&stream[..]),
             |buf| {
@@ -47,12 +59,11 @@ fn bench_small(c: &mut Criterion) {
                     }
                     black_box(ev);
                 }
-                assert_eq!(ends, N);
+                assert_eq!(ends, n);
             },
             BatchSize::LargeInput,
         )
     });
-    group.finish();
 }
 
 fn bench_body(c: &mut Criterion) {

@@ -146,32 +146,13 @@ impl DecodeError {
     }
 }
 
-/// The end-line's transaction id, copied out of the start line (≤ 32 bytes, no allocation).
-#[derive(Debug, Clone, Copy)]
-struct Tid {
-    bytes: [u8; MAX_TID_LEN],
-    len: u8,
+/// What a failed frame's error can say when only its transaction id is known.
+fn bare_info(tid: Tid) -> Box<FrameInfo> {
+    Box::new(FrameInfo { tid, method: None, to_path: None, from_path: None })
 }
 
-impl Tid {
-    fn new(s: &[u8]) -> Self {
-        let mut bytes = [0; MAX_TID_LEN];
-        bytes[..s.len()].copy_from_slice(s);
-        Tid { bytes, len: s.len() as u8 }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-
-    fn to_tid(self) -> TransactionId {
-        TransactionId::from_validated(ByteString::from(String::from_utf8_lossy(self.as_bytes()).into_owned()))
-    }
-
-    fn bare_info(self) -> Box<FrameInfo> {
-        Box::new(FrameInfo { tid: self.to_tid(), method: None, to_path: None, from_path: None })
-    }
-}
+/// The transaction id as the decoder keeps it while a frame is in flight (inline, `Copy`).
+type Tid = TransactionId;
 
 #[derive(Debug)]
 enum State {
@@ -293,11 +274,7 @@ impl Decoder {
                                     self.state = State::Skip { tid };
                                     let _ = buf.split_to(n);
                                     let kind = ErrorKind::BodyTooLarge(self.limits.max_non_send_body);
-                                    return Err(DecodeError {
-                                        kind,
-                                        scope: Scope::Frame,
-                                        frame: Some(tid.bare_info()),
-                                    });
+                                    return Err(DecodeError { kind, scope: Scope::Frame, frame: Some(bare_info(tid)) });
                                 }
                                 Some(left) => Some(left - n as u64),
                                 None => None,
@@ -368,79 +345,94 @@ impl Decoder {
             unreachable!("decode_head outside the Head state")
         };
         let limits = &self.limits;
-        let (head_end, end_flag) = loop {
-            let Some(i) = memchr::memchr(b'\n', &buf[scanned..]) else {
-                let partial = buf.len() - line_start;
-                if lines == 0 {
-                    check_start_prefix(&buf[line_start..])?;
-                    if partial > limits.max_start_line + 1 {
-                        return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
+        // One newline iterator per call (not one search per line): it keeps its SIMD set-up
+        // across the lines of a head that arrived whole.
+        let (head_end, end_flag) = 'frame: loop {
+            let base = scanned;
+            let mut newlines = memchr::memchr_iter(b'\n', &buf[base..]);
+            loop {
+                let Some(i) = newlines.next() else {
+                    let partial = buf.len() - line_start;
+                    if lines == 0 {
+                        check_start_prefix(&buf[line_start..])?;
+                        if partial > limits.max_start_line + 1 {
+                            return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
+                        }
+                    } else if let Some(t) = tid {
+                        if partial > limits.max_header_line + 1 {
+                            return Err(self.skip_from(
+                                buf,
+                                line_start,
+                                t,
+                                ErrorKind::HeaderLineTooLong(limits.max_header_line),
+                            ));
+                        }
+                        if buf.len() > limits.max_head_bytes {
+                            return Err(self.skip_from(
+                                buf,
+                                line_start,
+                                t,
+                                ErrorKind::HeadTooLarge(limits.max_head_bytes),
+                            ));
+                        }
                     }
-                } else if let Some(t) = tid {
-                    if partial > limits.max_header_line + 1 {
-                        return Err(self.skip_from(
-                            buf,
-                            line_start,
-                            t,
-                            ErrorKind::HeaderLineTooLong(limits.max_header_line),
-                        ));
+                    self.state = State::Head { scanned: buf.len(), line_start, lines, tid };
+                    return Ok(None);
+                };
+                let nl = base + i;
+                let Some(line) = buf[line_start..nl].strip_suffix(b"\r") else {
+                    match tid {
+                        None => return Err(DecodeError::connection(ErrorKind::BareLineFeed)),
+                        Some(t) => return Err(self.skip_from(buf, line_start, t, ErrorKind::BareLineFeed)),
                     }
-                    if buf.len() > limits.max_head_bytes {
-                        return Err(self.skip_from(buf, line_start, t, ErrorKind::HeadTooLarge(limits.max_head_bytes)));
-                    }
-                }
-                self.state = State::Head { scanned: buf.len(), line_start, lines, tid };
-                return Ok(None);
-            };
-            let nl = scanned + i;
-            let Some(line) = buf[line_start..nl].strip_suffix(b"\r") else {
+                };
                 match tid {
-                    None => return Err(DecodeError::connection(ErrorKind::BareLineFeed)),
-                    Some(t) => return Err(self.skip_from(buf, line_start, t, ErrorKind::BareLineFeed)),
+                    None if line.is_empty() => {
+                        // Stray CRLF between frames (some clients send them as keep-alives).
+                        let _ = buf.split_to(nl + 1);
+                        scanned = 0;
+                        line_start = 0;
+                        continue 'frame;
+                    }
+                    None => {
+                        if line.len() > limits.max_start_line {
+                            return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
+                        }
+                        tid = Some(Tid::from_validated(check_start_line(line)?));
+                        self.line_ends.clear();
+                    }
+                    Some(t) => {
+                        if line.is_empty() {
+                            break 'frame (nl + 1, None);
+                        }
+                        if let Some(flag) = end_line_flag(line, t.as_bytes()) {
+                            break 'frame (nl + 1, Some(flag));
+                        }
+                        if line.len() > limits.max_header_line {
+                            return Err(self.skip_from(
+                                buf,
+                                line_start,
+                                t,
+                                ErrorKind::HeaderLineTooLong(limits.max_header_line),
+                            ));
+                        }
+                        if lines > limits.max_headers {
+                            return Err(self.skip_from(
+                                buf,
+                                line_start,
+                                t,
+                                ErrorKind::TooManyHeaders(limits.max_headers),
+                            ));
+                        }
+                    }
                 }
-            };
-            match tid {
-                None if line.is_empty() => {
-                    // Stray CRLF between frames (some clients send them as keep-alives).
-                    let _ = buf.split_to(nl + 1);
-                    scanned = 0;
-                    line_start = 0;
-                    continue;
+                self.line_ends.push(nl as u32);
+                lines += 1;
+                line_start = nl + 1;
+                if line_start > limits.max_head_bytes {
+                    let t = tid.expect("set by the start line");
+                    return Err(self.skip_from(buf, line_start, t, ErrorKind::HeadTooLarge(limits.max_head_bytes)));
                 }
-                None => {
-                    if line.len() > limits.max_start_line {
-                        return Err(DecodeError::connection(ErrorKind::StartLineTooLong(limits.max_start_line)));
-                    }
-                    tid = Some(Tid::new(check_start_line(line)?));
-                    self.line_ends.clear();
-                }
-                Some(t) => {
-                    if line.is_empty() {
-                        break (nl + 1, None);
-                    }
-                    if let Some(flag) = end_line_flag(line, t.as_bytes()) {
-                        break (nl + 1, Some(flag));
-                    }
-                    if line.len() > limits.max_header_line {
-                        return Err(self.skip_from(
-                            buf,
-                            line_start,
-                            t,
-                            ErrorKind::HeaderLineTooLong(limits.max_header_line),
-                        ));
-                    }
-                    if lines > limits.max_headers {
-                        return Err(self.skip_from(buf, line_start, t, ErrorKind::TooManyHeaders(limits.max_headers)));
-                    }
-                }
-            }
-            self.line_ends.push(nl as u32);
-            lines += 1;
-            line_start = nl + 1;
-            scanned = nl + 1;
-            if line_start > limits.max_head_bytes {
-                let t = tid.expect("set by the start line");
-                return Err(self.skip_from(buf, line_start, t, ErrorKind::HeadTooLarge(limits.max_head_bytes)));
             }
         };
         let tid = tid.expect("set by the start line");
@@ -474,7 +466,7 @@ impl Decoder {
             Ok(Message::Response(r)) => {
                 Box::new(FrameInfo { tid: r.tid, method: None, to_path: None, from_path: None })
             }
-            Err(e) => e.frame.unwrap_or_else(|| tid.bare_info()),
+            Err(e) => e.frame.unwrap_or_else(|| bare_info(tid)),
         };
         DecodeError { kind, scope: Scope::Frame, frame: Some(frame) }
     }
@@ -590,7 +582,7 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid, paths: &mut Path
         return Err(DecodeError {
             kind: ErrorKind::InvalidUtf8,
             scope: Scope::Frame,
-            frame: Some(scanned_tid.bare_info()),
+            frame: Some(bare_info(scanned_tid)),
         });
     };
     // Every line ends in CRLF (checked while scanning).
@@ -605,7 +597,7 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid, paths: &mut Path
     let after = &start[5..];
     let sp = after.bytes().position(|b| b == b' ').unwrap_or(after.len());
     let (tid, what) = (&after[..sp], &after[(sp + 1).min(after.len())..]);
-    let tid = TransactionId::from_validated(text.slice_ref(tid));
+    let tid = TransactionId::from_validated(tid.as_bytes());
     let (method, status) = if what.as_bytes()[0].is_ascii_digit() {
         let code = StatusCode(what[..3].parse().unwrap_or(0));
         let comment = what.get(4..).map(|c| text.slice_ref(c));
@@ -623,10 +615,10 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid, paths: &mut Path
             let value = crate::syntax::trim_ws(&line[name_len + 1..]);
             let name = &line[..name_len];
             let parsed = match name_len {
-                7 if name.eq_ignore_ascii_case(name::TO_PATH) => {
+                7 if name == name::TO_PATH || name.eq_ignore_ascii_case(name::TO_PATH) => {
                     PathCache::get(&mut paths.to, name::TO_PATH, value).map(Header::ToPath)
                 }
-                9 if name.eq_ignore_ascii_case(name::FROM_PATH) => {
+                9 if name == name::FROM_PATH || name.eq_ignore_ascii_case(name::FROM_PATH) => {
                     PathCache::get(&mut paths.from, name::FROM_PATH, value).map(Header::FromPath)
                 }
                 _ => Header::parse_in(&text, name, value),

@@ -69,7 +69,7 @@ pub fn encode_request(
     if let Some(b) = body
         && !body_is_safe(b, &req.tid)
     {
-        return Err(EncodeError::EndLineInBody(req.tid.clone()));
+        return Err(EncodeError::EndLineInBody(req.tid));
     }
     out.reserve(256 + body.map_or(0, <[u8]>::len));
     let _ = write!(out, "MSRP {} {}\r\n", req.tid, req.method);

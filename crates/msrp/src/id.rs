@@ -16,14 +16,19 @@ pub const IDENT_LEN: usize = 16;
 
 /// A random 16-character alphanumeric identifier (≈ 95 bits).
 pub fn random_ident() -> String {
+    random_ident_bytes().iter().map(|&b| b as char).collect()
+}
+
+/// [`random_ident`] without the allocation.
+pub fn random_ident_bytes() -> [u8; IDENT_LEN] {
     let mut rng = rand::rng();
-    let mut out = String::with_capacity(IDENT_LEN);
+    let mut out = [0u8; IDENT_LEN];
     // Two 64-bit draws give 128 bits; each character consumes log2(62) < 6 of them by
     // repeated division, so 16 characters never run dry and stay unbiased enough
     // (the bias of `% 62` on a 128-bit value is below 2^-120).
     let mut x = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
-    for _ in 0..IDENT_LEN {
-        out.push(ALPHABET[(x % 62) as usize] as char);
+    for slot in &mut out {
+        *slot = ALPHABET[(x % 62) as usize];
         x /= 62;
     }
     out

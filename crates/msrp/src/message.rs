@@ -11,46 +11,60 @@ use crate::syntax::is_ident;
 pub const MAX_TID_LEN: usize = 32;
 
 /// Names one transaction; also forms the end-line `-------<tid><flag>`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransactionId(ByteString);
+///
+/// Stored inline (at most 32 ASCII bytes): every frame carries one and a relay makes one per
+/// forwarded transaction, so it costs neither an allocation nor a reference count.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransactionId {
+    len: u8,
+    bytes: [u8; MAX_TID_LEN],
+}
 
 impl TransactionId {
-    pub fn parse(value: ByteString) -> Option<Self> {
-        is_ident(&value, MAX_TID_LEN).then_some(TransactionId(value))
+    pub fn parse(value: &str) -> Option<Self> {
+        is_ident(value, MAX_TID_LEN).then(|| TransactionId::from_validated(value.as_bytes()))
     }
 
-    /// For bytes the decoder already checked against the grammar.
-    pub(crate) fn from_validated(value: ByteString) -> Self {
-        debug_assert!(is_ident(&value, MAX_TID_LEN));
-        TransactionId(value)
+    /// For bytes already checked against the grammar (`ident`, at most 32 bytes).
+    pub(crate) fn from_validated(value: &[u8]) -> Self {
+        debug_assert!(value.len() <= MAX_TID_LEN && value.iter().all(|&b| crate::syntax::is_ident_char(b)));
+        let mut bytes = [0; MAX_TID_LEN];
+        let len = value.len().min(MAX_TID_LEN);
+        bytes[..len].copy_from_slice(&value[..len]);
+        TransactionId { len: len as u8, bytes }
     }
 
     /// A fresh id with more than 64 random bits (see [`crate::id`]).
     pub fn random() -> Self {
-        TransactionId(ByteString::from(crate::id::random_ident()))
+        TransactionId::from_validated(&crate::id::random_ident_bytes())
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ident characters (ASCII) are ever stored.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
     }
 }
 
 impl fmt::Display for TransactionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for TransactionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tid({})", &*self.0)
+        write!(f, "Tid({})", self.as_str())
     }
 }
 
 impl std::str::FromStr for TransactionId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        TransactionId::parse(ByteString::from(s)).ok_or(())
+        TransactionId::parse(s).ok_or(())
     }
 }
 

@@ -34,7 +34,7 @@ pub fn response(req: &Request, status: StatusCode, local: &Uri) -> Option<Respon
     }
     let previous_hop = req.headers.from_path()?.first().clone();
     Some(
-        Response::new(req.tid.clone(), status)
+        Response::new(req.tid, status)
             .with(Header::ToPath(Path::single(previous_hop)))
             .with(Header::FromPath(Path::single(local.clone()))),
     )

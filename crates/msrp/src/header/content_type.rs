@@ -7,12 +7,12 @@ use bytestring::ByteString;
 use super::HeaderError;
 use crate::syntax::{find_byte, is_mime_token, mime_params};
 
+/// Kept as the received text plus offsets; parameters (rare in MSRP) are read on demand.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ContentType {
     raw: ByteString,
     slash: u16,
     end: u16,
-    params: Vec<(String, String)>,
 }
 
 impl ContentType {
@@ -24,12 +24,13 @@ impl ContentType {
         if !is_mime_token(&media[..slash]) || !is_mime_token(&media[slash + 1..]) {
             return Err(bad("expected type/subtype"));
         }
-        let params =
-            if end == value.len() { Vec::new() } else { mime_params(&value[end..]).ok_or(bad("bad parameter"))? };
+        if end != value.len() && mime_params(&value[end..]).is_none() {
+            return Err(bad("bad parameter"));
+        }
         if value.len() > u16::MAX as usize {
             return Err(bad("too long"));
         }
-        Ok(ContentType { raw: value.clone(), slash: slash as u16, end: end as u16, params })
+        Ok(ContentType { raw: value.clone(), slash: slash as u16, end: end as u16 })
     }
 
     /// `text/plain`, `message/cpim`, … as written.
@@ -51,8 +52,9 @@ impl ContentType {
     }
 
     /// A parameter's (unquoted) value; names are matched case-insensitively.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    pub fn param(&self, name: &str) -> Option<String> {
+        let params = mime_params(&self.raw[self.end as usize..])?;
+        params.into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     pub fn as_str(&self) -> &str {
@@ -90,8 +92,8 @@ mod tests {
         assert_eq!((c.type_(), c.subtype()), ("Message", "CPIM"));
         let c: ContentType = r#"text/plain; charset=UTF-8;name="a b""#.parse().unwrap();
         assert_eq!(c.essence(), "text/plain");
-        assert_eq!(c.param("Charset"), Some("UTF-8"));
-        assert_eq!(c.param("name"), Some("a b"));
+        assert_eq!(c.param("Charset").as_deref(), Some("UTF-8"));
+        assert_eq!(c.param("name").as_deref(), Some("a b"));
         assert_eq!(c.to_string(), r#"text/plain; charset=UTF-8;name="a b""#);
     }
 

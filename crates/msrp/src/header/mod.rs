@@ -69,19 +69,17 @@ pub enum Header {
     Expires(u32),
     MinExpires(u32),
     MaxExpires(u32),
-    WwwAuthenticate(Challenge),
-    Authorization(Credentials),
-    AuthenticationInfo(AuthenticationInfo),
+    // Rare and large: boxed so that every header stays small to move and store.
+    WwwAuthenticate(Box<Challenge>),
+    Authorization(Box<Credentials>),
+    AuthenticationInfo(Box<AuthenticationInfo>),
     UseNickname(UseNickname),
     ContentType(ContentType),
     ContentId(ContentId),
     ContentDescription(ContentDescription),
-    ContentDisposition(ContentDisposition),
+    ContentDisposition(Box<ContentDisposition>),
     /// Any other header, name and value exactly as received.
-    Other {
-        name: ByteString,
-        value: ByteString,
-    },
+    Other(OtherHeader),
 }
 
 /// Registered names, in the spelling we print.
@@ -138,15 +136,15 @@ impl Header {
             7 if is(EXPIRES) => Header::Expires(expires::parse_seconds(EXPIRES, value)?),
             11 if is(MIN_EXPIRES) => Header::MinExpires(expires::parse_seconds(MIN_EXPIRES, value)?),
             11 if is(MAX_EXPIRES) => Header::MaxExpires(expires::parse_seconds(MAX_EXPIRES, value)?),
-            16 if is(WWW_AUTHENTICATE) => Header::WwwAuthenticate(Challenge::parse(value)?),
-            13 if is(AUTHORIZATION) => Header::Authorization(Credentials::parse(value)?),
-            19 if is(AUTHENTICATION_INFO) => Header::AuthenticationInfo(AuthenticationInfo::parse(value)?),
+            16 if is(WWW_AUTHENTICATE) => Header::WwwAuthenticate(Box::new(Challenge::parse(value)?)),
+            13 if is(AUTHORIZATION) => Header::Authorization(Box::new(Credentials::parse(value)?)),
+            19 if is(AUTHENTICATION_INFO) => Header::AuthenticationInfo(Box::new(AuthenticationInfo::parse(value)?)),
             12 if is(USE_NICKNAME) => Header::UseNickname(UseNickname::parse(value)?),
             10 if is(CONTENT_ID) => Header::ContentId(ContentId::parse(&shared())?),
             19 if is(CONTENT_DESCRIPTION) => Header::ContentDescription(ContentDescription::parse(&shared())?),
-            19 if is(CONTENT_DISPOSITION) => Header::ContentDisposition(ContentDisposition::parse(value)?),
+            19 if is(CONTENT_DISPOSITION) => Header::ContentDisposition(Box::new(ContentDisposition::parse(value)?)),
             // The caller checked that the name is a token.
-            _ => Header::Other { name: text.slice_ref(hname), value: shared() },
+            _ => Header::Other(OtherHeader::new(text, hname, value)),
         })
     }
 
@@ -173,7 +171,7 @@ impl Header {
             Header::ContentId(_) => CONTENT_ID,
             Header::ContentDescription(_) => CONTENT_DESCRIPTION,
             Header::ContentDisposition(_) => CONTENT_DISPOSITION,
-            Header::Other { name, .. } => name,
+            Header::Other(o) => o.name(),
         }
     }
 
@@ -185,7 +183,7 @@ impl Header {
             | Header::ContentId(_)
             | Header::ContentDescription(_)
             | Header::ContentDisposition(_) => true,
-            Header::Other { name, .. } => name.len() > 8 && name[..8].eq_ignore_ascii_case("content-"),
+            Header::Other(o) => o.name().len() > 8 && o.name()[..8].eq_ignore_ascii_case("content-"),
             _ => false,
         }
     }
@@ -213,7 +211,7 @@ impl Header {
             Header::ContentId(_) => 15,
             Header::ContentDescription(_) => 16,
             Header::ContentDisposition(_) => 17,
-            Header::WwwAuthenticate(_) | Header::Other { .. } => return 0,
+            Header::WwwAuthenticate(_) | Header::Other(_) => return 0,
         };
         1 << index
     }
@@ -238,8 +236,55 @@ impl fmt::Display for Header {
             Header::ContentId(v) => v.fmt(f),
             Header::ContentDescription(v) => v.fmt(f),
             Header::ContentDisposition(v) => v.fmt(f),
-            Header::Other { value, .. } => f.write_str(value),
+            Header::Other(o) => f.write_str(o.value()),
         }
+    }
+}
+
+/// An unregistered header: the received text from the name to the end of the value, with the
+/// offsets that split it (one shared slice instead of two).
+#[derive(Clone)]
+pub struct OtherHeader {
+    text: ByteString,
+    name_end: u16,
+    value_start: u16,
+}
+
+impl OtherHeader {
+    /// `name` and `value` are slices of `text`, name first.
+    fn new(text: &ByteString, name: &str, value: &str) -> Self {
+        let base = text.as_ptr() as usize;
+        let start = name.as_ptr() as usize - base;
+        let value_start = value.as_ptr() as usize - base;
+        let end = value_start + value.len();
+        OtherHeader {
+            text: text.slice_ref(&text[start..end]),
+            name_end: name.len() as u16,
+            value_start: (value_start - start) as u16,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.text[..self.name_end as usize]
+    }
+
+    pub fn value(&self) -> &str {
+        &self.text[self.value_start as usize..]
+    }
+}
+
+/// Same name and value, however the text between them was spaced.
+impl PartialEq for OtherHeader {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name() && self.value() == other.value()
+    }
+}
+
+impl Eq for OtherHeader {}
+
+impl fmt::Debug for OtherHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name(), self.value())
     }
 }
 
@@ -257,7 +302,8 @@ macro_rules! getter {
         $(#[$doc])*
         pub fn $fn(&self) -> Option<&$ty> {
             self.list.iter().find_map(|h| match h {
-                Header::$variant(v) => Some(v),
+                // `Borrow` serves plain and boxed variants alike.
+                Header::$variant(v) => Some(std::borrow::Borrow::<$ty>::borrow(v)),
                 _ => None,
             })
         }
@@ -374,13 +420,13 @@ impl Headers {
 
     /// Every challenge of a 401, in order.
     pub fn challenges(&self) -> impl Iterator<Item = &Challenge> {
-        self.list.iter().filter_map(|h| if let Header::WwwAuthenticate(v) = h { Some(v) } else { None })
+        self.list.iter().filter_map(|h| if let Header::WwwAuthenticate(v) = h { Some(&**v) } else { None })
     }
 
     /// The value of an unregistered header (name matched case-insensitively).
     pub fn other(&self, wanted: &str) -> Option<&str> {
         self.list.iter().find_map(|h| match h {
-            Header::Other { name, value } if name.eq_ignore_ascii_case(wanted) => Some(&**value),
+            Header::Other(o) if o.name().eq_ignore_ascii_case(wanted) => Some(o.value()),
             _ => None,
         })
     }
@@ -442,7 +488,7 @@ mod tests {
             ("Content-Disposition", "attachment;filename=x.txt"),
         ] {
             let parsed = h(n, v).unwrap();
-            assert!(!matches!(parsed, Header::Other { .. }), "{n} not typed");
+            assert!(!matches!(parsed, Header::Other(_)), "{n} not typed");
             assert_eq!(parsed.to_string(), format!("{n}: {v}"));
         }
     }
