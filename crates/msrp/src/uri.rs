@@ -288,10 +288,13 @@ impl Parts {
             }
             // `host:port` unless the digits run into something a port cannot be followed by
             // (`user:1234@host`).
-            Some(b':') => match b.get(span(b, host_run + 1, &DIGITS)) {
-                None | Some(b'/' | b';' | b' ' | b'\t') => host_run,
-                _ => span(b, after_scheme, &USERINFO_CHARS),
-            },
+            Some(b':') => {
+                let digits_end = span(b, host_run + 1, &DIGITS);
+                match b.get(digits_end) {
+                    None | Some(b'/' | b';' | b' ' | b'\t') if digits_end > host_run + 1 => host_run,
+                    _ => span(b, after_scheme, &USERINFO_CHARS),
+                }
+            }
             _ => span(b, after_scheme, &USERINFO_CHARS),
         };
         let (user, host_start) = if b.get(user_end) == Some(&b'@') {
@@ -426,6 +429,9 @@ mod tests {
         let w = u("msrp://u@[::1]:5/s;tcp");
         assert_eq!((w.user(), w.host()), (Some("u"), "[::1]"));
         assert!("msrp://host:99x/s;tcp".parse::<Uri>().is_err());
+        let v = u("msrp://:;@0;tcp");
+        assert_eq!((v.user(), v.host()), (Some(":;"), "0"));
+        assert!("msrp://host:/s;tcp".parse::<Uri>().is_err());
     }
 
     #[test]
