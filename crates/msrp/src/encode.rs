@@ -93,6 +93,13 @@ pub fn encode_request_head(req: &Request, out: &mut BytesMut) {
     out.put_slice(b"\r\n");
 }
 
+/// Writes a request's start line and headers only, for a frame without a body section: follow
+/// with [`encode_end_line`].
+pub fn encode_head_lines(req: &Request, out: &mut BytesMut) {
+    let _ = write!(out, "MSRP {} {}\r\n", req.tid, req.method);
+    write_headers(out, req.headers.iter());
+}
+
 /// Ends a streamed body: the CRLF after the data, then the end-line.
 pub fn encode_body_end(tid: &TransactionId, flag: Continuation, out: &mut BytesMut) {
     out.put_slice(b"\r\n");

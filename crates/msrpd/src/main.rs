@@ -1,16 +1,197 @@
-//! `msrpd`: the daemon's entry point. The relay (RFC 4976) and chat (RFC 7701) services are
-//! wired in here as they land; until then the binary describes itself.
+//! `msrpd`: parses the command line and wires the pieces; the work lives in the modules.
 
-use clap::{CommandFactory, Parser};
+mod cli;
+mod config;
+mod logging;
+mod store;
+mod tls;
 
-/// MSRP relay (RFC 4976) and multi-party chat server (RFC 7701).
-#[derive(Debug, Parser)]
-#[command(name = "msrpd", version, about, long_about = None)]
-struct Cli {}
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::sync::Arc;
 
-fn main() {
-    let _cli = Cli::parse();
-    // No service is built yet: say what this binary is and how to ask for more.
-    Cli::command().print_help().expect("stdout is writable");
-    println!();
+use clap::Parser;
+
+use cli::{Cli, Command, UserCommand};
+use config::Config;
+use store::{Account, Store};
+use tracing::{info, warn};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("msrpd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("msrpd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::CheckConfig => {
+                print!("{}", config.to_toml());
+                Ok(())
+            }
+            Command::User(cmd) => user(&config, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("msrpd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn user(config: &Config, cmd: UserCommand) -> Result<(), AnyError> {
+    let store = Store::open(&config.database_url()).await?;
+    match cmd {
+        UserCommand::Add { account, password_stdin } => {
+            let account: Account = account.parse()?;
+            let password = read_password(password_stdin)?;
+            store.add(&account, &password).await?;
+            println!("added {account} (realm {})", account.domain);
+        }
+        UserCommand::Passwd { account, password_stdin } => {
+            let account: Account = account.parse()?;
+            let password = read_password(password_stdin)?;
+            store.set_password(&account, &password).await?;
+            println!("password changed for {account}");
+        }
+        UserCommand::Remove { account } => {
+            let account: Account = account.parse()?;
+            store.remove(&account).await?;
+            println!("removed {account}");
+        }
+        UserCommand::List => {
+            for account in store.list().await? {
+                println!("{account}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The password from stdin's first line, or prompted twice without echo.
+fn read_password(from_stdin: bool) -> Result<String, AnyError> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(password)
+}
+
+async fn serve(config: Config) -> Result<(), AnyError> {
+    logging::init(&config.log);
+    let identity = tls::identity(&config)?;
+    if identity.generated {
+        info!(certificate = %identity.cert_path.display(), fingerprint = %identity.fingerprint, "using a self-signed certificate generated for relay.hostname");
+    } else {
+        info!(certificate = %identity.cert_path.display(), fingerprint = %identity.fingerprint, "certificate loaded");
+    }
+    let server_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
+    let client_tls = tokio_rustls::TlsConnector::from(tls::client_config(&config, &identity)?);
+    let store = Store::open(&config.database_url()).await?;
+    info!(database = %config.database_url(), "user store open");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if config.relay.enabled {
+        let relay =
+            msrp_relay::Relay::new(relay_options(&config), Arc::new(store.clone()), Some(client_tls), stop_rx.clone());
+        for listen in &config.relay.listen {
+            let listener = tokio::net::TcpListener::bind(listen.addr)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            if listen.tls {
+                info!(%listen, hostname = %config.relay.hostname, "relay listening");
+            } else {
+                warn!(%listen, "relay listening WITHOUT TLS (plain TCP): use only on trusted networks and for tests");
+            }
+            let relay = relay.clone();
+            let acceptor = listen.tls.then(|| server_tls.clone());
+            tasks.push(tokio::spawn(async move { relay.serve(listener, acceptor).await }));
+        }
+        info!(
+            domains = ?config.relay.domains,
+            "add an account with: msrpd user add USER@DOMAIN (the domain is the realm; e.g. alice@{})",
+            config.relay.domains[0]
+        );
+    }
+    shutdown_signal().await;
+    info!("shutting down: no new connections; ending sessions");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Let connection tasks send their last REPORTs and close.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
+    let r = &config.relay;
+    let secs = std::time::Duration::from_secs;
+    msrp_relay::RelayOptions {
+        hostname: r.hostname.clone(),
+        domains: r.domains.clone(),
+        aliases: r.listen.iter().map(|l| l.addr.ip().to_string()).collect(),
+        min_expires: r.min_expires,
+        default_expires: r.default_expires,
+        max_expires: r.max_expires,
+        nonce_lifetime: secs(r.nonce_lifetime),
+        max_auth_failures: r.max_auth_failures,
+        auth_timeout: secs(r.auth_timeout),
+        transaction_timeout: secs(r.transaction_timeout),
+        max_connections: r.max_connections,
+        max_connections_per_ip: r.max_connections_per_ip,
+        basic_auth_domains: r.basic_auth_domains.clone(),
+        extra_methods: r.extra_methods.clone(),
+        limits: r.limits(),
+        max_chunk: r.max_chunk,
+        read_buffer: r.read_buffer,
+    }
 }

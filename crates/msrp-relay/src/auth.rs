@@ -1,0 +1,234 @@
+//! AUTH (RFC 4976 §5): Digest challenge, verification against the user store, session
+//! creation and refresh, Expires bounds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use msrp::header::{Header, Path};
+use msrp::{Request, Response, StatusCode, Uri};
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use crate::conn::Conn;
+use crate::digest::{self, Algorithm, DigestResponse, NonceCheck};
+use crate::server::Shared;
+use crate::sessions::Session;
+
+pub(crate) struct AuthOutcome {
+    pub response: Response,
+    pub success: bool,
+    /// A wrong password, unknown user, bad nonce or replay (not a first challenge, a stale
+    /// nonce or an Expires out of bounds).
+    pub counts_as_failure: bool,
+}
+
+/// The longest we hold back an answer to an address that keeps failing.
+const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
+
+fn reply(req: &Request, status: StatusCode, local: &Uri) -> Response {
+    let from = req.headers.from_path().cloned().unwrap_or_else(|| Path::single(local.clone()));
+    msrp::report::response_to(req.tid, status, &from, local)
+}
+
+fn challenge_response(shared: &Shared, req: &Request, local: &Uri, realm: &str, now: u64, stale: bool) -> Response {
+    let nonce = shared.nonce_key.mint(realm, now);
+    let mut resp = reply(req, StatusCode::UNAUTHORIZED, local);
+    // SHA-256 first: clients take the first one they support (RFC 7616 §3.7).
+    for alg in [Algorithm::Sha256, Algorithm::Md5] {
+        let _ = resp.headers.push(Header::WwwAuthenticate(Box::new(digest::challenge(
+            alg,
+            realm,
+            &nonce,
+            &shared.opaque,
+            stale,
+        ))));
+    }
+    resp
+}
+
+pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request, now: u64) -> AuthOutcome {
+    let local = req.headers.to_path().map(|p| p.first().clone()).expect("routed AUTH has a To-Path");
+    let realm = shared.opts.realm_for(local.host_unbracketed()).to_owned();
+    let peer = conn.peer;
+    let outcome = |response, success, counts_as_failure| AuthOutcome { response, success, counts_as_failure };
+    let Some(creds) = req.headers.authorization() else {
+        return outcome(challenge_response(shared, req, &local, &realm, now, false), false, false);
+    };
+
+    let (user, ha1_check): (String, Result<Option<DigestResponse>, ()>) = if creds.is_basic() {
+        (String::new(), Err(()))
+    } else {
+        match DigestResponse::from_credentials(creds, local.as_str()) {
+            Ok(d) => (d.username.clone(), Ok(Some(d))),
+            Err(e) => {
+                warn!(%peer, error = %e, "AUTH with unusable Digest credentials");
+                return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
+            }
+        }
+    };
+
+    let verified_user = match ha1_check {
+        Ok(Some(d)) => match verify_digest(shared, &d, &realm, now).await {
+            Ok(()) => d.username.clone(),
+            Err(Failure::Stale) => {
+                return outcome(challenge_response(shared, req, &local, &realm, now, true), false, false);
+            }
+            Err(Failure::Challenge(why)) => {
+                warn!(%peer, user = %d.username, %realm, why, "AUTH refused");
+                return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
+            }
+            Err(Failure::Forbidden(why)) => {
+                warn!(%peer, user = %d.username, %realm, why, "AUTH refused");
+                slow_down(shared, peer.ip()).await;
+                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+            }
+        },
+        _ => match verify_basic(shared, creds, &realm, conn.local.0).await {
+            Ok(u) => u,
+            Err(why) => {
+                warn!(%peer, %realm, why, "AUTH refused (Basic)");
+                slow_down(shared, peer.ip()).await;
+                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+            }
+        },
+    };
+    let _ = user;
+
+    // Expires (RFC 4976 §5.1): out of bounds → 423 naming the bound.
+    let opts = &shared.opts;
+    let expires = req.headers.expires().unwrap_or(opts.default_expires);
+    if expires < opts.min_expires {
+        let resp = reply(req, StatusCode::INTERVAL_OUT_OF_BOUNDS, &local).with(Header::MinExpires(opts.min_expires));
+        return outcome(resp, false, false);
+    }
+    if expires > opts.max_expires {
+        let resp = reply(req, StatusCode::INTERVAL_OUT_OF_BOUNDS, &local).with(Header::MaxExpires(opts.max_expires));
+        return outcome(resp, false, false);
+    }
+    let Some(client) = req.headers.from_path().cloned() else {
+        return outcome(reply(req, StatusCode::BAD_REQUEST, &local), false, false);
+    };
+    let until = Instant::now() + Duration::from_secs(u64::from(expires));
+    let session_uri = match create_or_refresh(shared, conn, &local, client, &verified_user, &realm, until) {
+        Ok(uri) => uri,
+        Err(status) => return outcome(reply(req, status, &local), false, false),
+    };
+    let mut resp = reply(req, StatusCode::OK, &local)
+        .with(Header::UsePath(Path::single(session_uri.clone())))
+        .with(Header::Expires(expires));
+    if let Some(Header::Authorization(c)) = req.headers.iter().find(|h| matches!(h, Header::Authorization(_)))
+        && let Ok(d) = DigestResponse::from_credentials(c, local.as_str())
+        && let Ok(Some(ha1)) = shared.store.ha1(&d.username, &realm, d.algorithm).await
+    {
+        resp.headers.set(Header::AuthenticationInfo(Box::new(digest::authentication_info(&d, &ha1))));
+    }
+    info!(%peer, user = %verified_user, %realm, session = %session_uri, expires, "AUTH accepted");
+    if let Ok(mut f) = shared.auth_failures.lock() {
+        f.remove(&peer.ip());
+    }
+    outcome(resp, true, false)
+}
+
+enum Failure {
+    Stale,
+    Challenge(&'static str),
+    Forbidden(&'static str),
+}
+
+async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u64) -> Result<(), Failure> {
+    if !d.realm.eq_ignore_ascii_case(realm) {
+        return Err(Failure::Challenge("realm differs from the one challenged"));
+    }
+    let issued_at = match shared.nonce_key.check(&d.nonce, realm, now, shared.opts.nonce_lifetime.as_secs()) {
+        NonceCheck::Valid { issued_at } => issued_at,
+        NonceCheck::Stale => return Err(Failure::Stale),
+        NonceCheck::Invalid => return Err(Failure::Challenge("nonce not issued by this relay")),
+    };
+    let ha1 = match shared.store.ha1(&d.username, realm, d.algorithm).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Err(Failure::Forbidden("unknown user")),
+        Err(e) => {
+            warn!(error = %e, "user store lookup failed");
+            return Err(Failure::Forbidden("user store unavailable"));
+        }
+    };
+    if !d.verify(&ha1, "AUTH") {
+        return Err(Failure::Forbidden("wrong password"));
+    }
+    // Replay: every use of a nonce must carry a higher nonce-count; without qop a nonce is
+    // good once.
+    let nc = d.nc.unwrap_or(1);
+    let fresh = shared.nonce_counts.lock().map(|mut c| c.accept(&d.nonce, issued_at, nc)).unwrap_or(false);
+    if !fresh {
+        return Err(Failure::Forbidden("nonce-count replayed"));
+    }
+    Ok(())
+}
+
+/// Basic authentication (RFC 7617), only over TLS and only in the configured domains.
+async fn verify_basic(
+    shared: &Shared,
+    creds: &msrp::header::Credentials,
+    realm: &str,
+    tls: bool,
+) -> Result<String, &'static str> {
+    if !tls || !shared.opts.basic_auth_domains.iter().any(|d| d.eq_ignore_ascii_case(realm)) {
+        return Err("Basic authentication is not enabled here");
+    }
+    let (user, password) =
+        creds.token68.as_deref().and_then(digest::parse_basic).ok_or("malformed Basic credentials")?;
+    let stored = shared.store.ha1(&user, realm, Algorithm::Sha256).await.map_err(|_| "user store unavailable")?;
+    let stored = stored.ok_or("unknown user")?;
+    let computed = digest::ha1(Algorithm::Sha256, &user, realm, &password);
+    if bool::from(computed.as_bytes().ct_eq(stored.as_bytes())) { Ok(user) } else { Err("wrong password") }
+}
+
+/// Waits longer the more an address has failed lately (guessing gets slow).
+async fn slow_down(shared: &Shared, ip: std::net::IpAddr) {
+    let failures = match shared.auth_failures.lock() {
+        Ok(mut f) => {
+            let e = f.entry(ip).or_insert((0, Instant::now()));
+            e.0 += 1;
+            e.1 = Instant::now();
+            e.0
+        }
+        Err(_) => return,
+    };
+    let delay = Duration::from_millis(250 * u64::from(failures.saturating_sub(1))).min(MAX_FAILURE_DELAY);
+    tokio::time::sleep(delay).await;
+}
+
+/// A new session (To-Path without session-id) or the refresh of the one named.
+fn create_or_refresh(
+    shared: &Shared,
+    conn: &Conn,
+    local: &Uri,
+    client: Path,
+    user: &str,
+    realm: &str,
+    until: Instant,
+) -> Result<Uri, StatusCode> {
+    let mut sessions = shared.sessions.lock().map_err(|_| StatusCode(500))?;
+    if let Some(sid) = local.session_id() {
+        let s = sessions.get_mut(sid, Instant::now()).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
+        if s.conn != conn.id || s.user != user || !s.realm.eq_ignore_ascii_case(realm) {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        s.expires = until;
+        return Ok(s.uri.clone());
+    }
+    let sid = msrp::id::random_session_id();
+    let (secure, port) = conn.local;
+    let uri = Uri::new(secure, &shared.opts.hostname, (port != 0).then_some(port), Some(&sid))
+        .map_err(|_| StatusCode(500))?;
+    sessions.insert(Session {
+        id: sid,
+        uri: uri.clone(),
+        conn: conn.id,
+        client,
+        user: user.to_owned(),
+        realm: realm.to_owned(),
+        expires: until,
+    });
+    Ok(uri)
+}

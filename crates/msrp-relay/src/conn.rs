@@ -1,0 +1,695 @@
+//! One connection: reads and decodes frames, routes requests, streams bodies to the next hop
+//! and keeps the hop-by-hop transaction state (RFC 4976 §7).
+//!
+//! Writes to a connection go through its writer lock, one frame (or chunk) at a time. A
+//! forwarded body is written as it is read, and the outgoing chunk is closed with `+`
+//! whenever the read batch ends or `max_chunk` bytes went out, so the lock is never held
+//! while waiting for the sender: other messages to the same peer pass between chunks, and a
+//! slow receiver holds back only whoever is sending to it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use msrp::decode::Scope;
+use msrp::encode::{self, body_is_safe};
+use msrp::header::{ByteRange, FailureReport, Header, MessageId, Path, Status};
+use msrp::message::TransactionId;
+use msrp::{Continuation, Decoder, Event, Message, Method, Request, Response, StatusCode, Uri};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{Notify, OwnedMutexGuard};
+use tracing::{debug, info, warn};
+
+use crate::auth;
+use crate::route::{Route, route};
+use crate::server::Shared;
+use crate::sessions::ConnId;
+
+type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// What the relay owes the sender of a forwarded transaction when the next hop answers,
+/// fails to, or goes away.
+#[derive(Debug)]
+enum Pending {
+    /// A chunk of a SEND: a failure REPORT toward `report_to` when Failure-Report allows.
+    Send {
+        source: ConnId,
+        report_to: Path,
+        reporter: Uri,
+        message_id: MessageId,
+        range: ByteRange,
+        failure: FailureReport,
+        deadline: Instant,
+    },
+    /// Another method (NICKNAME, a chained AUTH, …): the next hop's response is relayed back
+    /// as the response to `tid`.
+    Relay { source: ConnId, tid: TransactionId, reply_to: Uri, reporter: Uri, deadline: Instant },
+}
+
+/// A connection's shared half: its writer and its outstanding transactions.
+pub struct Conn {
+    pub id: ConnId,
+    pub peer: SocketAddr,
+    /// (TLS, local port) of the listener it arrived on; port 0 for outgoing connections.
+    pub local: (bool, u16),
+    writer: Arc<tokio::sync::Mutex<Io>>,
+    pending: Mutex<HashMap<TransactionId, Pending>>,
+    closed: AtomicBool,
+    close_notify: Notify,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("id", &self.id).field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close_notify.notify_waiters();
+        self.close_notify.notify_one();
+    }
+
+    /// Writes one complete frame.
+    async fn send(&self, frame: &[u8], shared: &Shared) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let mut w = self.writer.lock().await;
+        write_timed(&mut w, frame, self, shared).await
+    }
+}
+
+async fn write_timed(w: &mut Io, data: &[u8], conn: &Conn, shared: &Shared) -> bool {
+    match tokio::time::timeout(shared.opts.transaction_timeout, w.write_all(data)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!(conn = conn.id, peer = %conn.peer, error = %e, "write failed");
+            conn.close();
+            false
+        }
+        Err(_) => {
+            warn!(conn = conn.id, peer = %conn.peer, "peer stopped reading; closing the connection");
+            conn.close();
+            false
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Registers a connection and spawns its reader; returns its shared half.
+pub(crate) fn start<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    local: (bool, u16),
+    outbound: bool,
+) -> Arc<Conn>
+where
+    S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let conn = register(&shared, wr, peer, local);
+    tokio::spawn(read_loop(shared, conn.clone(), rd, outbound));
+    conn
+}
+
+/// Runs an accepted connection to its end.
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, local: (bool, u16), outbound: bool)
+where
+    S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let conn = register(&shared, wr, peer, local);
+    read_loop(shared, conn, rd, outbound).await;
+}
+
+fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
+    shared: &Arc<Shared>,
+    wr: WriteHalf<W>,
+    peer: SocketAddr,
+    local: (bool, u16),
+) -> Arc<Conn> {
+    let conn = Arc::new(Conn {
+        id: shared.next_conn_id(),
+        peer,
+        local,
+        writer: Arc::new(tokio::sync::Mutex::new(Box::new(wr) as Io)),
+        pending: Mutex::new(HashMap::new()),
+        closed: AtomicBool::new(false),
+        close_notify: Notify::new(),
+    });
+    if let Ok(mut conns) = shared.conns.lock() {
+        conns.insert(conn.id, conn.clone());
+    }
+    debug!(conn = conn.id, %peer, "connection open");
+    conn
+}
+
+/// Per-connection reading state.
+struct Reader {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    /// Authenticated, or used for a valid delivery: no longer subject to the AUTH deadline.
+    trusted: bool,
+    auth_failures: u32,
+    frame: Frame,
+}
+
+/// The frame being read.
+enum Frame {
+    Idle,
+    /// Handled here once complete (AUTH) or refused; its body is ignored.
+    Local(Box<Request>, Route),
+    /// A response: consumed at its head; nothing else to do.
+    Response,
+    Forward(Box<Forwarding>),
+}
+
+/// A request being streamed to the next hop.
+struct Forwarding {
+    /// The connection the request came from (where its response and REPORTs go).
+    source: ConnId,
+    req: Request,
+    target: Arc<Conn>,
+    to: Path,
+    from: Path,
+    /// Our URI as the sender addressed it (To-Path[0]): From-Path of our responses and REPORTs.
+    reporter: Uri,
+    /// Absolute position (1-based) of the next body byte, from the request's Byte-Range.
+    next_byte: u64,
+    total: Option<u64>,
+    /// Body bytes seen so far (a frame with none is forwarded as one bodiless frame).
+    seen_body: bool,
+    chunk: Option<OpenChunk>,
+    failed: bool,
+}
+
+/// An outgoing chunk whose head is written and whose writer lock is held.
+struct OpenChunk {
+    guard: OwnedMutexGuard<Io>,
+    tid: TransactionId,
+    start: u64,
+    written: u64,
+    /// The last bytes written, to catch an end-line split across two pieces.
+    tail: Vec<u8>,
+}
+
+async fn read_loop<R: AsyncRead + Send + Unpin>(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    mut rd: ReadHalf<R>,
+    outbound: bool,
+) {
+    let mut decoder = Decoder::new(shared.opts.limits.clone());
+    let mut buf = BytesMut::with_capacity(shared.opts.read_buffer);
+    let deadline = tokio::time::Instant::now() + shared.opts.auth_timeout;
+    let mut shutdown = shared.shutdown.clone();
+    let mut reader =
+        Reader { shared: shared.clone(), conn: conn.clone(), trusted: outbound, auth_failures: 0, frame: Frame::Idle };
+    'conn: loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(shared.opts.read_buffer);
+        }
+        let read = tokio::select! {
+            r = rd.read_buf(&mut buf) => r,
+            _ = conn.close_notify.notified() => break,
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep_until(deadline), if !reader.trusted => {
+                info!(conn = conn.id, peer = %conn.peer, "closing: no successful AUTH or delivery within auth_timeout");
+                break;
+            }
+        };
+        match read {
+            Ok(0) => {
+                if decoder.finish(&buf).is_err() {
+                    debug!(conn = conn.id, peer = %conn.peer, "peer closed inside a frame");
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(conn = conn.id, peer = %conn.peer, error = %e, "read failed");
+                break;
+            }
+        }
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(None) => break,
+                Ok(Some(event)) => {
+                    if !reader.event(event).await {
+                        break 'conn;
+                    }
+                }
+                Err(e) if e.scope == Scope::Connection => {
+                    warn!(conn = conn.id, peer = %conn.peer, error = %e, "closing: unparseable input");
+                    break 'conn;
+                }
+                Err(e) => {
+                    warn!(conn = conn.id, peer = %conn.peer, error = %e, "malformed frame refused");
+                    reader.abandon_frame().await;
+                    if let Some(info) = e.answerable() {
+                        let local = info.to_path.as_ref().map(|p| p.first().clone());
+                        if let (Some(from), Some(local)) = (&info.from_path, local) {
+                            let resp = msrp::report::response_to(info.tid, StatusCode::BAD_REQUEST, from, &local);
+                            reader.respond(&resp).await;
+                        }
+                    }
+                }
+            }
+        }
+        // The read batch is used up: never hold a peer's writer while waiting for more.
+        reader.interrupt_chunk().await;
+        if reader.auth_failures >= shared.opts.max_auth_failures {
+            info!(conn = conn.id, peer = %conn.peer, failures = reader.auth_failures, "closing: too many failed AUTH attempts");
+            break;
+        }
+    }
+    reader.abandon_frame().await;
+    close(&shared, &conn).await;
+}
+
+impl Reader {
+    /// Handles one event; false to close the connection.
+    async fn event(&mut self, event: Event) -> bool {
+        match event {
+            Event::Head(Message::Request(req)) => self.request_head(req).await,
+            Event::Head(Message::Response(resp)) => {
+                self.frame = Frame::Response;
+                response(&self.shared, &self.conn, resp).await;
+            }
+            Event::Body(piece) => {
+                if let Frame::Forward(f) = &mut self.frame {
+                    f.body(piece, &self.shared).await;
+                }
+            }
+            Event::End(flag) => {
+                let frame = std::mem::replace(&mut self.frame, Frame::Idle);
+                match frame {
+                    Frame::Forward(f) => self.finish_forward(*f, flag).await,
+                    Frame::Local(req, route) => return self.local(*req, route).await,
+                    Frame::Response | Frame::Idle => {}
+                }
+            }
+        }
+        true
+    }
+
+    async fn request_head(&mut self, req: Request) {
+        let now = Instant::now();
+        let decision = match self.shared.sessions.lock() {
+            Ok(s) => route(&req, self.conn.id, &s, &self.shared.opts, now),
+            Err(_) => Route::Reject(StatusCode(500), "internal error"),
+        };
+        let (to, from, target) = match decision {
+            Route::Deliver { conn, to, from, .. } => match self.shared.conn(conn) {
+                Some(target) => (to, from, target),
+                None => {
+                    let r = Route::Reject(StatusCode::SESSION_DOES_NOT_EXIST, "session's connection is gone");
+                    self.frame = Frame::Local(Box::new(req), r);
+                    return;
+                }
+            },
+            Route::Forward { to, from } => match self.shared.connect(to.first()).await {
+                Ok(target) => (to, from, target),
+                Err(e) => {
+                    info!(conn = self.conn.id, next = %to.first(), error = %e, "next hop unreachable");
+                    let r = Route::Reject(StatusCode::SESSION_DOES_NOT_EXIST, "next hop unreachable");
+                    self.frame = Frame::Local(Box::new(req), r);
+                    return;
+                }
+            },
+            other => {
+                self.frame = Frame::Local(Box::new(req), other);
+                return;
+            }
+        };
+        self.trusted = true;
+        let range = req.headers.byte_range().copied().unwrap_or(ByteRange { start: 1, end: None, total: None });
+        let reporter = req.headers.to_path().map(|p| p.first().clone()).expect("routed requests have a To-Path");
+        self.frame = Frame::Forward(Box::new(Forwarding {
+            source: self.conn.id,
+            req,
+            target,
+            to,
+            from,
+            reporter,
+            next_byte: range.start,
+            total: range.total,
+            seen_body: false,
+            chunk: None,
+            failed: false,
+        }));
+    }
+
+    async fn finish_forward(&mut self, mut f: Forwarding, flag: Continuation) {
+        if !f.failed {
+            if f.chunk.is_none() && (!f.seen_body || flag != Continuation::More) {
+                // Bodiless frame, or the final end-line after interrupted chunks.
+                f.open_chunk(&self.shared).await;
+            }
+            f.close_chunk(flag, &self.shared).await;
+        }
+        // Hop-by-hop answer to the sender (RFC 4976 §7): SENDs are answered here; REPORTs
+        // never; other methods get the next hop's response relayed back.
+        if f.req.method == Method::Send {
+            let status = if f.failed { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };
+            if let Some(resp) = msrp::report::response(&f.req, status, &f.reporter) {
+                self.respond(&resp).await;
+            }
+        } else if f.failed
+            && f.req.method != Method::Report
+            && let Some(resp) = msrp::report::response(&f.req, StatusCode::SESSION_DOES_NOT_EXIST, &f.reporter)
+        {
+            self.respond(&resp).await;
+        }
+    }
+
+    /// Ends whatever frame is in progress (a malformed frame or the connection's end).
+    async fn abandon_frame(&mut self) {
+        if let Frame::Forward(f) = std::mem::replace(&mut self.frame, Frame::Idle) {
+            let mut f = *f;
+            if f.chunk.is_some() {
+                f.close_chunk(Continuation::Abort, &self.shared).await;
+            }
+        }
+    }
+
+    async fn interrupt_chunk(&mut self) {
+        if let Frame::Forward(f) = &mut self.frame
+            && f.chunk.is_some()
+        {
+            f.close_chunk(Continuation::More, &self.shared).await;
+        }
+    }
+
+    async fn respond(&self, resp: &Response) {
+        let mut out = BytesMut::with_capacity(256);
+        encode::encode_response(resp, &mut out);
+        self.conn.send(&out, &self.shared).await;
+    }
+
+    /// A request answered by this relay: AUTH, or a refusal.
+    async fn local(&mut self, req: Request, decision: Route) -> bool {
+        match decision {
+            Route::Auth => {
+                let outcome = auth::handle(&self.shared, &self.conn, &req, unix_now()).await;
+                if outcome.success {
+                    self.trusted = true;
+                } else if outcome.counts_as_failure {
+                    self.auth_failures += 1;
+                }
+                self.respond(&outcome.response).await;
+                true
+            }
+            Route::Reject(status, why) => {
+                info!(conn = self.conn.id, peer = %self.conn.peer, tid = %req.tid, method = %req.method, status = status.0, why, "request refused");
+                let local = req.headers.to_path().map(|p| p.first().clone());
+                if let Some(local) = local
+                    && let Some(resp) = msrp::report::response(&req, status, &local)
+                {
+                    self.respond(&resp).await;
+                }
+                true
+            }
+            Route::Deliver { .. } | Route::Forward { .. } => true,
+        }
+    }
+}
+
+impl Forwarding {
+    /// Whether the frame has a body section (RFC 4975 §9 `content-stuff`), perhaps empty.
+    fn body_section(&self) -> bool {
+        self.seen_body || self.req.headers.content_type().is_some()
+    }
+
+    /// Takes the target's writer and writes the head of a new outgoing chunk.
+    async fn open_chunk(&mut self, shared: &Shared) {
+        let bodiless = !self.body_section();
+        let guard = self.target.writer.clone().lock_owned().await;
+        if self.target.is_closed() {
+            self.failed = true;
+            return;
+        }
+        let tid = TransactionId::random();
+        let mut head = Request::new(tid, self.req.method.clone());
+        head.headers.set(Header::ToPath(self.to.clone()));
+        head.headers.set(Header::FromPath(self.from.clone()));
+        for h in self.req.headers.iter() {
+            match h {
+                Header::ToPath(_) | Header::FromPath(_) => {}
+                Header::ByteRange(_) if !bodiless => head.headers.set(Header::ByteRange(ByteRange {
+                    start: self.next_byte,
+                    end: None,
+                    total: self.total,
+                })),
+                other => {
+                    let _ = head.headers.push(other.clone());
+                }
+            }
+        }
+        if head.headers.byte_range().is_none() && self.req.method == Method::Send && !bodiless {
+            head.headers.set(Header::ByteRange(ByteRange { start: self.next_byte, end: None, total: self.total }));
+        }
+        let mut out = BytesMut::with_capacity(512);
+        if bodiless {
+            // No body section: the head runs straight into the end-line.
+            encode::encode_head_lines(&head, &mut out);
+        } else {
+            encode::encode_request_head(&head, &mut out);
+        }
+        let mut chunk = OpenChunk { guard, tid, start: self.next_byte, written: 0, tail: Vec::new() };
+        if !write_timed(&mut chunk.guard, &out, &self.target, shared).await {
+            self.failed = true;
+            return;
+        }
+        self.chunk = Some(chunk);
+    }
+
+    async fn body(&mut self, mut piece: Bytes, shared: &Shared) {
+        self.seen_body = true;
+        while !piece.is_empty() && !self.failed {
+            if self.chunk.is_none() {
+                self.open_chunk(shared).await;
+                continue;
+            }
+            let chunk = self.chunk.as_mut().expect("opened above");
+            let room = shared.opts.max_chunk.saturating_sub(chunk.written as usize).max(1);
+            let take = piece.len().min(room);
+            // Never let our own end-line appear inside the body (RFC 4975 §7.1): cut the chunk
+            // before a collision and go on in a new transaction.
+            let mut joined = std::mem::take(&mut chunk.tail);
+            joined.extend_from_slice(&piece[..take]);
+            let safe_len =
+                if body_is_safe(&joined, &chunk.tid) { take } else { safe_prefix(&joined, &chunk.tid, take) };
+            if safe_len > 0 {
+                let part = piece.split_to(safe_len);
+                if !write_timed(&mut chunk.guard, &part, &self.target, shared).await {
+                    self.failed = true;
+                    return;
+                }
+                chunk.written += part.len() as u64;
+                self.next_byte += part.len() as u64;
+                let keep = joined.len().saturating_sub(48);
+                chunk.tail = joined[keep..].to_vec();
+            }
+            if safe_len < take || chunk.written as usize >= shared.opts.max_chunk {
+                self.close_chunk(Continuation::More, shared).await;
+            }
+        }
+    }
+
+    /// Ends the open chunk (or, with none open, nothing) and records what its outcome owes.
+    async fn close_chunk(&mut self, flag: Continuation, shared: &Shared) {
+        let Some(mut chunk) = self.chunk.take() else { return };
+        let mut end = BytesMut::with_capacity(48);
+        if self.body_section() {
+            encode::encode_body_end(&chunk.tid, flag, &mut end);
+        } else {
+            encode::encode_end_line(&chunk.tid, flag, &mut end);
+        }
+        if !write_timed(&mut chunk.guard, &end, &self.target, shared).await {
+            self.failed = true;
+        }
+        drop(chunk.guard);
+        self.track(chunk.tid, chunk.start, chunk.written, shared);
+    }
+
+    fn track(&self, tid: TransactionId, start: u64, written: u64, shared: &Shared) {
+        let deadline = Instant::now() + shared.opts.transaction_timeout;
+        let source = self.req.headers.from_path().map(|p| p.first().clone());
+        let pending = match self.req.method {
+            Method::Report => return,
+            Method::Send => {
+                let failure = self.req.headers.failure_report();
+                let (Some(report_to), Some(message_id)) =
+                    (self.req.headers.from_path().cloned(), self.req.headers.message_id().cloned())
+                else {
+                    return;
+                };
+                if failure == FailureReport::No {
+                    return;
+                }
+                let range = ByteRange { start, end: Some(start + written.max(1) - 1), total: self.total };
+                let range =
+                    if written == 0 { ByteRange { start, end: Some(start - 1), total: self.total } } else { range };
+                Pending::Send {
+                    source: self.source,
+                    report_to,
+                    reporter: self.reporter.clone(),
+                    message_id,
+                    range,
+                    failure,
+                    deadline,
+                }
+            }
+            _ => {
+                let Some(reply_to) = source else { return };
+                Pending::Relay {
+                    source: self.source,
+                    tid: self.req.tid,
+                    reply_to,
+                    reporter: self.reporter.clone(),
+                    deadline,
+                }
+            }
+        };
+        if let Ok(mut p) = self.target.pending.lock() {
+            p.insert(tid, pending);
+        }
+    }
+}
+
+/// How many bytes of `take` (the new part of `joined`, after the kept tail) can be written
+/// before a collision with `tid`'s end-line begins.
+fn safe_prefix(joined: &[u8], tid: &TransactionId, take: usize) -> usize {
+    let tail_len = joined.len() - take;
+    let mut needle = b"\r\n-------".to_vec();
+    needle.extend_from_slice(tid.as_bytes());
+    let at = memchr_find(joined, &needle).unwrap_or(joined.len());
+    at.saturating_sub(tail_len).min(take)
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A response arrived on `conn`: settle the transaction it answers.
+async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Response) {
+    let pending = conn.pending.lock().ok().and_then(|mut p| p.remove(&resp.tid));
+    match pending {
+        None => debug!(conn = conn.id, tid = %resp.tid, status = resp.status.0, "response to no pending transaction"),
+        Some(Pending::Send { source, report_to, reporter, message_id, range, failure, .. }) => {
+            if !resp.status.is_success() && failure != FailureReport::No {
+                send_report(shared, source, report_to, reporter, message_id, range, resp.status).await;
+            }
+        }
+        Some(Pending::Relay { source, tid, reply_to, reporter, .. }) => {
+            let mut back = Response::new(tid, resp.status);
+            back.comment = resp.comment.clone();
+            back.headers.set(Header::ToPath(Path::single(reply_to)));
+            back.headers.set(Header::FromPath(Path::single(reporter)));
+            for h in resp.headers.iter() {
+                if !matches!(h, Header::ToPath(_) | Header::FromPath(_)) {
+                    let _ = back.headers.push(h.clone());
+                }
+            }
+            if let Some(src) = shared.conn(source) {
+                let mut out = BytesMut::new();
+                encode::encode_response(&back, &mut out);
+                src.send(&out, shared).await;
+            }
+        }
+    }
+}
+
+/// A failure REPORT (RFC 4975 §7.1.2) sent back on the connection the SEND came from.
+async fn send_report(
+    shared: &Shared,
+    source: ConnId,
+    report_to: Path,
+    reporter: Uri,
+    message_id: MessageId,
+    range: ByteRange,
+    status: StatusCode,
+) {
+    let Some(src) = shared.conn(source) else { return };
+    let report = Request::new(TransactionId::random(), Method::Report)
+        .with(Header::ToPath(report_to))
+        .with(Header::FromPath(Path::single(reporter)))
+        .with(Header::MessageId(message_id.clone()))
+        .with(Header::ByteRange(range))
+        .with(Header::Status(Status::new(status)));
+    let mut out = BytesMut::new();
+    if encode::encode_request(&report, None, Continuation::Complete, &mut out).is_ok() {
+        info!(conn = src.id, message_id = %message_id, status = status.0, "failure REPORT sent");
+        src.send(&out, shared).await;
+    }
+}
+
+/// Times out transactions whose response is overdue (RFC 4975 §7.3: 408 after 30 s).
+pub(crate) async fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instant) {
+    let due: Vec<Pending> = match conn.pending.lock() {
+        Ok(mut p) => {
+            let keys: Vec<TransactionId> = p.iter().filter(|(_, v)| deadline(v) <= now).map(|(k, _)| *k).collect();
+            keys.iter().filter_map(|k| p.remove(k)).collect()
+        }
+        Err(_) => return,
+    };
+    for p in due {
+        fail(shared, p, false).await;
+    }
+}
+
+fn deadline(p: &Pending) -> Instant {
+    match p {
+        Pending::Send { deadline, .. } | Pending::Relay { deadline, .. } => *deadline,
+    }
+}
+
+/// Settles a transaction that will get no response: on timeout only Failure-Report `yes`
+/// reports (with `partial`, silence means success); on a lost connection both do.
+async fn fail(shared: &Arc<Shared>, p: Pending, lost: bool) {
+    match p {
+        Pending::Send { source, report_to, reporter, message_id, range, failure, .. } => {
+            if failure == FailureReport::Yes || (lost && failure == FailureReport::Partial) {
+                send_report(shared, source, report_to, reporter, message_id, range, StatusCode::REQUEST_TIMEOUT).await;
+            }
+        }
+        Pending::Relay { tid, .. } => {
+            debug!(%tid, "relayed request got no response; 408 is never sent as a response");
+        }
+    }
+}
+
+/// Tears a connection down: its sessions end and what was in flight through it is reported.
+async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
+    conn.close();
+    if let Ok(mut conns) = shared.conns.lock() {
+        conns.remove(&conn.id);
+    }
+    let ended = shared.sessions.lock().map(|mut s| s.remove_conn(conn.id)).unwrap_or_default();
+    for s in ended {
+        info!(session = %s.id, user = %s.user, realm = %s.realm, conn = conn.id, "session ended: connection closed");
+    }
+    let pending: Vec<Pending> =
+        conn.pending.lock().map(|mut p| p.drain().map(|(_, v)| v).collect()).unwrap_or_default();
+    for p in pending {
+        fail(shared, p, true).await;
+    }
+    if let Ok(mut w) = tokio::time::timeout(std::time::Duration::from_secs(1), conn.writer.lock()).await {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
+    }
+    debug!(conn = conn.id, peer = %conn.peer, "connection closed");
+}

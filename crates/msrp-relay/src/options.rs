@@ -1,0 +1,72 @@
+//! What the relay needs to know about its deployment (filled from msrpd's configuration).
+
+use std::time::Duration;
+
+use msrp::Limits;
+
+/// Relay settings; see docs/CONFIG.md for the meaning and defaults of each.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Host written into Use-Path (and recognised as ours in To-Paths).
+    pub hostname: String,
+    /// Realms served; the first is the default.
+    pub domains: Vec<String>,
+    /// Other host names or addresses that mean "this relay" in a To-Path (listen addresses).
+    pub aliases: Vec<String>,
+    pub min_expires: u32,
+    pub default_expires: u32,
+    pub max_expires: u32,
+    pub nonce_lifetime: Duration,
+    pub max_auth_failures: u32,
+    pub auth_timeout: Duration,
+    pub transaction_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub basic_auth_domains: Vec<String>,
+    pub extra_methods: Vec<String>,
+    pub limits: Limits,
+    /// Most bytes written to one peer in one chunk before it is interrupted (`+`).
+    pub max_chunk: usize,
+    /// Read buffer size per connection: also the largest body piece handed on at once.
+    pub read_buffer: usize,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        RelayOptions {
+            hostname: "localhost".into(),
+            domains: vec!["localhost".into()],
+            aliases: Vec::new(),
+            min_expires: 60,
+            default_expires: 600,
+            max_expires: 3600,
+            nonce_lifetime: Duration::from_secs(300),
+            max_auth_failures: 3,
+            auth_timeout: Duration::from_secs(30),
+            transaction_timeout: Duration::from_secs(30),
+            max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            basic_auth_domains: Vec::new(),
+            extra_methods: Vec::new(),
+            limits: Limits::default(),
+            max_chunk: 64 * 1024,
+            read_buffer: 64 * 1024,
+        }
+    }
+}
+
+impl RelayOptions {
+    /// True when `host` names this relay.
+    pub fn is_local_host(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case(&self.hostname)
+            || self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
+    }
+
+    /// The realm for an AUTH whose To-Path names `host` (RFC 4976 §5.1: one relay, many
+    /// domains).
+    pub fn realm_for(&self, host: &str) -> &str {
+        self.domains.iter().find(|d| d.eq_ignore_ascii_case(host)).unwrap_or(&self.domains[0])
+    }
+}

@@ -1,0 +1,244 @@
+//! The relay's shared state, accept loop and housekeeping (the tokio driver around the plain
+//! decisions of `route`, `sessions` and `digest`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+use crate::conn::{self, Conn};
+use crate::digest::{Algorithm, NonceCounts, NonceKey};
+use crate::options::RelayOptions;
+use crate::sessions::{ConnId, Sessions};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the relay finds the HA1 of an account (the daemon's user store).
+pub trait CredentialStore: Send + Sync + 'static {
+    /// The lowercase-hex HA1 of `user` in `realm` for `alg`; `Ok(None)` for no such account.
+    fn ha1<'a>(
+        &'a self,
+        user: &'a str,
+        realm: &'a str,
+        alg: Algorithm,
+    ) -> BoxFuture<'a, Result<Option<String>, String>>;
+}
+
+/// Nonce-counts remembered for replay detection (RFC 7616 §3.4); bounded.
+const NONCE_COUNT_CAPACITY: usize = 100_000;
+
+/// The relay: cheap to clone, shared by every listener and connection.
+#[derive(Clone)]
+pub struct Relay {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("hostname", &self.shared.opts.hostname).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub opts: RelayOptions,
+    pub store: Arc<dyn CredentialStore>,
+    pub nonce_key: NonceKey,
+    pub nonce_counts: Mutex<NonceCounts>,
+    /// Sent in every challenge (field clients require it); fixed per process.
+    pub opaque: String,
+    pub sessions: Mutex<Sessions>,
+    pub conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
+    /// Outgoing connections by (TLS, host, port), reused for later requests to the same hop.
+    pub outbound: tokio::sync::Mutex<HashMap<(bool, String, u16), Arc<Conn>>>,
+    pub connector: Option<TlsConnector>,
+    pub next_id: AtomicU64,
+    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Recent AUTH failures per source address, to slow down guessing.
+    pub auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Relay {
+    /// `connector` is the TLS client used for outgoing `msrps` hops (None: only `msrp`).
+    pub fn new(
+        opts: RelayOptions,
+        store: Arc<dyn CredentialStore>,
+        connector: Option<TlsConnector>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Relay {
+        let shared = Shared {
+            opts,
+            store,
+            nonce_key: NonceKey::random(),
+            nonce_counts: Mutex::new(NonceCounts::new(NONCE_COUNT_CAPACITY)),
+            opaque: msrp::id::random_ident(),
+            sessions: Mutex::new(Sessions::default()),
+            conns: Mutex::new(HashMap::new()),
+            outbound: tokio::sync::Mutex::new(HashMap::new()),
+            connector,
+            next_id: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+            auth_failures: Mutex::new(HashMap::new()),
+            shutdown,
+        };
+        let relay = Relay { shared: Arc::new(shared) };
+        tokio::spawn(housekeeping(Arc::downgrade(&relay.shared)));
+        relay
+    }
+
+    /// Accepts connections on `listener` until shutdown; `tls` makes it an `msrps` listener.
+    pub async fn serve(&self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        let local = listener.local_addr().ok();
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(guard) = self.admit(peer) else { continue };
+            let _ = stream.set_nodelay(true);
+            let port = local.map_or(0, |l| l.port());
+            let shared = self.shared.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(shared.opts.auth_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => conn::run(shared, s, peer, (true, port), false).await,
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                    None => conn::run(shared, stream, peer, (false, port), false).await,
+                }
+            });
+        }
+        info!(listener = ?local, "listener stopped");
+    }
+
+    /// Applies the connection caps; `None` (and a log line) when the peer is over one.
+    fn admit(&self, peer: SocketAddr) -> Option<ConnGuard> {
+        let opts = &self.shared.opts;
+        let total: usize = self.shared.per_ip.lock().ok()?.values().sum();
+        if total >= opts.max_connections {
+            warn!(%peer, limit = opts.max_connections, "connection refused: max_connections reached");
+            return None;
+        }
+        let mut per_ip = self.shared.per_ip.lock().ok()?;
+        let n = per_ip.entry(peer.ip()).or_insert(0);
+        if *n >= opts.max_connections_per_ip {
+            warn!(%peer, limit = opts.max_connections_per_ip, "connection refused: max_connections_per_ip reached");
+            return None;
+        }
+        *n += 1;
+        Some(ConnGuard { shared: self.shared.clone(), ip: peer.ip() })
+    }
+
+    /// Live relay sessions (for logs and tests).
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns.lock().map_or(0, |c| c.len())
+    }
+}
+
+/// Releases a connection's slot in the per-address count when the connection ends.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if let Ok(mut per_ip) = self.shared.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn conn(&self, id: ConnId) -> Option<Arc<Conn>> {
+        self.conns.lock().ok()?.get(&id).cloned()
+    }
+
+    /// An open connection to the hop `uri` names, made when there is none.
+    pub async fn connect(self: &Arc<Self>, uri: &msrp::Uri) -> std::io::Result<Arc<Conn>> {
+        let port = uri.port().unwrap_or(2855);
+        let key = (uri.is_secure(), uri.host_unbracketed().to_ascii_lowercase(), port);
+        let mut outbound = self.outbound.lock().await;
+        if let Some(c) = outbound.get(&key)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        let timeout = self.opts.transaction_timeout;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect((key.1.as_str(), port)))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr()?;
+        let conn = if uri.is_secure() {
+            let connector = self.connector.clone().ok_or_else(|| std::io::Error::other("no TLS client configured"))?;
+            let name = rustls_pki_types::ServerName::try_from(key.1.clone()).map_err(std::io::Error::other)?;
+            let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            conn::start(self.clone(), tls, peer, (true, 0), true)
+        } else {
+            conn::start(self.clone(), tcp, peer, (false, 0), true)
+        };
+        outbound.insert(key, conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Once a second: expire sessions, time out transactions, forget old AUTH failures.
+async fn housekeeping(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let now = Instant::now();
+        let expired = shared.sessions.lock().map(|mut s| s.expire(now)).unwrap_or_default();
+        for s in expired {
+            info!(session = %s.id, user = %s.user, realm = %s.realm, "session expired");
+        }
+        let conns: Vec<Arc<Conn>> = shared.conns.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
+        for c in conns {
+            conn::expire_pending(&shared, &c, now).await;
+        }
+        if let Ok(mut f) = shared.auth_failures.lock() {
+            f.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(300));
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The user store: accounts and their Digest HA1 hashes, in SQLite (sqlx, runtime queries).
+//!
+//! The realm of an account is its domain: `alice@example.com` authenticates in realm
+//! `example.com`, as the relay picks the realm from the AUTH To-Path host (RFC 4976 §5.1).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use msrp_relay::digest::{Algorithm, ha1};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, SqlStr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} is not USER@DOMAIN")]
+    BadAccount(String),
+    #[error("{0} exists already")]
+    Exists(String),
+    #[error("no such user: {0}")]
+    NotFound(String),
+}
+
+/// `user@domain`, split and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub domain: String,
+}
+
+impl FromStr for Account {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        let bad = || StoreError::BadAccount(s.to_owned());
+        let (user, domain) = s.split_once('@').ok_or_else(bad)?;
+        let ok = |p: &str| !p.is_empty() && !p.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':');
+        if !ok(user) || !ok(domain) || domain.contains('@') {
+            return Err(bad());
+        }
+        Ok(Account { user: user.to_owned(), domain: domain.to_ascii_lowercase() })
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.user, self.domain)
+    }
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "subscriber".into(),
+        MigrationType::Simple,
+        SqlStr::from_static(include_str!("../migrations/0001_subscriber.sql")),
+        false,
+    )])
+}
+
+/// A pool over the user database, migrated to the current schema.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating when missing) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+            && let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        migrator().run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn add(&self, account: &Account, password: &str) -> Result<(), StoreError> {
+        let (md5, sha) = hashes(account, password);
+        let now = unix_now();
+        let result = sqlx::query(
+            "INSERT INTO subscriber (username, domain, ha1, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&account.user)
+        .bind(&account.domain)
+        .bind(md5)
+        .bind(sha)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Exists(account.to_string())),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    pub async fn set_password(&self, account: &Account, password: &str) -> Result<(), StoreError> {
+        let (md5, sha) = hashes(account, password);
+        let done = sqlx::query("UPDATE subscriber SET ha1 = ?, ha1_sha256 = ? WHERE username = ? AND domain = ?")
+            .bind(md5)
+            .bind(sha)
+            .bind(&account.user)
+            .bind(&account.domain)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound(account.to_string())) } else { Ok(()) }
+    }
+
+    pub async fn remove(&self, account: &Account) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM subscriber WHERE username = ? AND domain = ?")
+            .bind(&account.user)
+            .bind(&account.domain)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound(account.to_string())) } else { Ok(()) }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query("SELECT username, domain FROM subscriber ORDER BY domain, username")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| Account { user: r.get(0), domain: r.get(1) }).collect())
+    }
+
+    /// The stored HA1 (lowercase hex) of `user` in `realm` for `alg`, if the account exists.
+    pub async fn ha1(&self, user: &str, realm: &str, alg: Algorithm) -> Result<Option<String>, StoreError> {
+        let sql = match alg {
+            Algorithm::Md5 => "SELECT ha1 FROM subscriber WHERE username = ? AND domain = ?",
+            Algorithm::Sha256 => "SELECT ha1_sha256 FROM subscriber WHERE username = ? AND domain = ?",
+        };
+        let row = sqlx::query(sql).bind(user).bind(realm.to_ascii_lowercase()).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+impl msrp_relay::CredentialStore for Store {
+    fn ha1<'a>(
+        &'a self,
+        user: &'a str,
+        realm: &'a str,
+        alg: Algorithm,
+    ) -> msrp_relay::BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move { Store::ha1(self, user, realm, alg).await.map_err(|e| e.to_string()) })
+    }
+}
+
+fn hashes(account: &Account, password: &str) -> (String, String) {
+    (
+        ha1(Algorithm::Md5, &account.user, &account.domain, password),
+        ha1(Algorithm::Sha256, &account.user, &account.domain, password),
+    )
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_parse() {
+        let a: Account = "alice@Example.COM".parse().unwrap();
+        assert_eq!((a.user.as_str(), a.domain.as_str()), ("alice", "example.com"));
+        for bad in ["alice", "@x", "a@", "a b@x", "a:b@x", "a@b@c"] {
+            assert!(bad.parse::<Account>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn add_list_passwd_remove() {
+        let dir = std::env::temp_dir().join(format!("msrpd-store-{}", std::process::id()));
+        let url = format!("sqlite://{}", dir.join("t.sqlite").display());
+        let store = Store::open(&url).await.unwrap();
+        let alice: Account = "alice@example.com".parse().unwrap();
+        store.add(&alice, "secret").await.unwrap();
+        assert!(matches!(store.add(&alice, "x").await, Err(StoreError::Exists(_))));
+        assert_eq!(store.list().await.unwrap(), vec![alice.clone()]);
+        let md5 = store.ha1("alice", "example.com", Algorithm::Md5).await.unwrap().unwrap();
+        assert_eq!(md5, ha1(Algorithm::Md5, "alice", "example.com", "secret"));
+        let sha = store.ha1("alice", "EXAMPLE.com", Algorithm::Sha256).await.unwrap().unwrap();
+        assert_eq!(sha, ha1(Algorithm::Sha256, "alice", "example.com", "secret"));
+        store.set_password(&alice, "other").await.unwrap();
+        let md5b = store.ha1("alice", "example.com", Algorithm::Md5).await.unwrap().unwrap();
+        assert_ne!(md5, md5b);
+        assert_eq!(store.ha1("bob", "example.com", Algorithm::Md5).await.unwrap(), None);
+        store.remove(&alice).await.unwrap();
+        assert!(matches!(store.remove(&alice).await, Err(StoreError::NotFound(_))));
+        // Reopening runs the migrations again without harm.
+        drop(store);
+        Store::open(&url).await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
