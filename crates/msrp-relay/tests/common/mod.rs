@@ -1,0 +1,323 @@
+//! A small MSRP endpoint for tests, built from the project's own codec, and a relay started
+//! on 127.0.0.1 port 0 (plain TCP or TLS with a throw-away certificate).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use msrp::encode::{encode_request, encode_response};
+use msrp::header::{ByteRange, Challenge, Header, MessageId, Path};
+use msrp::message::TransactionId;
+use msrp::{Continuation, Decoder, Event, Message, Method, Request, Response, StatusCode, Uri};
+use msrp_relay::digest::{Algorithm, ha1};
+use msrp_relay::{BoxFuture, CredentialStore, Relay, RelayOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// Accounts as clear passwords; HA1 computed on lookup.
+pub struct Users(pub HashMap<(String, String), String>);
+
+impl CredentialStore for Users {
+    fn ha1<'a>(
+        &'a self,
+        user: &'a str,
+        realm: &'a str,
+        alg: Algorithm,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let found = self.0.get(&(user.to_owned(), realm.to_owned())).map(|p| ha1(alg, user, realm, p));
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+pub fn users(realm: &str) -> Arc<Users> {
+    let mut m = HashMap::new();
+    m.insert(("alice".to_owned(), realm.to_owned()), "alicepw".to_owned());
+    m.insert(("bob".to_owned(), realm.to_owned()), "bobpw".to_owned());
+    m.insert(("carol".to_owned(), realm.to_owned()), "carolpw".to_owned());
+    m.insert(("dave".to_owned(), realm.to_owned()), "davepw".to_owned());
+    Arc::new(Users(m))
+}
+
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    pub connector: TlsConnector,
+}
+
+/// A certificate for `names`, and a client that trusts exactly it (plus `extra`).
+pub fn tls_for(
+    names: &[&str],
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> (Tls, rustls::pki_types::CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    for c in extra {
+        roots.add(c.clone()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Tls { acceptor: TlsAcceptor::from(Arc::new(server)), connector: TlsConnector::from(Arc::new(client)) }, cert)
+}
+
+pub struct TestRelay {
+    pub relay: Relay,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub hostname: String,
+    pub stop: watch::Sender<bool>,
+}
+
+impl TestRelay {
+    /// The relay URI a client AUTHs to (no session-id).
+    pub fn uri(&self) -> Uri {
+        Uri::new(self.tls, &self.hostname, Some(self.addr.port()), None).unwrap()
+    }
+}
+
+pub async fn start_relay(opts: RelayOptions, tls: Option<&Tls>, realm: &str) -> TestRelay {
+    let (stop, stop_rx) = watch::channel(false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hostname = opts.hostname.clone();
+    let relay = Relay::new(opts, users(realm), tls.map(|t| t.connector.clone()), stop_rx);
+    let r = relay.clone();
+    let acceptor = tls.map(|t| t.acceptor.clone());
+    tokio::spawn(async move { r.serve(listener, acceptor).await });
+    TestRelay { relay, addr, tls: tls.is_some(), hostname, stop }
+}
+
+pub fn options(hostname: &str, realm: &str) -> RelayOptions {
+    RelayOptions { hostname: hostname.into(), domains: vec![realm.into()], ..RelayOptions::default() }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub head: Message,
+    pub body: Vec<u8>,
+    pub flag: Continuation,
+}
+
+impl Frame {
+    pub fn request(&self) -> &Request {
+        match &self.head {
+            Message::Request(r) => r,
+            Message::Response(r) => panic!("expected a request, got response {} {:?}", r.status.0, r.comment),
+        }
+    }
+
+    pub fn response(&self) -> &Response {
+        match &self.head {
+            Message::Response(r) => r,
+            Message::Request(r) => panic!("expected a response, got {} request", r.method),
+        }
+    }
+}
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// An MSRP endpoint with a URI of its own.
+pub struct Endpoint {
+    pub uri: Uri,
+    rd: BoxRead,
+    wr: BoxWrite,
+    dec: Decoder,
+    buf: BytesMut,
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Endpoint {
+    pub async fn connect(relay: &TestRelay, name: &str, tls: Option<&Tls>) -> Endpoint {
+        let tcp = TcpStream::connect(relay.addr).await.unwrap();
+        let uri = Uri::new(relay.tls, &format!("{name}.example.com"), Some(7000), Some(&msrp::id::random_session_id()))
+            .unwrap();
+        match tls {
+            Some(t) => {
+                let sn = rustls::pki_types::ServerName::try_from(relay.hostname.clone()).unwrap();
+                let s = t.connector.connect(sn, tcp).await.unwrap();
+                let (rd, wr) = tokio::io::split(s);
+                Endpoint::from_halves(uri, Box::new(rd), Box::new(wr))
+            }
+            None => {
+                let (rd, wr) = tokio::io::split(tcp);
+                Endpoint::from_halves(uri, Box::new(rd), Box::new(wr))
+            }
+        }
+    }
+
+    fn from_halves<R, W>(uri: Uri, rd: Box<ReadHalf<R>>, wr: Box<WriteHalf<W>>) -> Endpoint
+    where
+        R: AsyncRead + Send + 'static,
+        W: AsyncWrite + Send + 'static,
+    {
+        Endpoint { uri, rd, wr, dec: Decoder::default(), buf: BytesMut::with_capacity(65536) }
+    }
+
+    pub fn path(&self) -> Path {
+        Path::single(self.uri.clone())
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.wr.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn send_request(&mut self, req: &Request, body: Option<&[u8]>) {
+        let mut out = BytesMut::new();
+        encode_request(req, body, Continuation::Complete, &mut out).unwrap();
+        self.write(&out).await;
+    }
+
+    pub async fn send_response(&mut self, resp: &Response) {
+        let mut out = BytesMut::new();
+        encode_response(resp, &mut out);
+        self.write(&out).await;
+    }
+
+    /// The next complete frame; panics after WAIT.
+    pub async fn frame(&mut self) -> Frame {
+        tokio::time::timeout(WAIT, self.frame_inner())
+            .await
+            .expect("no frame within the wait")
+            .expect("connection closed")
+    }
+
+    /// The next frame, or None if the connection closes or nothing comes within `wait`.
+    pub async fn try_frame(&mut self, wait: Duration) -> Option<Frame> {
+        tokio::time::timeout(wait, self.frame_inner()).await.ok().flatten()
+    }
+
+    async fn frame_inner(&mut self) -> Option<Frame> {
+        let mut head = None;
+        let mut body = Vec::new();
+        loop {
+            while let Some(ev) = self.dec.decode(&mut self.buf).expect("relay sends valid frames") {
+                match ev {
+                    Event::Head(h) => head = Some(h),
+                    Event::Body(b) => body.extend_from_slice(&b),
+                    Event::End(flag) => {
+                        return Some(Frame { head: head.take().unwrap(), body: std::mem::take(&mut body), flag });
+                    }
+                }
+            }
+            if self.rd.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// True when the peer closed the connection (EOF) within `wait`.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let mut scratch = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rd.read(&mut scratch)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// AUTH request to `relay_uri`.
+    pub fn auth_request(&self, relay_uri: &Uri) -> Request {
+        Request::new(TransactionId::random(), Method::Auth)
+            .with(Header::ToPath(Path::single(relay_uri.clone())))
+            .with(Header::FromPath(self.path()))
+    }
+
+    /// Full Digest handshake; returns the 200 response (or panics with what came instead).
+    pub async fn authenticate(&mut self, relay_uri: &Uri, user: &str, password: &str) -> Response {
+        let resp = self.try_authenticate(relay_uri, user, password, None, true).await;
+        assert_eq!(resp.status, StatusCode::OK, "AUTH failed: {:?}", resp);
+        resp
+    }
+
+    /// AUTH, 401, AUTH with credentials; returns the final response.
+    pub async fn try_authenticate(
+        &mut self,
+        relay_uri: &Uri,
+        user: &str,
+        password: &str,
+        expires: Option<u32>,
+        with_uri: bool,
+    ) -> Response {
+        let mut req = self.auth_request(relay_uri);
+        if let Some(e) = expires {
+            req.headers.set(Header::Expires(e));
+        }
+        self.send_request(&req, None).await;
+        let challenge = self.frame().await.response().clone();
+        assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+        let c = challenge.headers.challenges().next().unwrap().clone();
+        let mut second = req.clone();
+        second.tid = TransactionId::random();
+        second.headers.set(Header::Authorization(Box::new(credentials(&c, user, password, relay_uri, 1, with_uri))));
+        self.send_request(&second, None).await;
+        self.frame().await.response().clone()
+    }
+
+    /// A SEND to `to` carrying `body`, with a fresh Message-ID.
+    pub fn send(&self, to: Path, body: &[u8]) -> Request {
+        Request::new(TransactionId::random(), Method::Send)
+            .with(Header::ToPath(to))
+            .with(Header::FromPath(self.path()))
+            .with(Header::MessageId(MessageId::random()))
+            .with(Header::ByteRange(ByteRange::whole(body.len() as u64)))
+            .with(Header::ContentType("text/plain".parse().unwrap()))
+    }
+
+    /// Answers a received request with 200 (as an endpoint must, hop by hop).
+    pub async fn ok(&mut self, req: &Request) {
+        let resp = Response::new(req.tid, StatusCode::OK)
+            .with(Header::ToPath(Path::single(req.headers.from_path().unwrap().first().clone())))
+            .with(Header::FromPath(self.path()));
+        self.send_response(&resp).await;
+    }
+}
+
+/// Digest credentials answering challenge `c` (RFC 7616 §3.4 with method AUTH).
+pub fn credentials(
+    c: &Challenge,
+    user: &str,
+    password: &str,
+    uri: &Uri,
+    nc: u32,
+    with_uri: bool,
+) -> msrp::header::Credentials {
+    let alg = Algorithm::parse(c.algorithm()).unwrap();
+    let realm = c.realm().unwrap();
+    let nonce = c.nonce().unwrap();
+    let h1 = ha1(alg, user, realm, password);
+    let h2 = alg.hash_hex(format!("AUTH:{}", uri.as_str()).as_bytes());
+    let cnonce = "0a4f113b";
+    let nc = format!("{nc:08x}");
+    let response = alg.hash_hex(format!("{h1}:{nonce}:{nc}:{cnonce}:auth:{h2}").as_bytes());
+    let mut text = format!(
+        r#"Digest username="{user}", realm="{realm}", nonce="{nonce}", qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}", algorithm={}, opaque="{}""#,
+        alg.name(),
+        c.opaque().unwrap_or_default()
+    );
+    if with_uri {
+        text.push_str(&format!(r#", uri="{}""#, uri.as_str()));
+    }
+    msrp::header::Credentials::parse(&text).unwrap()
+}
