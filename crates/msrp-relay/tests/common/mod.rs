@@ -48,7 +48,21 @@ pub struct Tls {
     pub connector: TlsConnector,
 }
 
-/// A certificate for `names`, and a client that trusts exactly it (plus `extra`).
+/// A TLS client that trusts exactly `certs` (self-signed test certificates).
+pub fn connector(certs: &[rustls::pki_types::CertificateDer<'static>]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c.clone()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(client))
+}
+
+/// A certificate for `names`: a server using it, and a client that trusts it (plus `extra`).
 pub fn tls_for(
     names: &[&str],
     extra: &[rustls::pki_types::CertificateDer<'static>],
@@ -56,24 +70,15 @@ pub fn tls_for(
     let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     let cert = ck.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key)
         .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    for c in extra {
-        roots.add(c.clone()).unwrap();
-    }
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Tls { acceptor: TlsAcceptor::from(Arc::new(server)), connector: TlsConnector::from(Arc::new(client)) }, cert)
+    let mut trusted = vec![cert.clone()];
+    trusted.extend_from_slice(extra);
+    (Tls { acceptor: TlsAcceptor::from(Arc::new(server)), connector: connector(&trusted) }, cert)
 }
 
 pub struct TestRelay {
@@ -146,14 +151,14 @@ pub struct Endpoint {
 pub const WAIT: Duration = Duration::from_secs(10);
 
 impl Endpoint {
-    pub async fn connect(relay: &TestRelay, name: &str, tls: Option<&Tls>) -> Endpoint {
+    pub async fn connect(relay: &TestRelay, name: &str, tls: Option<&TlsConnector>) -> Endpoint {
         let tcp = TcpStream::connect(relay.addr).await.unwrap();
         let uri = Uri::new(relay.tls, &format!("{name}.example.com"), Some(7000), Some(&msrp::id::random_session_id()))
             .unwrap();
         match tls {
             Some(t) => {
                 let sn = rustls::pki_types::ServerName::try_from(relay.hostname.clone()).unwrap();
-                let s = t.connector.connect(sn, tcp).await.unwrap();
+                let s = t.connect(sn, tcp).await.unwrap();
                 let (rd, wr) = tokio::io::split(s);
                 Endpoint::from_halves(uri, Box::new(rd), Box::new(wr))
             }
