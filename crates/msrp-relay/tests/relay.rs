@@ -298,3 +298,222 @@ async fn receiver_gone_mid_message_gives_the_sender_a_408_failure_report() {
     }
     assert!(saw_report, "failure REPORT received");
 }
+
+#[tokio::test]
+async fn long_bodies_are_interrupted_into_chunks_with_exact_byte_ranges() {
+    let relay = start_relay(RelayOptions { max_chunk: 10_000, ..options("127.0.0.1", REALM) }, None, REALM).await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let body: Vec<u8> = (0..35_000u32).map(|i| (i % 251) as u8).collect();
+    let send = a.send(join(&[&ua, &ub, &b.path()]), &body);
+    a.send_request(&send, Some(&body)).await;
+    let mut next = 1u64;
+    let mut chunks = 0;
+    let mut got = Vec::new();
+    loop {
+        let f = b.frame().await;
+        let r = f.request().clone();
+        assert_eq!(r.headers.byte_range().unwrap().start, next, "chunks resume exactly where the last ended");
+        assert_eq!(r.headers.message_id(), send.headers.message_id());
+        next += f.body.len() as u64;
+        got.extend_from_slice(&f.body);
+        chunks += 1;
+        b.ok(&r).await;
+        if f.flag == Continuation::Complete {
+            break;
+        }
+        assert_eq!(f.flag, Continuation::More);
+    }
+    assert!(chunks >= 4, "35 000 bytes at max_chunk 10 000 come in several chunks, got {chunks}");
+    assert_eq!(got, body);
+}
+
+#[tokio::test]
+async fn a_refusal_downstream_becomes_a_failure_report_with_its_code() {
+    let relay = plain_relay().await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let send = a.send(join(&[&ua, &ub, &b.path()]), b"<html>");
+    a.send_request(&send, Some(b"<html>")).await;
+    let got = b.frame().await;
+    let req = got.request();
+    let refusal = msrp::Response::new(req.tid, StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .with(Header::ToPath(Path::single(req.headers.from_path().unwrap().first().clone())))
+        .with(Header::FromPath(b.path()));
+    b.send_response(&refusal).await;
+    assert_eq!(a.frame().await.response().status, StatusCode::OK, "hop-by-hop 200 first");
+    let report = a.frame().await;
+    let r = report.request();
+    assert_eq!(r.method, Method::Report);
+    assert_eq!(r.headers.status().unwrap().code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.headers.byte_range().unwrap().to_string(), "1-6/6");
+    assert!(a.try_frame(Duration::from_millis(300)).await.is_none(), "a REPORT is never answered, nor repeated");
+}
+
+#[tokio::test]
+async fn no_response_within_the_transaction_timeout_is_a_408_report() {
+    let relay = start_relay(
+        RelayOptions { transaction_timeout: Duration::from_secs(1), ..options("127.0.0.1", REALM) },
+        None,
+        REALM,
+    )
+    .await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let send = a.send(join(&[&ua, &ub, &b.path()]), b"anyone?");
+    a.send_request(&send, Some(b"anyone?")).await;
+    let _unanswered = b.frame().await;
+    assert_eq!(a.frame().await.response().status, StatusCode::OK);
+    let report = a.frame().await;
+    assert_eq!(report.request().headers.status().unwrap().code, StatusCode::REQUEST_TIMEOUT);
+}
+
+#[tokio::test]
+async fn failure_report_no_and_partial_are_respected() {
+    let relay = plain_relay().await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let mut send = a.send(join(&[&ua, &ub, &b.path()]), b"quiet");
+    send.headers.set(Header::FailureReport(msrp::header::FailureReport::No));
+    a.send_request(&send, Some(b"quiet")).await;
+    let got = b.frame().await;
+    assert_eq!(got.request().headers.failure_report(), msrp::header::FailureReport::No);
+    assert!(a.try_frame(Duration::from_millis(300)).await.is_none(), "Failure-Report: no → no response at all");
+    let mut send = a.send(join(&[&ua, &ub, &b.path()]), b"partial");
+    send.headers.set(Header::FailureReport(msrp::header::FailureReport::Partial));
+    a.send_request(&send, Some(b"partial")).await;
+    let _ = b.frame().await;
+    assert!(a.try_frame(Duration::from_millis(300)).await.is_none(), "Failure-Report: partial → no 200");
+}
+
+#[tokio::test]
+async fn reports_are_forwarded_and_never_answered() {
+    let relay = plain_relay().await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let report = msrp::Request::new(TransactionId::random(), Method::Report)
+        .with(Header::ToPath(join(&[&ub, &ua, &a.path()])))
+        .with(Header::FromPath(b.path()))
+        .with(Header::MessageId("msg12345".parse().unwrap()))
+        .with(Header::ByteRange(msrp::header::ByteRange::whole(5)))
+        .with(Header::Status(msrp::header::Status::new(StatusCode::OK)));
+    b.send_request(&report, None).await;
+    let got = a.frame().await;
+    assert_eq!(got.request().method, Method::Report);
+    assert_eq!(got.request().headers.status().unwrap().code, StatusCode::OK);
+    assert!(b.try_frame(Duration::from_millis(300)).await.is_none(), "no response to a REPORT");
+}
+
+#[tokio::test]
+async fn nickname_responses_come_back_end_to_end() {
+    let relay = plain_relay().await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let nick = msrp::Request::new(TransactionId::random(), Method::Nickname)
+        .with(Header::ToPath(join(&[&ua, &ub, &b.path()])))
+        .with(Header::FromPath(a.path()))
+        .with(Header::UseNickname(msrp::header::UseNickname("neo".into())));
+    a.send_request(&nick, None).await;
+    let got = b.frame().await;
+    let req = got.request();
+    assert_eq!(req.method, Method::Nickname);
+    let taken = msrp::Response::new(req.tid, StatusCode::NICKNAME_IN_USE)
+        .with(Header::ToPath(Path::single(req.headers.from_path().unwrap().first().clone())))
+        .with(Header::FromPath(b.path()));
+    b.send_response(&taken).await;
+    let resp = a.frame().await;
+    assert_eq!(resp.response().tid, nick.tid);
+    assert_eq!(resp.response().status, StatusCode::NICKNAME_IN_USE, "the far end's answer, not a relay 200");
+}
+
+#[tokio::test]
+async fn other_methods_get_501() {
+    let relay = plain_relay().await;
+    let (mut a, ua, b, ub) = pair(&relay).await;
+    let req = msrp::Request::new(TransactionId::random(), Method::Other("FOO".into()))
+        .with(Header::ToPath(join(&[&ua, &ub, &b.path()])))
+        .with(Header::FromPath(a.path()));
+    a.send_request(&req, None).await;
+    assert_eq!(a.frame().await.response().status, StatusCode::NOT_IMPLEMENTED);
+}
+
+#[tokio::test]
+async fn idle_unauthenticated_connections_are_closed() {
+    let relay =
+        start_relay(RelayOptions { auth_timeout: Duration::from_secs(1), ..options("127.0.0.1", REALM) }, None, REALM)
+            .await;
+    let mut idle = Endpoint::connect(&relay, "idle", None).await;
+    let mut authed = Endpoint::connect(&relay, "alice", None).await;
+    authed.authenticate(&relay.uri(), "alice", "alicepw").await;
+    assert!(idle.closed_within(Duration::from_secs(3)).await);
+    assert!(!authed.closed_within(Duration::from_millis(500)).await, "authenticated connections stay");
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let relay =
+        start_relay(RelayOptions { max_connections_per_ip: 2, ..options("127.0.0.1", REALM) }, None, REALM).await;
+    let _one = Endpoint::connect(&relay, "one", None).await;
+    let _two = Endpoint::connect(&relay, "two", None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut three = Endpoint::connect(&relay, "three", None).await;
+    assert!(three.closed_within(Duration::from_secs(2)).await, "the third connection from one address is refused");
+}
+
+#[tokio::test]
+async fn malformed_frame_gets_400_and_the_connection_lives_on() {
+    let relay = plain_relay().await;
+    let mut a = Endpoint::connect(&relay, "alice", None).await;
+    a.authenticate(&relay.uri(), "alice", "alicepw").await;
+    let bad = format!(
+        "MSRP bad12345 SEND\r\nTo-Path: {}\r\nFrom-Path: {}\r\nByte-Range: 9-2/1\r\n-------bad12345$\r\n",
+        relay.uri(),
+        a.uri
+    );
+    a.write(bad.as_bytes()).await;
+    let resp = a.frame().await;
+    assert_eq!(resp.response().status, StatusCode::BAD_REQUEST);
+    assert_eq!(resp.response().tid.as_str(), "bad12345");
+    // Still usable.
+    a.send_request(&a.auth_request(&relay.uri()), None).await;
+    assert_eq!(a.frame().await.response().status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_are_slowed_down() {
+    let relay = start_relay(RelayOptions { max_auth_failures: 10, ..options("127.0.0.1", REALM) }, None, REALM).await;
+    let mut a = Endpoint::connect(&relay, "alice", None).await;
+    let mut last = Duration::ZERO;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let resp = a.try_authenticate(&relay.uri(), "alice", "wrong", None, true).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        last = started.elapsed();
+    }
+    assert!(last >= Duration::from_millis(450), "third failure answered after {last:?}");
+}
+
+fn basic(user: &str, password: &str) -> msrp::header::Credentials {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    msrp::header::Credentials::parse(&format!("Basic {token}")).unwrap()
+}
+
+#[tokio::test]
+async fn basic_authentication_only_over_tls_in_enabled_domains() {
+    let opts = || RelayOptions { basic_auth_domains: vec![REALM.into()], ..options("localhost", REALM) };
+    let (tls, _) = tls_for(&["localhost"], &[]);
+    let secure = start_relay(opts(), Some(&tls), REALM).await;
+    let mut a = Endpoint::connect(&secure, "alice", Some(&tls.connector)).await;
+    let mut req = a.auth_request(&secure.uri());
+    req.headers.set(Header::Authorization(Box::new(basic("alice", "alicepw"))));
+    a.send_request(&req, None).await;
+    let resp = a.frame().await.response().clone();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.headers.use_path().is_some());
+    req.tid = TransactionId::random();
+    req.headers.set(Header::Authorization(Box::new(basic("alice", "nope"))));
+    a.send_request(&req, None).await;
+    assert_eq!(a.frame().await.response().status, StatusCode::FORBIDDEN);
+
+    let plain = start_relay(opts(), None, REALM).await;
+    let mut p = Endpoint::connect(&plain, "alice", None).await;
+    let mut req = p.auth_request(&plain.uri());
+    req.headers.set(Header::Authorization(Box::new(basic("alice", "alicepw"))));
+    p.send_request(&req, None).await;
+    assert_eq!(p.frame().await.response().status, StatusCode::FORBIDDEN, "never in clear over plain TCP");
+}
