@@ -1,0 +1,184 @@
+//! The `msrpd` binary as operators use it: `user` commands, `check-config`, and `serve`
+//! answering a Digest AUTH on a real socket, then exiting 0 on SIGTERM.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use msrp::header::{Header, Path as MsrpPath};
+use msrp::message::TransactionId;
+use msrp::{Continuation, Decoder, Event, Message, Method, Request, StatusCode, Uri};
+use msrp_relay::digest::{Algorithm, ha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn msrpd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_msrpd"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("msrpd-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_config(dir: &Path, plain: u16, tls: u16) -> PathBuf {
+    let path = dir.join("msrpd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[relay]\nlisten = [\"msrp://127.0.0.1:{plain}\", \"msrps://127.0.0.1:{tls}\"]\nhostname = \"127.0.0.1\"\ndomains = [\"example.com\"]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn add_user(config: &Path, account: &str, password: &str) -> std::process::Output {
+    let mut child = msrpd()
+        .args(["user", "add", account, "--password-stdin", "-c"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn user_commands_and_check_config() {
+    let dir = TempDir::new("users");
+    let config = write_config(&dir.0, free_port(), free_port());
+    assert!(add_user(&config, "alice@example.com", "alicepw").status.success());
+    let again = add_user(&config, "alice@example.com", "x");
+    assert!(!again.status.success(), "adding twice fails");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let list = msrpd().args(["user", "list", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "alice@example.com");
+    let db = std::fs::read(dir.0.join("msrpd.sqlite")).unwrap();
+    assert!(!db.windows(7).any(|w| w == b"alicepw"), "the password is never stored");
+    let removed = msrpd().args(["user", "remove", "alice@example.com", "-c"]).arg(&config).output().unwrap();
+    assert!(removed.status.success());
+    let list = msrpd().args(["user", "list", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "");
+
+    let checked = msrpd().arg("check-config").env("MSRPD_CONFIG", &config).output().unwrap();
+    assert!(checked.status.success());
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(text.contains("hostname = \"127.0.0.1\""), "{text}");
+    assert!(text.contains("max_expires = 3600"), "defaults are printed too: {text}");
+
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(&bad, "[relay]\nlisten = [\"http://x\"]\n").unwrap();
+    let out = msrpd().args(["check-config", "-c"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("msrps://"));
+}
+
+/// Reads frames until a complete response arrives.
+async fn read_response(stream: &mut tokio::net::TcpStream, dec: &mut Decoder, buf: &mut BytesMut) -> msrp::Response {
+    let mut head = None;
+    loop {
+        while let Some(ev) = dec.decode(buf).unwrap() {
+            match ev {
+                Event::Head(Message::Response(r)) => head = Some(r),
+                Event::Head(other) => panic!("unexpected {other:?}"),
+                Event::Body(_) => {}
+                Event::End(_) => return head.take().unwrap(),
+            }
+        }
+        assert!(stream.read_buf(buf).await.unwrap() > 0, "relay closed the connection");
+    }
+}
+
+async fn authenticate(port: u16) -> msrp::Response {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let relay: Uri = format!("msrp://127.0.0.1:{port};tcp").parse().unwrap();
+    let me: Uri = "msrp://client.example.com:9999/s1234567;tcp".parse().unwrap();
+    let req = Request::new(TransactionId::random(), Method::Auth)
+        .with(Header::ToPath(MsrpPath::single(relay.clone())))
+        .with(Header::FromPath(MsrpPath::single(me)));
+    let (mut dec, mut buf) = (Decoder::default(), BytesMut::new());
+    let mut out = BytesMut::new();
+    msrp::encode::encode_request(&req, None, Continuation::Complete, &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let challenge = read_response(&mut stream, &mut dec, &mut buf).await;
+    assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+    let c = challenge.headers.challenges().next().unwrap();
+    let alg = Algorithm::parse(c.algorithm()).unwrap();
+    let (realm, nonce) = (c.realm().unwrap(), c.nonce().unwrap());
+    assert_eq!(realm, "example.com");
+    let h1 = ha1(alg, "alice", realm, "alicepw");
+    let h2 = alg.hash_hex(format!("AUTH:{relay}").as_bytes());
+    let response = alg.hash_hex(format!("{h1}:{nonce}:00000001:c0ffee:auth:{h2}").as_bytes());
+    let creds = format!(
+        r#"Digest username="alice", realm="{realm}", nonce="{nonce}", qop=auth, nc=00000001, cnonce="c0ffee", response="{response}", algorithm={}, opaque="{}""#,
+        alg.name(),
+        c.opaque().unwrap()
+    );
+    let mut second = req.clone();
+    second.tid = TransactionId::random();
+    second.headers.set(Header::Authorization(Box::new(msrp::header::Credentials::parse(&creds).unwrap())));
+    out.clear();
+    msrp::encode::encode_request(&second, None, Continuation::Complete, &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    read_response(&mut stream, &mut dec, &mut buf).await
+}
+
+#[test]
+fn serve_authenticates_and_stops_on_sigterm() {
+    let dir = TempDir::new("serve");
+    let (plain, tls) = (free_port(), free_port());
+    let config = write_config(&dir.0, plain, tls);
+    assert!(add_user(&config, "alice@example.com", "alicepw").status.success());
+    let mut child = msrpd().arg("-c").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", plain)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "msrpd did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let resp = runtime.block_on(authenticate(plain));
+    assert_eq!(resp.status, StatusCode::OK);
+    let use_path = resp.headers.use_path().unwrap();
+    assert_eq!(use_path.first().port(), Some(plain));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok(), "the TLS listener is up too");
+    assert!(dir.0.join("127.0.0.1.cert.pem").exists(), "a certificate was generated into data_dir");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "msrpd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("relay listening"), "{log}");
+    assert!(log.contains("msrpd user add"), "the log says how to add a user: {log}");
+    assert!(log.contains("fingerprint"), "{log}");
+}
