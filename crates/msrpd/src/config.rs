@@ -54,7 +54,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain. Empty: a self-signed certificate for `relay.hostname` is
@@ -65,12 +65,12 @@ pub struct TlsConfig {
     /// Extra PEM CA or peer certificates trusted for outgoing TLS (relay-to-relay hops).
     pub trusted_certificates: Vec<PathBuf>,
     /// Also trust the operating system's root certificates for outgoing TLS.
-    pub system_roots: Option<bool>,
+    pub system_roots: bool,
 }
 
-impl TlsConfig {
-    pub fn system_roots(&self) -> bool {
-        self.system_roots.unwrap_or(true)
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { certificate: None, private_key: None, trusted_certificates: Vec::new(), system_roots: true }
     }
 }
 
@@ -321,6 +321,12 @@ mod tests {
         let again = Config::parse(&c.to_toml()).unwrap();
         assert_eq!(again.relay.domains, c.relay.domains);
         assert_eq!(again.relay.max_expires, 7200);
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let example = Config::parse(include_str!("../../../msrpd.example.toml")).unwrap();
+        assert_eq!(example.to_toml(), Config::default().to_toml());
     }
 
     #[test]

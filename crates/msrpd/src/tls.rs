@@ -115,7 +115,7 @@ pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError>
 /// each other).
 pub fn client_config(config: &Config, identity: &Identity) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
-    if config.tls.system_roots() {
+    if config.tls.system_roots {
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
             let _ = roots.add(cert);
