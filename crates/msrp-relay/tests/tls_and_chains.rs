@@ -132,3 +132,49 @@ async fn a_stalled_receiver_does_not_slow_another_pair() {
     flood.abort();
     drop(b);
 }
+
+#[tokio::test]
+async fn auth_through_one_relay_to_the_next_and_delivery_back_along_the_chain() {
+    // RFC 4976 chaining: A authenticates with relay 1, then with relay 2 *through* relay 1
+    // (inside-out), and uses both Use-Paths.
+    let (r1, to_r1, r2, to_r2) = two_relays(true).await;
+    let mut a = Endpoint::connect(&r1, "alice", Some(&to_r1)).await;
+    let ua1 = use_path(&a.authenticate(&r1.uri(), "alice", "alicepw").await);
+    // AUTH to relay 2, routed through relay 1's session.
+    let through = join(&[&ua1, &Path::single(r2.uri())]);
+    let mut auth = a.auth_request(&r2.uri());
+    auth.headers.set(msrp::header::Header::ToPath(through.clone()));
+    a.send_request(&auth, None).await;
+    let challenge = a.frame().await.response().clone();
+    assert_eq!(challenge.tid, auth.tid, "relay 2's 401 is relayed back as the answer to A's AUTH");
+    assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+    let c = challenge.headers.challenges().next().unwrap().clone();
+    assert_eq!(c.realm(), Some("two.test"));
+    let mut second = auth.clone();
+    second.tid = msrp::message::TransactionId::random();
+    second.headers.set(msrp::header::Header::Authorization(Box::new(credentials(
+        &c,
+        "alice",
+        "alicepw",
+        &r2.uri(),
+        1,
+        true,
+    ))));
+    a.send_request(&second, None).await;
+    let ok = a.frame().await.response().clone();
+    assert_eq!(ok.status, StatusCode::OK);
+    let ua2 = use_path(&ok);
+    assert_eq!(ua2.first().host(), "localhost");
+
+    // B, a direct client of relay 2, writes to A along A's full path: relay 2's session for A,
+    // then relay 1's, then A.
+    let mut b = Endpoint::connect(&r2, "bob", Some(&to_r2)).await;
+    let ub = use_path(&b.authenticate(&r2.uri(), "bob", "bobpw").await);
+    let send = b.send(join(&[&ub, &ua2, &ua1, &a.path()]), b"down the chain");
+    b.send_request(&send, Some(b"down the chain")).await;
+    let got = a.frame().await;
+    assert_eq!(got.body, b"down the chain");
+    assert_eq!(got.request().headers.from_path().unwrap(), &join(&[&ua1, &ua2, &ub, &b.path()]));
+    a.ok(got.request()).await;
+    assert_eq!(b.frame().await.response().status, StatusCode::OK);
+}
