@@ -673,6 +673,15 @@ async fn fail(shared: &Arc<Shared>, p: Pending, lost: bool) {
     }
 }
 
+/// Reports every transaction pending on `conn` as lost.
+pub(crate) async fn fail_all(shared: &Arc<Shared>, conn: &Arc<Conn>) {
+    let pending: Vec<Pending> =
+        conn.pending.lock().map(|mut p| p.drain().map(|(_, v)| v).collect()).unwrap_or_default();
+    for p in pending {
+        fail(shared, p, true).await;
+    }
+}
+
 /// Tears a connection down: its sessions end and what was in flight through it is reported.
 async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
     conn.close();

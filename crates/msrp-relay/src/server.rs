@@ -152,6 +152,16 @@ impl Relay {
         Some(ConnGuard { shared: self.shared.clone(), ip: peer.ip() })
     }
 
+    /// Settles everything in flight before a shutdown: every transaction still waiting for
+    /// the next hop is reported to its sender as a 408 failure (as Failure-Report allows),
+    /// while the senders' connections are still open.
+    pub async fn drain(&self) {
+        let conns: Vec<Arc<Conn>> = self.shared.conns.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
+        for c in conns {
+            conn::fail_all(&self.shared, &c).await;
+        }
+    }
+
     /// Live relay sessions (for logs and tests).
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().map_or(0, |s| s.len())

@@ -517,3 +517,18 @@ async fn basic_authentication_only_over_tls_in_enabled_domains() {
     p.send_request(&req, None).await;
     assert_eq!(p.frame().await.response().status, StatusCode::FORBIDDEN, "never in clear over plain TCP");
 }
+
+#[tokio::test]
+async fn shutdown_reports_what_is_in_flight() {
+    let relay = plain_relay().await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let send = a.send(join(&[&ua, &ub, &b.path()]), b"last words");
+    a.send_request(&send, Some(b"last words")).await;
+    let _unanswered = b.frame().await;
+    assert_eq!(a.frame().await.response().status, StatusCode::OK);
+    relay.relay.drain().await;
+    let _ = relay.stop.send(true);
+    let report = a.frame().await;
+    assert_eq!(report.request().headers.status().unwrap().code, StatusCode::REQUEST_TIMEOUT);
+    assert!(a.closed_within(Duration::from_secs(3)).await, "connections end after the drain");
+}

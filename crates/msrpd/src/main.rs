@@ -118,9 +118,11 @@ async fn serve(config: Config) -> Result<(), AnyError> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let mut relays = Vec::new();
     if config.relay.enabled {
         let relay =
             msrp_relay::Relay::new(relay_options(&config), Arc::new(store.clone()), Some(client_tls), stop_rx.clone());
+        relays.push(relay.clone());
         for listen in &config.relay.listen {
             let listener = tokio::net::TcpListener::bind(listen.addr)
                 .await
@@ -141,7 +143,10 @@ async fn serve(config: Config) -> Result<(), AnyError> {
         );
     }
     shutdown_signal().await;
-    info!("shutting down: no new connections; ending sessions");
+    info!("shutting down: reporting what is in flight, then ending sessions");
+    for relay in &relays {
+        relay.drain().await;
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
