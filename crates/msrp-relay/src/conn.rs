@@ -1,11 +1,13 @@
 //! One connection: reads and decodes frames, routes requests, streams bodies to the next hop
 //! and keeps the hop-by-hop transaction state (RFC 4976 §7).
 //!
-//! Writes to a connection go through its writer lock, one frame (or chunk) at a time. A
-//! forwarded body is written as it is read, and the outgoing chunk is closed with `+`
-//! whenever the read batch ends or `max_chunk` bytes went out, so the lock is never held
-//! while waiting for the sender: other messages to the same peer pass between chunks, and a
-//! slow receiver holds back only whoever is sending to it.
+//! Writes to a connection go through its writer lock, one whole chunk at a time. A forwarded
+//! body is queued (as zero-copy slices of the read buffer) while a read batch is decoded, and
+//! written out as one chunk — with an exact Byte-Range and a transaction id whose end-line is
+//! not in it — when the frame ends, when `max_chunk` bytes are queued, or when the batch is
+//! used up (then closed with `+` and resumed later). The lock is never held while waiting for
+//! the sender: other messages to the same peer pass between chunks, and a slow receiver holds
+//! back only whoever is sending to it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use msrp::header::{ByteRange, FailureReport, Header, MessageId, Path, Status};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Decoder, Event, Message, Method, Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::auth;
@@ -192,18 +194,10 @@ struct Forwarding {
     total: Option<u64>,
     /// Body bytes seen so far (a frame with none is forwarded as one bodiless frame).
     seen_body: bool,
-    chunk: Option<OpenChunk>,
+    /// Body pieces read but not yet written, and their total length.
+    queued: Vec<Bytes>,
+    queued_len: usize,
     failed: bool,
-}
-
-/// An outgoing chunk whose head is written and whose writer lock is held.
-struct OpenChunk {
-    guard: OwnedMutexGuard<Io>,
-    tid: TransactionId,
-    start: u64,
-    written: u64,
-    /// The last bytes written, to catch an end-line split across two pieces.
-    tail: Vec<u8>,
 }
 
 async fn read_loop<R: AsyncRead + Send + Unpin>(
@@ -348,18 +342,17 @@ impl Reader {
             next_byte: range.start,
             total: range.total,
             seen_body: false,
-            chunk: None,
+            queued: Vec::new(),
+            queued_len: 0,
             failed: false,
         }));
     }
 
     async fn finish_forward(&mut self, mut f: Forwarding, flag: Continuation) {
-        if !f.failed {
-            if f.chunk.is_none() && (!f.seen_body || flag != Continuation::More) {
-                // Bodiless frame, or the final end-line after interrupted chunks.
-                f.open_chunk(&self.shared).await;
-            }
-            f.close_chunk(flag, &self.shared).await;
+        // With nothing left to send and more chunks to come, the inbound `+` needs no frame;
+        // anything else (the last bytes, an empty final chunk, an abort) goes out now.
+        if !f.failed && (f.queued_len > 0 || !f.seen_body || flag != Continuation::More) {
+            f.flush(flag, &self.shared).await;
         }
         // Hop-by-hop answer to the sender (RFC 4976 §7): SENDs are answered here; REPORTs
         // never; other methods get the next hop's response relayed back.
@@ -376,21 +369,26 @@ impl Reader {
         }
     }
 
-    /// Ends whatever frame is in progress (a malformed frame or the connection's end).
+    /// Ends whatever frame is in progress (a malformed frame or the connection's end): the
+    /// next hop learns the message was abandoned (`#`).
     async fn abandon_frame(&mut self) {
-        if let Frame::Forward(f) = std::mem::replace(&mut self.frame, Frame::Idle) {
-            let mut f = *f;
-            if f.chunk.is_some() {
-                f.close_chunk(Continuation::Abort, &self.shared).await;
-            }
+        if let Frame::Forward(mut f) = std::mem::replace(&mut self.frame, Frame::Idle)
+            && f.seen_body
+            && !f.failed
+        {
+            f.queued.clear();
+            f.queued_len = 0;
+            f.flush(Continuation::Abort, &self.shared).await;
         }
     }
 
+    /// The read batch is used up: send what is queued as a chunk to be continued (`+`).
     async fn interrupt_chunk(&mut self) {
         if let Frame::Forward(f) = &mut self.frame
-            && f.chunk.is_some()
+            && f.queued_len > 0
+            && !f.failed
         {
-            f.close_chunk(Continuation::More, &self.shared).await;
+            f.flush(Continuation::More, &self.shared).await;
         }
     }
 
@@ -434,101 +432,86 @@ impl Forwarding {
         self.seen_body || self.req.headers.content_type().is_some()
     }
 
-    /// Takes the target's writer and writes the head of a new outgoing chunk.
-    async fn open_chunk(&mut self, shared: &Shared) {
-        let bodiless = !self.body_section();
-        let guard = self.target.writer.clone().lock_owned().await;
-        if self.target.is_closed() {
-            self.failed = true;
-            return;
+    async fn body(&mut self, mut piece: Bytes, shared: &Shared) {
+        self.seen_body = true;
+        while !piece.is_empty() && !self.failed {
+            let room = shared.opts.max_chunk.saturating_sub(self.queued_len).max(1);
+            let part = piece.split_to(piece.len().min(room));
+            self.queued_len += part.len();
+            self.queued.push(part);
+            if self.queued_len >= shared.opts.max_chunk {
+                self.flush(Continuation::More, shared).await;
+            }
         }
-        let tid = TransactionId::random();
+    }
+
+    /// Writes the queued bytes as one chunk ending with `flag`, and records what its outcome
+    /// owes the sender.
+    async fn flush(&mut self, flag: Continuation, shared: &Shared) {
+        let pieces = std::mem::take(&mut self.queued);
+        let len = std::mem::take(&mut self.queued_len) as u64;
+        let start = self.next_byte;
+        let body_section = self.body_section();
+        // A transaction id whose end-line occurs nowhere in this chunk (RFC 4975 §7.1).
+        let tid = loop {
+            let tid = TransactionId::random();
+            if chunk_is_safe(&pieces, &tid) {
+                break tid;
+            }
+        };
         let mut head = Request::new(tid, self.req.method.clone());
         head.headers.set(Header::ToPath(self.to.clone()));
         head.headers.set(Header::FromPath(self.from.clone()));
+        // Exact, even for an empty final chunk (`N-(N-1)`).
+        let range = ByteRange { start, end: Some(start + len - 1), total: self.total };
         for h in self.req.headers.iter() {
             match h {
-                Header::ToPath(_) | Header::FromPath(_) => {}
-                Header::ByteRange(_) if !bodiless => head.headers.set(Header::ByteRange(ByteRange {
-                    start: self.next_byte,
-                    end: None,
-                    total: self.total,
-                })),
+                Header::ToPath(_) | Header::FromPath(_) | Header::ByteRange(_) => {}
                 other => {
                     let _ = head.headers.push(other.clone());
                 }
             }
         }
-        if head.headers.byte_range().is_none() && self.req.method == Method::Send && !bodiless {
-            head.headers.set(Header::ByteRange(ByteRange { start: self.next_byte, end: None, total: self.total }));
+        if body_section || self.req.headers.byte_range().is_some() {
+            head.headers.set(Header::ByteRange(range));
         }
-        let mut out = BytesMut::with_capacity(512);
-        if bodiless {
-            // No body section: the head runs straight into the end-line.
-            encode::encode_head_lines(&head, &mut out);
-        } else {
+        // Small chunks go out in one write; large ones as head, pieces (no copy), end.
+        let mut out = BytesMut::with_capacity(512 + if len < 16 * 1024 { len as usize } else { 0 });
+        if body_section {
             encode::encode_request_head(&head, &mut out);
+        } else {
+            encode::encode_head_lines(&head, &mut out);
         }
-        let mut chunk = OpenChunk { guard, tid, start: self.next_byte, written: 0, tail: Vec::new() };
-        if !write_timed(&mut chunk.guard, &out, &self.target, shared).await {
+        let mut writer = self.target.writer.clone().lock_owned().await;
+        let mut ok = !self.target.is_closed();
+        if len < 16 * 1024 {
+            for p in &pieces {
+                out.extend_from_slice(p);
+            }
+        } else {
+            ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
+            for p in &pieces {
+                ok = ok && write_timed(&mut writer, p, &self.target, shared).await;
+            }
+            out.clear();
+        }
+        if body_section {
+            encode::encode_body_end(&tid, flag, &mut out);
+        } else {
+            encode::encode_end_line(&tid, flag, &mut out);
+        }
+        ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
+        drop(writer);
+        if !ok {
             self.failed = true;
             return;
         }
-        self.chunk = Some(chunk);
+        self.next_byte += len;
+        self.track(tid, range, shared);
     }
 
-    async fn body(&mut self, mut piece: Bytes, shared: &Shared) {
-        self.seen_body = true;
-        while !piece.is_empty() && !self.failed {
-            if self.chunk.is_none() {
-                self.open_chunk(shared).await;
-                continue;
-            }
-            let chunk = self.chunk.as_mut().expect("opened above");
-            let room = shared.opts.max_chunk.saturating_sub(chunk.written as usize).max(1);
-            let take = piece.len().min(room);
-            // Never let our own end-line appear inside the body (RFC 4975 §7.1): cut the chunk
-            // before a collision and go on in a new transaction.
-            let mut joined = std::mem::take(&mut chunk.tail);
-            joined.extend_from_slice(&piece[..take]);
-            let safe_len =
-                if body_is_safe(&joined, &chunk.tid) { take } else { safe_prefix(&joined, &chunk.tid, take) };
-            if safe_len > 0 {
-                let part = piece.split_to(safe_len);
-                if !write_timed(&mut chunk.guard, &part, &self.target, shared).await {
-                    self.failed = true;
-                    return;
-                }
-                chunk.written += part.len() as u64;
-                self.next_byte += part.len() as u64;
-                let keep = joined.len().saturating_sub(48);
-                chunk.tail = joined[keep..].to_vec();
-            }
-            if safe_len < take || chunk.written as usize >= shared.opts.max_chunk {
-                self.close_chunk(Continuation::More, shared).await;
-            }
-        }
-    }
-
-    /// Ends the open chunk (or, with none open, nothing) and records what its outcome owes.
-    async fn close_chunk(&mut self, flag: Continuation, shared: &Shared) {
-        let Some(mut chunk) = self.chunk.take() else { return };
-        let mut end = BytesMut::with_capacity(48);
-        if self.body_section() {
-            encode::encode_body_end(&chunk.tid, flag, &mut end);
-        } else {
-            encode::encode_end_line(&chunk.tid, flag, &mut end);
-        }
-        if !write_timed(&mut chunk.guard, &end, &self.target, shared).await {
-            self.failed = true;
-        }
-        drop(chunk.guard);
-        self.track(chunk.tid, chunk.start, chunk.written, shared);
-    }
-
-    fn track(&self, tid: TransactionId, start: u64, written: u64, shared: &Shared) {
+    fn track(&self, tid: TransactionId, range: ByteRange, shared: &Shared) {
         let deadline = Instant::now() + shared.opts.transaction_timeout;
-        let source = self.req.headers.from_path().map(|p| p.first().clone());
         let pending = match self.req.method {
             Method::Report => return,
             Method::Send => {
@@ -541,9 +524,6 @@ impl Forwarding {
                 if failure == FailureReport::No {
                     return;
                 }
-                let range = ByteRange { start, end: Some(start + written.max(1) - 1), total: self.total };
-                let range =
-                    if written == 0 { ByteRange { start, end: Some(start - 1), total: self.total } } else { range };
                 Pending::Send {
                     source: self.source,
                     report_to,
@@ -555,7 +535,7 @@ impl Forwarding {
                 }
             }
             _ => {
-                let Some(reply_to) = source else { return };
+                let Some(reply_to) = self.req.headers.from_path().map(|p| p.first().clone()) else { return };
                 Pending::Relay {
                     source: self.source,
                     tid: self.req.tid,
@@ -571,18 +551,25 @@ impl Forwarding {
     }
 }
 
-/// How many bytes of `take` (the new part of `joined`, after the kept tail) can be written
-/// before a collision with `tid`'s end-line begins.
-fn safe_prefix(joined: &[u8], tid: &TransactionId, take: usize) -> usize {
-    let tail_len = joined.len() - take;
-    let mut needle = b"\r\n-------".to_vec();
-    needle.extend_from_slice(tid.as_bytes());
-    let at = memchr_find(joined, &needle).unwrap_or(joined.len());
-    at.saturating_sub(tail_len).min(take)
-}
-
-fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// True when no piece, and no seam between pieces, holds `tid`'s end-line.
+fn chunk_is_safe(pieces: &[Bytes], tid: &TransactionId) -> bool {
+    // The end-line needle is at most 2 + 7 + 32 bytes: seams need that much of each side.
+    const SEAM: usize = 48;
+    if !pieces.iter().all(|p| body_is_safe(p, tid)) {
+        return false;
+    }
+    let mut seam = Vec::with_capacity(2 * SEAM);
+    for pair in pieces.windows(2) {
+        seam.clear();
+        let left = &pair[0];
+        seam.extend_from_slice(&left[left.len().saturating_sub(SEAM)..]);
+        seam.extend_from_slice(&pair[1][..pair[1].len().min(SEAM)]);
+        // Only an end-line crossing the seam matters; each side alone was checked above.
+        if encode::contains_end_line(&seam, tid) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A response arrived on `conn`: settle the transaction it answers.
@@ -701,4 +688,22 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
     }
     debug!(conn = conn.id, peer = %conn.peer, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_lines_across_piece_seams_are_caught() {
+        let tid: TransactionId = "abcd1234".parse().unwrap();
+        let whole = [Bytes::from_static(b"hello\r\n-------abcd1234$\r\n")];
+        assert!(!chunk_is_safe(&whole, &tid));
+        let split = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----abcd1234$\r\n")];
+        assert!(!chunk_is_safe(&split, &tid), "a needle across two pieces");
+        let other = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----zzzz9999$\r\n")];
+        assert!(chunk_is_safe(&other, &tid));
+        let leading = [Bytes::from_static(b"-------abcd1234$\r\n")];
+        assert!(!chunk_is_safe(&leading, &tid), "a body starting with the end-line");
+    }
 }

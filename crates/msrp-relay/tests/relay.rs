@@ -159,6 +159,7 @@ async fn a_and_b_talk_both_ways_with_one_response_per_send() {
     let got = b.frame().await;
     let req = got.request();
     assert_eq!(got.body, b"hello bob");
+    assert_eq!(req.headers.byte_range().unwrap().to_string(), "1-9/9");
     assert_eq!(req.headers.to_path().unwrap(), &b.path());
     assert_eq!(req.headers.from_path().unwrap(), &join(&[&ub, &ua, &a.path()]));
     assert_eq!(req.headers.message_id(), send.headers.message_id());
@@ -312,7 +313,10 @@ async fn long_bodies_are_interrupted_into_chunks_with_exact_byte_ranges() {
     loop {
         let f = b.frame().await;
         let r = f.request().clone();
-        assert_eq!(r.headers.byte_range().unwrap().start, next, "chunks resume exactly where the last ended");
+        let range = r.headers.byte_range().unwrap();
+        assert_eq!(range.start, next, "chunks resume exactly where the last ended");
+        assert_eq!(range.end, Some(next + f.body.len() as u64 - 1), "each chunk's range is exact");
+        assert_eq!(range.total, Some(35_000));
         assert_eq!(r.headers.message_id(), send.headers.message_id());
         next += f.body.len() as u64;
         got.extend_from_slice(&f.body);

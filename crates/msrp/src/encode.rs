@@ -26,10 +26,17 @@ pub enum EncodeError {
 /// `CRLF -------<tid>` (the decoder's needle) and does not start with `-------<tid>` (which
 /// a lenient decoder reads as an empty body).
 pub fn body_is_safe(body: &[u8], tid: &TransactionId) -> bool {
-    let mut needle = Vec::with_capacity(9 + tid.as_str().len());
-    needle.extend_from_slice(b"\r\n-------");
-    needle.extend_from_slice(tid.as_str().as_bytes());
-    memmem::find(body, &needle).is_none() && !body.starts_with(&needle[2..])
+    let starts_with_end_line = body.starts_with(b"-------") && body[7..].starts_with(tid.as_bytes());
+    !starts_with_end_line && !contains_end_line(body, tid)
+}
+
+/// True when `hay` holds `CRLF -------<tid>`, the start of `tid`'s end-line.
+pub fn contains_end_line(hay: &[u8], tid: &TransactionId) -> bool {
+    let mut needle = [0u8; 9 + crate::message::MAX_TID_LEN];
+    needle[..9].copy_from_slice(b"\r\n-------");
+    let tid = tid.as_bytes();
+    needle[9..9 + tid.len()].copy_from_slice(tid);
+    memmem::find(hay, &needle[..9 + tid.len()]).is_some()
 }
 
 /// A transaction id whose end-line does not occur in `body`.
