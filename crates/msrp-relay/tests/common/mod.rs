@@ -152,12 +152,18 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 impl Endpoint {
     pub async fn connect(relay: &TestRelay, name: &str, tls: Option<&TlsConnector>) -> Endpoint {
-        let tcp = TcpStream::connect(relay.addr).await.unwrap();
-        let uri = Uri::new(relay.tls, &format!("{name}.example.com"), Some(7000), Some(&msrp::id::random_session_id()))
-            .unwrap();
+        Endpoint::connect_to(relay.addr, &relay.hostname, name, tls).await
+    }
+
+    /// Connects to a relay at `addr` (TLS when `tls` is given, verifying `hostname`).
+    pub async fn connect_to(addr: SocketAddr, hostname: &str, name: &str, tls: Option<&TlsConnector>) -> Endpoint {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let secure = tls.is_some();
+        let uri =
+            Uri::new(secure, &format!("{name}.example.com"), Some(7000), Some(&msrp::id::random_session_id())).unwrap();
         match tls {
             Some(t) => {
-                let sn = rustls::pki_types::ServerName::try_from(relay.hostname.clone()).unwrap();
+                let sn = rustls::pki_types::ServerName::try_from(hostname.to_owned()).unwrap();
                 let s = t.connect(sn, tcp).await.unwrap();
                 let (rd, wr) = tokio::io::split(s);
                 Endpoint::from_halves(uri, Box::new(rd), Box::new(wr))
