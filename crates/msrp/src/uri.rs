@@ -29,18 +29,11 @@ pub enum HostKind {
     Ipv6,
 }
 
-/// A parsed `msrp://` or `msrps://` URI.
+/// A parsed `msrp://` or `msrps://` URI: its text and where its parts are.
 #[derive(Clone)]
 pub struct Uri {
     text: ByteString,
-    secure: bool,
-    user: Option<Range<u16>>,
-    host: Range<u16>,
-    host_kind: HostKind,
-    port: Option<u16>,
-    session: Option<Range<u16>>,
-    transport: Range<u16>,
-    params: Range<u16>,
+    parts: Parts,
 }
 
 impl Uri {
@@ -98,66 +91,70 @@ impl Uri {
 
     /// True for `msrps` (TLS).
     pub fn is_secure(&self) -> bool {
-        self.secure
+        self.parts.secure
     }
 
     /// The userinfo, still percent-encoded.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_ref().map(|r| self.slice(r))
+        self.parts.user.as_ref().map(|r| self.slice(r))
     }
 
     /// The host as written (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
-        self.slice(&self.host)
+        self.slice(&self.parts.host)
     }
 
     /// The host without IPv6 brackets, ready for address parsing or DNS.
     pub fn host_unbracketed(&self) -> &str {
         let h = self.host();
-        if self.host_kind == HostKind::Ipv6 { &h[1..h.len() - 1] } else { h }
+        if self.parts.host_kind == HostKind::Ipv6 { &h[1..h.len() - 1] } else { h }
     }
 
     pub fn host_kind(&self) -> HostKind {
-        self.host_kind
+        self.parts.host_kind
     }
 
     pub fn port(&self) -> Option<u16> {
-        self.port
+        self.parts.port
     }
 
     pub fn session_id(&self) -> Option<&str> {
-        self.session.as_ref().map(|r| self.slice(r))
+        self.parts.session.as_ref().map(|r| self.slice(r))
     }
 
     /// The transport token (`tcp` in practice).
     pub fn transport(&self) -> &str {
-        self.slice(&self.transport)
+        self.slice(&self.parts.transport)
     }
 
     /// URI parameters after the transport, as `(name, value)` pairs.
     pub fn params(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.slice(&self.params).split(';').skip(1).map(|p| p.split_once('=').map_or((p, None), |(n, v)| (n, Some(v))))
+        self.slice(&self.parts.params)
+            .split(';')
+            .skip(1)
+            .map(|p| p.split_once('=').map_or((p, None), |(n, v)| (n, Some(v))))
     }
 
     /// The same URI with another session-id (or none, as in an AUTH To-Path).
     pub fn with_session_id(&self, session_id: Option<&str>) -> Result<Self, UriError> {
         let mut s = String::with_capacity(self.text.len() + 24);
-        let before = self.session.as_ref().map_or(self.transport.start as usize - 1, |r| r.start as usize - 1);
+        let before =
+            self.parts.session.as_ref().map_or(self.parts.transport.start as usize - 1, |r| r.start as usize - 1);
         s.push_str(&self.text[..before]);
         if let Some(id) = session_id {
             s.push('/');
             s.push_str(id);
         }
-        s.push_str(&self.text[self.transport.start as usize - 1..]);
+        s.push_str(&self.text[self.parts.transport.start as usize - 1..]);
         Uri::parse(ByteString::from(s))
     }
 
     /// Equal as RFC 4975 §6.1 defines it, but ignoring the session-id: "is this URI one of my
     /// addresses", the question a relay asks of the first To-Path entry.
     pub fn same_authority(&self, other: &Uri) -> bool {
-        self.secure == other.secure
+        self.parts.secure == other.parts.secure
             && self.host().eq_ignore_ascii_case(other.host())
-            && self.port == other.port
+            && self.parts.port == other.parts.port
             && self.transport().eq_ignore_ascii_case(other.transport())
     }
 }
@@ -175,11 +172,11 @@ impl Eq for Uri {}
 
 impl Hash for Uri {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.secure.hash(state);
+        self.parts.secure.hash(state);
         for b in self.host().bytes() {
             state.write_u8(b.to_ascii_lowercase());
         }
-        self.port.hash(state);
+        self.parts.port.hash(state);
         self.session_id().hash(state);
         for b in self.transport().bytes() {
             state.write_u8(b.to_ascii_lowercase());
@@ -237,6 +234,7 @@ pub fn percent_decode(s: &str) -> String {
 
 /// Offsets of a URI's parts, found in one forward pass over its bytes (this runs for every
 /// URI of every To-Path and From-Path on the relay's hot path).
+#[derive(Clone)]
 struct Parts {
     secure: bool,
     user: Option<Range<u16>>,
@@ -381,8 +379,7 @@ impl Parts {
     }
 
     fn into_uri(self, text: ByteString) -> Uri {
-        let Parts { secure, user, host, host_kind, port, session, transport, params } = self;
-        Uri { text, secure, user, host, host_kind, port, session, transport, params }
+        Uri { text, parts: self }
     }
 }
 
