@@ -111,6 +111,9 @@ async fn serve(config: Config) -> Result<(), AnyError> {
     } else {
         info!(certificate = %identity.cert_path.display(), fingerprint = %identity.fingerprint, "certificate loaded");
     }
+    if config.relay.enabled && config.relay.listen.iter().any(|l| l.tls) {
+        tls::check_hostname(&identity, &config.relay.hostname)?;
+    }
     let server_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
     let client_tls = tokio_rustls::TlsConnector::from(tls::client_config(&config, &identity)?);
     let store = Store::open(&config.database_url()).await?;

@@ -101,6 +101,18 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     f.write_all(data).map_err(|e| TlsError::File { path: path.to_owned(), why: e.to_string() })
 }
 
+/// Refuses a certificate that does not name `hostname`: clients verify the Use-Path host
+/// against it, so a mismatch would fail every session.
+pub fn check_hostname(identity: &Identity, hostname: &str) -> Result<(), TlsError> {
+    let bad = |why: String| TlsError::File { path: identity.cert_path.clone(), why };
+    let name = rustls::pki_types::ServerName::try_from(hostname.to_owned())
+        .map_err(|e| bad(format!("relay.hostname {hostname:?} is not a valid TLS name: {e}")))?;
+    let cert =
+        webpki::EndEntityCert::try_from(&identity.chain[0]).map_err(|e| bad(format!("unusable certificate: {e}")))?;
+    cert.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| bad(format!("the certificate does not name relay.hostname {hostname:?} (not among its SANs)")))
+}
+
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)

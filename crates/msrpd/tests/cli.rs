@@ -182,3 +182,25 @@ fn serve_authenticates_and_stops_on_sigterm() {
     assert!(log.contains("msrpd user add"), "the log says how to add a user: {log}");
     assert!(log.contains("fingerprint"), "{log}");
 }
+
+#[test]
+fn serve_refuses_a_certificate_that_does_not_name_the_hostname() {
+    let dir = TempDir::new("san");
+    let ck = rcgen::generate_simple_self_signed(vec!["other.example.net".to_owned()]).unwrap();
+    std::fs::write(dir.0.join("c.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.0.join("k.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let config = dir.0.join("msrpd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{d}\"\n[tls]\ncertificate = \"{d}/c.pem\"\nprivate_key = \"{d}/k.pem\"\n[relay]\nlisten = [\"msrps://127.0.0.1:{p}\"]\nhostname = \"relay.example.com\"\n",
+            d = dir.0.display(),
+            p = free_port()
+        ),
+    )
+    .unwrap();
+    let out = msrpd().arg("-c").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not name relay.hostname"), "{err}");
+}
