@@ -32,6 +32,9 @@ use crate::sessions::ConnId;
 
 type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
+/// Body bytes of an unfinished frame kept across reads rather than sent as a `+` chunk.
+const HOLD_BACK: usize = 16 * 1024;
+
 /// What the relay owes the sender of a forwarded transaction when the next hop answers,
 /// fails to, or goes away.
 #[derive(Debug)]
@@ -58,6 +61,10 @@ pub struct Conn {
     /// (TLS, local port) of the listener it arrived on; port 0 for outgoing connections.
     pub local: (bool, u16),
     writer: Arc<tokio::sync::Mutex<Io>>,
+    /// Frames queued for the socket: whole frames appended by any task, written out with one
+    /// system call per read batch (the relay's profile: one write per frame cost more than all
+    /// the parsing). Only taken while holding `writer`, so frames leave in order.
+    out: Mutex<BytesMut>,
     pending: Mutex<HashMap<TransactionId, Pending>>,
     closed: AtomicBool,
     close_notify: Notify,
@@ -80,15 +87,45 @@ impl Conn {
         self.close_notify.notify_one();
     }
 
-    /// Writes one complete frame.
+    /// Writes one complete frame now (with whatever was queued before it).
     async fn send(&self, frame: &[u8], shared: &Shared) -> bool {
+        self.queue(frame);
+        self.flush_out(shared).await
+    }
+
+    /// Appends a complete frame to the output; true when enough is queued that the caller
+    /// should flush before producing more (back-pressure).
+    fn queue(&self, frame: &[u8]) -> bool {
+        match self.out.lock() {
+            Ok(mut out) => {
+                out.extend_from_slice(frame);
+                out.len() >= OUT_HIGH_WATER
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Writes everything queued, in order.
+    async fn flush_out(&self, shared: &Shared) -> bool {
+        let mut w = self.writer.lock().await;
+        self.flush_locked(&mut w, shared).await
+    }
+
+    /// Writes everything queued; the caller holds the writer.
+    async fn flush_locked(&self, w: &mut Io, shared: &Shared) -> bool {
+        let data = match self.out.lock() {
+            Ok(mut out) if !out.is_empty() => out.split().freeze(),
+            _ => return !self.is_closed(),
+        };
         if self.is_closed() {
             return false;
         }
-        let mut w = self.writer.lock().await;
-        write_timed(&mut w, frame, self, shared).await
+        write_timed(w, &data, self, shared).await
     }
 }
+
+/// Queued output beyond which a producer writes it out itself before going on.
+const OUT_HIGH_WATER: usize = 256 * 1024;
 
 async fn write_timed(w: &mut Io, data: &[u8], conn: &Conn, shared: &Shared) -> bool {
     match tokio::time::timeout(shared.opts.transaction_timeout, w.write_all(data)).await {
@@ -148,6 +185,7 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         peer,
         local,
         writer: Arc::new(tokio::sync::Mutex::new(Box::new(wr) as Io)),
+        out: Mutex::new(BytesMut::new()),
         pending: Mutex::new(HashMap::new()),
         closed: AtomicBool::new(false),
         close_notify: Notify::new(),
@@ -163,6 +201,8 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
 struct Reader {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
+    /// Connections with output queued during this read batch, flushed at its end.
+    touched: Vec<Arc<Conn>>,
     /// Authenticated, or used for a valid delivery: no longer subject to the AUTH deadline.
     trusted: bool,
     auth_failures: u32,
@@ -210,8 +250,14 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
     let mut buf = BytesMut::with_capacity(shared.opts.read_buffer);
     let deadline = tokio::time::Instant::now() + shared.opts.auth_timeout;
     let mut shutdown = shared.shutdown.clone();
-    let mut reader =
-        Reader { shared: shared.clone(), conn: conn.clone(), trusted: outbound, auth_failures: 0, frame: Frame::Idle };
+    let mut reader = Reader {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        touched: Vec::new(),
+        trusted: outbound,
+        auth_failures: 0,
+        frame: Frame::Idle,
+    };
     'conn: loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(shared.opts.read_buffer);
@@ -263,14 +309,17 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 }
             }
         }
-        // The read batch is used up: never hold a peer's writer while waiting for more.
+        // The read batch is used up: never hold a peer's writer, nor its output, while
+        // waiting for more.
         reader.interrupt_chunk().await;
+        reader.flush_touched().await;
         if reader.auth_failures >= shared.opts.max_auth_failures {
             info!(conn = conn.id, peer = %conn.peer, failures = reader.auth_failures, "closing: too many failed AUTH attempts");
             break;
         }
     }
     reader.abandon_frame().await;
+    reader.flush_touched().await;
     close(&shared, &conn).await;
 }
 
@@ -285,7 +334,7 @@ impl Reader {
             }
             Event::Body(piece) => {
                 if let Frame::Forward(f) = &mut self.frame {
-                    f.body(piece, &self.shared).await;
+                    f.body(piece, &self.shared, &mut self.touched).await;
                 }
             }
             Event::End(flag) => {
@@ -352,7 +401,7 @@ impl Reader {
         // With nothing left to send and more chunks to come, the inbound `+` needs no frame;
         // anything else (the last bytes, an empty final chunk, an abort) goes out now.
         if !f.failed && (f.queued_len > 0 || !f.seen_body || flag != Continuation::More) {
-            f.flush(flag, &self.shared).await;
+            f.flush(flag, &self.shared, &mut self.touched).await;
         }
         // Hop-by-hop answer to the sender (RFC 4976 §7): SENDs are answered here; REPORTs
         // never; other methods get the next hop's response relayed back.
@@ -378,24 +427,45 @@ impl Reader {
         {
             f.queued.clear();
             f.queued_len = 0;
-            f.flush(Continuation::Abort, &self.shared).await;
+            f.flush(Continuation::Abort, &self.shared, &mut self.touched).await;
         }
     }
 
-    /// The read batch is used up: send what is queued as a chunk to be continued (`+`).
+    /// The read batch is used up: send what is queued as a chunk to be continued (`+`) —
+    /// unless it is small, when the rest of the frame is about to arrive anyway (TCP splits
+    /// frames at arbitrary points) and an extra chunk would only cost the next hop a
+    /// transaction.
     async fn interrupt_chunk(&mut self) {
         if let Frame::Forward(f) = &mut self.frame
-            && f.queued_len > 0
+            && f.queued_len >= HOLD_BACK.min(self.shared.opts.max_chunk)
             && !f.failed
         {
-            f.flush(Continuation::More, &self.shared).await;
+            f.flush(Continuation::More, &self.shared, &mut self.touched).await;
         }
     }
 
-    async fn respond(&self, resp: &Response) {
+    async fn respond(&mut self, resp: &Response) {
         let mut out = BytesMut::with_capacity(256);
         encode::encode_response(resp, &mut out);
-        self.conn.send(&out, &self.shared).await;
+        let conn = self.conn.clone();
+        self.queue_to(&conn, &out).await;
+    }
+
+    /// Queues a frame for `conn`, to be written at the end of the read batch (or now, when
+    /// its output is full).
+    async fn queue_to(&mut self, conn: &Arc<Conn>, frame: &[u8]) {
+        if conn.queue(frame) {
+            conn.flush_out(&self.shared).await;
+        }
+        if !self.touched.iter().any(|c| c.id == conn.id) {
+            self.touched.push(conn.clone());
+        }
+    }
+
+    async fn flush_touched(&mut self) {
+        for conn in std::mem::take(&mut self.touched) {
+            conn.flush_out(&self.shared).await;
+        }
     }
 
     /// A request answered by this relay: AUTH, or a refusal.
@@ -432,7 +502,7 @@ impl Forwarding {
         self.seen_body || self.req.headers.content_type().is_some()
     }
 
-    async fn body(&mut self, mut piece: Bytes, shared: &Shared) {
+    async fn body(&mut self, mut piece: Bytes, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
         self.seen_body = true;
         while !piece.is_empty() && !self.failed {
             let room = shared.opts.max_chunk.saturating_sub(self.queued_len).max(1);
@@ -440,14 +510,14 @@ impl Forwarding {
             self.queued_len += part.len();
             self.queued.push(part);
             if self.queued_len >= shared.opts.max_chunk {
-                self.flush(Continuation::More, shared).await;
+                self.flush(Continuation::More, shared, touched).await;
             }
         }
     }
 
     /// Writes the queued bytes as one chunk ending with `flag`, and records what its outcome
     /// owes the sender.
-    async fn flush(&mut self, flag: Continuation, shared: &Shared) {
+    async fn flush(&mut self, flag: Continuation, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
         let pieces = std::mem::take(&mut self.queued);
         let len = std::mem::take(&mut self.queued_len) as u64;
         let start = self.next_byte;
@@ -475,33 +545,41 @@ impl Forwarding {
         if body_section || self.req.headers.byte_range().is_some() {
             head.headers.set(Header::ByteRange(range));
         }
-        // Small chunks go out in one write; large ones as head, pieces (no copy), end.
-        let mut out = BytesMut::with_capacity(512 + if len < 16 * 1024 { len as usize } else { 0 });
+        // Small chunks are queued whole with the target's other output (one system call per
+        // read batch); large ones are written as head, pieces (no copy), end.
+        let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
         if body_section {
             encode::encode_request_head(&head, &mut out);
         } else {
             encode::encode_head_lines(&head, &mut out);
         }
-        let mut writer = self.target.writer.clone().lock_owned().await;
-        let mut ok = !self.target.is_closed();
-        if len < 16 * 1024 {
+        let ok = if len < SMALL_CHUNK {
             for p in &pieces {
                 out.extend_from_slice(p);
             }
+            end_chunk(&tid, flag, body_section, &mut out);
+            if self.target.is_closed() {
+                false
+            } else {
+                if self.target.queue(&out) {
+                    self.target.flush_out(shared).await;
+                }
+                if !touched.iter().any(|c| c.id == self.target.id) {
+                    touched.push(self.target.clone());
+                }
+                true
+            }
         } else {
+            let mut writer = self.target.writer.clone().lock_owned().await;
+            let mut ok = self.target.flush_locked(&mut writer, shared).await;
             ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
             for p in &pieces {
                 ok = ok && write_timed(&mut writer, p, &self.target, shared).await;
             }
             out.clear();
-        }
-        if body_section {
-            encode::encode_body_end(&tid, flag, &mut out);
-        } else {
-            encode::encode_end_line(&tid, flag, &mut out);
-        }
-        ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
-        drop(writer);
+            end_chunk(&tid, flag, body_section, &mut out);
+            ok && write_timed(&mut writer, &out, &self.target, shared).await
+        };
         if !ok {
             self.failed = true;
             return;
@@ -548,6 +626,18 @@ impl Forwarding {
         if let Ok(mut p) = self.target.pending.lock() {
             p.insert(tid, pending);
         }
+    }
+}
+
+/// Chunks below this size are copied into the target's output queue; larger ones are written
+/// straight from the read buffer.
+const SMALL_CHUNK: u64 = 16 * 1024;
+
+fn end_chunk(tid: &TransactionId, flag: Continuation, body_section: bool, out: &mut BytesMut) {
+    if body_section {
+        encode::encode_body_end(tid, flag, out);
+    } else {
+        encode::encode_end_line(tid, flag, out);
     }
 }
 

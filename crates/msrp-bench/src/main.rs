@@ -1,0 +1,269 @@
+//! `msrp-bench`: a load generator for any RFC 4976 MSRP relay (msrpd, Kamailio's `msrp`
+//! module, …), and the same workloads without a relay (`direct`) as the ceiling.
+//!
+//! Every run prints a human line and a `RESULT key=value …` line for scripts
+//! (scripts/bench-compare).
+
+mod client;
+mod load;
+mod procfs;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use msrp::header::Path;
+
+use client::{Conn, Error, Target};
+
+#[derive(Debug, Parser)]
+#[command(name = "msrp-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Many small SENDs through N pipelined pairs.
+    Small(SmallArgs),
+    /// One file of F bytes in chunks of C bytes, checksummed at the receiver.
+    Bulk(BulkArgs),
+    /// K authenticated idle sessions; reports the relay's memory per session.
+    Sessions(SessionArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct RelayArgs {
+    /// The relay: msrp://HOST:PORT or msrps://HOST:PORT. Omit for `--direct`.
+    #[arg(long)]
+    relay: Option<String>,
+    /// Digest realm is taken from the challenge; these are USER:PASSWORD for A and B.
+    #[arg(long, default_value = "alice:alicepw")]
+    user_a: String,
+    #[arg(long, default_value = "bob:bobpw")]
+    user_b: String,
+    /// PID of the relay, for its CPU time (all its processes) per message.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// `full`: <A's Use-Path> <B's Use-Path> <B>; `short`: <B's Use-Path> <B> (Kamailio).
+    #[arg(long, default_value = "full")]
+    to_path: String,
+    /// No relay: A connects straight to B (the ceiling of the generator and the machine).
+    #[arg(long)]
+    direct: bool,
+    /// A label for the RESULT line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Debug, Args)]
+struct SmallArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    #[arg(long, default_value_t = 1)]
+    pairs: usize,
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+}
+
+#[derive(Debug, Args)]
+struct BulkArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    #[arg(long, default_value_t = 256 << 20)]
+    file_size: u64,
+    #[arg(long, default_value_t = 65536)]
+    chunk: usize,
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+}
+
+#[derive(Debug, Args)]
+struct SessionArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    parallel: usize,
+}
+
+fn split_user(s: &str) -> Result<(String, String), Error> {
+    let (u, p) = s.split_once(':').ok_or("users are USER:PASSWORD")?;
+    Ok((u.to_owned(), p.to_owned()))
+}
+
+/// A connected, authenticated (A, B) pair and A's To-Path; in direct mode B is a listener's
+/// accepted side and nothing is authenticated.
+async fn make_pair(args: &RelayArgs, index: usize) -> Result<(Conn, Conn, Path), Error> {
+    if args.direct {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let target = Target { addr: listener.local_addr()?, host: "127.0.0.1".into(), tls: None };
+        let name = format!("a{index}");
+        let (a, accepted) = tokio::join!(Conn::connect(&target, &name, None), listener.accept());
+        let (stream, _) = accepted?;
+        stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
+        let uri = msrp::Uri::new(false, "127.0.0.1", Some(target.addr.port()), Some(&format!("b{index}")))?;
+        let b = Conn {
+            uri,
+            rd: Box::new(rd),
+            wr: Box::new(wr),
+            dec: msrp::Decoder::default(),
+            buf: bytes::BytesMut::with_capacity(256 * 1024),
+        };
+        let to = b.path();
+        return Ok((a?, b, to));
+    }
+    let relay = args.relay.as_deref().ok_or("--relay is required (or --direct)")?;
+    let (target, relay_uri) = Target::parse(relay).await?;
+    let (ua, pa) = split_user(&args.user_a)?;
+    let (ub, pb) = split_user(&args.user_b)?;
+    let mut a = Conn::connect(&target, &format!("a{index}"), None).await?;
+    let use_a = a.authenticate(&relay_uri, &ua, &pa).await?;
+    let mut b = Conn::connect(&target, &format!("b{index}"), None).await?;
+    let use_b = b.authenticate(&relay_uri, &ub, &pb).await?;
+    let hops: Vec<msrp::Uri> = match args.to_path.as_str() {
+        "full" => use_a.uris().iter().chain(use_b.uris()).chain(b.path().uris()).cloned().collect(),
+        "short" => use_b.uris().iter().chain(b.path().uris()).cloned().collect(),
+        other => return Err(format!("--to-path {other}: expected full or short").into()),
+    };
+    Ok((a, b, Path::new(hops).ok_or("empty path")?))
+}
+
+fn cpu(pid: Option<u32>) -> f64 {
+    pid.map_or(0.0, procfs::cpu_seconds)
+}
+
+async fn small(args: SmallArgs) -> Result<(), Error> {
+    let mut pairs = Vec::new();
+    for i in 0..args.pairs {
+        pairs.push(make_pair(&args.relay, i).await?);
+    }
+    let cpu0 = cpu(args.relay.relay_pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, (a, b, to)) in pairs.into_iter().enumerate() {
+        tasks.push(tokio::spawn(load::small_pair(i, a, b, to, args.messages, args.size, args.window)));
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut received, mut bytes, mut dup, mut reordered, mut reports, mut answered) = (0, 0, 0, 0, 0, 0);
+    for t in tasks {
+        let s = t.await??;
+        received += s.received;
+        bytes += s.bytes;
+        dup += s.duplicated;
+        reordered += s.reordered;
+        reports += s.reports;
+        answered += s.answered;
+        total.add(&s.latency)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_used = cpu(args.relay.relay_pid) - cpu0;
+    let sent = args.messages * args.pairs as u64;
+    let lost = sent - received;
+    let rate = received as f64 / secs;
+    let cpu_us = if args.relay.relay_pid.is_some() { cpu_used * 1e6 / received.max(1) as f64 } else { f64::NAN };
+    println!(
+        "small: {} pairs × {} SENDs of {} B, window {}: {:.0} msg/s, {:.1} MB/s; latency p50 {} µs p99 {} µs max {} µs; \
+         relay CPU {:.2} µs/msg; lost {lost} dup {dup} reordered {reordered} failure-reports {reports} unanswered {}",
+        args.pairs,
+        args.messages,
+        args.size,
+        args.window,
+        rate,
+        bytes as f64 / secs / 1e6,
+        total.value_at_quantile(0.5),
+        total.value_at_quantile(0.99),
+        total.max(),
+        cpu_us,
+        sent - answered
+    );
+    println!(
+        "RESULT mode=small label={} msg_per_s={rate:.0} mb_per_s={:.2} p50_us={} p99_us={} cpu_us_per_msg={cpu_us:.3} lost={lost} dup={dup} reordered={reordered} reports={reports}",
+        args.relay.label,
+        bytes as f64 / secs / 1e6,
+        total.value_at_quantile(0.5),
+        total.value_at_quantile(0.99),
+    );
+    Ok(())
+}
+
+async fn bulk(args: BulkArgs) -> Result<(), Error> {
+    let (a, b, to) = make_pair(&args.relay, 0).await?;
+    let cpu0 = cpu(args.relay.relay_pid);
+    let (secs, bytes) = load::bulk(a, b, to, args.file_size, args.chunk, args.window).await?;
+    let cpu_used = cpu(args.relay.relay_pid) - cpu0;
+    let mbps = bytes as f64 / secs / 1e6;
+    println!(
+        "bulk: {} B in chunks of {} B, window {}: {:.1} MB/s ({:.2} s), checksum ok; relay CPU {:.2} s",
+        args.file_size, args.chunk, args.window, mbps, secs, cpu_used
+    );
+    println!("RESULT mode=bulk label={} mb_per_s={mbps:.1} secs={secs:.3} relay_cpu_s={cpu_used:.3}", args.relay.label);
+    Ok(())
+}
+
+async fn sessions(args: SessionArgs) -> Result<(), Error> {
+    let relay = args.relay.relay.as_deref().ok_or("--relay is required")?;
+    let pid = args.relay.relay_pid.ok_or("--relay-pid is required to measure memory")?;
+    let (target, relay_uri) = Target::parse(relay).await?;
+    let (user, password) = split_user(&args.relay.user_a)?;
+    let before = procfs::pss_kib(pid);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(args.count);
+    let mut next = 0usize;
+    while next < args.count {
+        let batch: Vec<_> = (next..(next + args.parallel).min(args.count))
+            .map(|i| {
+                let (target, relay_uri, user, password) =
+                    (target.clone(), relay_uri.clone(), user.clone(), password.clone());
+                // Spread sources over 127.0.0.0/8 so that ephemeral ports do not run out.
+                let source = IpAddr::V4(Ipv4Addr::new(127, 0, (i / 250 % 250) as u8, (i % 250 + 2) as u8));
+                tokio::spawn(async move {
+                    let mut c = Conn::connect(&target, &format!("s{i}"), Some(source)).await?;
+                    c.authenticate(&relay_uri, &user, &password).await?;
+                    Ok::<_, Error>(c)
+                })
+            })
+            .collect();
+        next += batch.len();
+        for t in batch {
+            held.push(t.await??);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = procfs::pss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / args.count as f64;
+    println!(
+        "sessions: {} authenticated sessions in {:.1} s; relay PSS {} → {} KiB: {:.0} bytes per session",
+        args.count,
+        started.elapsed().as_secs_f64(),
+        before,
+        after,
+        per
+    );
+    println!("RESULT mode=sessions label={} count={} bytes_per_session={per:.0}", args.relay.label, args.count);
+    drop(held);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Small(a) => small(a).await,
+        Mode::Bulk(a) => bulk(a).await,
+        Mode::Sessions(a) => sessions(a).await,
+    };
+    if let Err(e) = result {
+        eprintln!("msrp-bench: {e}");
+        std::process::exit(1);
+    }
+}
