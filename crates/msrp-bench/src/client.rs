@@ -154,13 +154,18 @@ impl Conn {
         }
     }
 
+    /// The next response; an error after 10 s (a relay out of memory stops answering).
     async fn response(&mut self) -> Result<Response, Error> {
-        loop {
-            match self.frame().await?.ok_or("relay closed the connection during AUTH")?.head {
-                Message::Response(r) => return Ok(r),
-                Message::Request(_) => continue,
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match self.frame().await?.ok_or("relay closed the connection during AUTH")?.head {
+                    Message::Response(r) => return Ok(r),
+                    Message::Request(_) => continue,
+                }
             }
-        }
+        })
+        .await
+        .map_err(|_| Error::from("no answer to AUTH within 10 s"))?
     }
 
     /// AUTH with Digest to `relay` (its URI without session-id); returns the Use-Path.

@@ -218,7 +218,10 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
     let before = procfs::pss_kib(pid);
     let started = Instant::now();
     let mut held = Vec::with_capacity(args.count);
+    let mut failed = 0usize;
+    let mut first_error = None;
     let mut next = 0usize;
+    // Stop opening more once a whole batch fails (the relay is out of something).
     while next < args.count {
         let batch: Vec<_> = (next..(next + args.parallel).min(args.count))
             .map(|i| {
@@ -234,22 +237,34 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
             })
             .collect();
         next += batch.len();
+        let mut batch_ok = 0;
         for t in batch {
-            held.push(t.await??);
+            match t.await? {
+                Ok(c) => {
+                    held.push(c);
+                    batch_ok += 1;
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        if batch_ok == 0 {
+            break;
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = procfs::pss_kib(pid);
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / args.count as f64;
+    let ok = held.len();
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / ok.max(1) as f64;
     println!(
-        "sessions: {} authenticated sessions in {:.1} s; relay PSS {} → {} KiB: {:.0} bytes per session",
+        "sessions: {ok} of {} authenticated sessions in {:.1} s ({failed} failed{}); relay PSS {before} → {after} KiB: {per:.0} bytes per session",
         args.count,
         started.elapsed().as_secs_f64(),
-        before,
-        after,
-        per
+        first_error.map(|e| format!(", first: {e}")).unwrap_or_default(),
     );
-    println!("RESULT mode=sessions label={} count={} bytes_per_session={per:.0}", args.relay.label, args.count);
+    println!("RESULT mode=sessions label={} count={ok} failed={failed} bytes_per_session={per:.0}", args.relay.label);
     drop(held);
     Ok(())
 }

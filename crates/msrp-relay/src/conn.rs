@@ -32,6 +32,9 @@ use crate::sessions::ConnId;
 
 type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
+/// Read buffer of a connection that is not busy (bytes).
+const IDLE_BUFFER: usize = 4096;
+
 /// Body bytes of an unfinished frame kept across reads rather than sent as a `+` chunk.
 const HOLD_BACK: usize = 16 * 1024;
 
@@ -247,7 +250,10 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
     outbound: bool,
 ) {
     let mut decoder = Decoder::new(shared.opts.limits.clone());
-    let mut buf = BytesMut::with_capacity(shared.opts.read_buffer);
+    // Idle connections (most sessions, most of the time) keep a small buffer; a connection
+    // whose last read filled its buffer gets `read_buffer` bytes for the next.
+    let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
+    let mut busy = false;
     let deadline = tokio::time::Instant::now() + shared.opts.auth_timeout;
     let mut shutdown = shared.shutdown.clone();
     let mut reader = Reader {
@@ -259,9 +265,10 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         frame: Frame::Idle,
     };
     'conn: loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(shared.opts.read_buffer);
+        if buf.capacity() - buf.len() < IDLE_BUFFER / 2 || (busy && buf.capacity() < shared.opts.read_buffer) {
+            buf.reserve(if busy { shared.opts.read_buffer } else { IDLE_BUFFER });
         }
+        let spare = buf.capacity() - buf.len();
         let read = tokio::select! {
             r = rd.read_buf(&mut buf) => r,
             _ = conn.close_notify.notified() => break,
@@ -278,7 +285,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 }
                 break;
             }
-            Ok(_) => {}
+            Ok(n) => busy = n == spare,
             Err(e) => {
                 debug!(conn = conn.id, peer = %conn.peer, error = %e, "read failed");
                 break;
