@@ -1,5 +1,5 @@
-//! One connection: reads and decodes frames, routes requests, streams bodies to the next hop
-//! and keeps the hop-by-hop transaction state (RFC 4976 §7).
+//! One connection: reads and decodes frames, routes requests, hands bodies to `forward` for
+//! the next hop, and keeps the hop-by-hop transaction state (RFC 4976 §7).
 //!
 //! Writes to a connection go through its writer lock, one whole chunk at a time. A forwarded
 //! body is queued (as zero-copy slices of the read buffer) while a read batch is decoded, and
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use msrp::decode::Scope;
-use msrp::encode::{self, body_is_safe};
+use msrp::encode;
 use msrp::header::{ByteRange, FailureReport, Header, MessageId, Path, Status};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Decoder, Event, Message, Method, Request, Response, StatusCode, Uri};
@@ -26,11 +26,12 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::auth;
+use crate::forward::Forwarding;
 use crate::route::{Route, route};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
-type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+pub(crate) type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
 /// Read buffer of a connection that is not busy (bytes).
 const IDLE_BUFFER: usize = 4096;
@@ -41,7 +42,7 @@ const HOLD_BACK: usize = 16 * 1024;
 /// What the relay owes the sender of a forwarded transaction when the next hop answers,
 /// fails to, or goes away.
 #[derive(Debug)]
-enum Pending {
+pub(crate) enum Pending {
     /// A chunk of a SEND: a failure REPORT toward `report_to` when Failure-Report allows.
     Send {
         source: ConnId,
@@ -63,12 +64,12 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// (TLS, local port) of the listener it arrived on; port 0 for outgoing connections.
     pub local: (bool, u16),
-    writer: Arc<tokio::sync::Mutex<Io>>,
+    pub(crate) writer: Arc<tokio::sync::Mutex<Io>>,
     /// Frames queued for the socket: whole frames appended by any task, written out with one
     /// system call per read batch (the relay's profile: one write per frame cost more than all
     /// the parsing). Only taken while holding `writer`, so frames leave in order.
     out: Mutex<BytesMut>,
-    pending: Mutex<HashMap<TransactionId, Pending>>,
+    pub(crate) pending: Mutex<HashMap<TransactionId, Pending>>,
     closed: AtomicBool,
     close_notify: Notify,
 }
@@ -98,7 +99,7 @@ impl Conn {
 
     /// Appends a complete frame to the output; true when enough is queued that the caller
     /// should flush before producing more (back-pressure).
-    fn queue(&self, frame: &[u8]) -> bool {
+    pub(crate) fn queue(&self, frame: &[u8]) -> bool {
         match self.out.lock() {
             Ok(mut out) => {
                 out.extend_from_slice(frame);
@@ -109,13 +110,13 @@ impl Conn {
     }
 
     /// Writes everything queued, in order.
-    async fn flush_out(&self, shared: &Shared) -> bool {
+    pub(crate) async fn flush_out(&self, shared: &Shared) -> bool {
         let mut w = self.writer.lock().await;
         self.flush_locked(&mut w, shared).await
     }
 
     /// Writes everything queued; the caller holds the writer.
-    async fn flush_locked(&self, w: &mut Io, shared: &Shared) -> bool {
+    pub(crate) async fn flush_locked(&self, w: &mut Io, shared: &Shared) -> bool {
         let data = match self.out.lock() {
             Ok(mut out) if !out.is_empty() => out.split().freeze(),
             _ => return !self.is_closed(),
@@ -130,7 +131,7 @@ impl Conn {
 /// Queued output beyond which a producer writes it out itself before going on.
 const OUT_HIGH_WATER: usize = 256 * 1024;
 
-async fn write_timed(w: &mut Io, data: &[u8], conn: &Conn, shared: &Shared) -> bool {
+pub(crate) async fn write_timed(w: &mut Io, data: &[u8], conn: &Conn, shared: &Shared) -> bool {
     match tokio::time::timeout(shared.opts.transaction_timeout, w.write_all(data)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -222,27 +223,6 @@ enum Frame {
     Forward(Box<Forwarding>),
 }
 
-/// A request being streamed to the next hop.
-struct Forwarding {
-    /// The connection the request came from (where its response and REPORTs go).
-    source: ConnId,
-    req: Request,
-    target: Arc<Conn>,
-    to: Path,
-    from: Path,
-    /// Our URI as the sender addressed it (To-Path[0]): From-Path of our responses and REPORTs.
-    reporter: Uri,
-    /// Absolute position (1-based) of the next body byte, from the request's Byte-Range.
-    next_byte: u64,
-    total: Option<u64>,
-    /// Body bytes seen so far (a frame with none is forwarded as one bodiless frame).
-    seen_body: bool,
-    /// Body pieces read but not yet written, and their total length.
-    queued: Vec<Bytes>,
-    queued_len: usize,
-    failed: bool,
-}
-
 async fn read_loop<R: AsyncRead + Send + Unpin>(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
@@ -294,11 +274,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         loop {
             match decoder.decode(&mut buf) {
                 Ok(None) => break,
-                Ok(Some(event)) => {
-                    if !reader.event(event).await {
-                        break 'conn;
-                    }
-                }
+                Ok(Some(event)) => reader.event(event).await,
                 Err(e) if e.scope == Scope::Connection => {
                     warn!(conn = conn.id, peer = %conn.peer, error = %e, "closing: unparseable input");
                     break 'conn;
@@ -331,8 +307,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
 }
 
 impl Reader {
-    /// Handles one event; false to close the connection.
-    async fn event(&mut self, event: Event) -> bool {
+    async fn event(&mut self, event: Event) {
         match event {
             Event::Head(Message::Request(req)) => self.request_head(req).await,
             Event::Head(Message::Response(resp)) => {
@@ -348,12 +323,11 @@ impl Reader {
                 let frame = std::mem::replace(&mut self.frame, Frame::Idle);
                 match frame {
                     Frame::Forward(f) => self.finish_forward(*f, flag).await,
-                    Frame::Local(req, route) => return self.local(*req, route).await,
+                    Frame::Local(req, route) => self.local(*req, route).await,
                     Frame::Response | Frame::Idle => {}
                 }
             }
         }
-        true
     }
 
     async fn request_head(&mut self, req: Request) {
@@ -476,7 +450,7 @@ impl Reader {
     }
 
     /// A request answered by this relay: AUTH, or a refusal.
-    async fn local(&mut self, req: Request, decision: Route) -> bool {
+    async fn local(&mut self, req: Request, decision: Route) {
         match decision {
             Route::Auth => {
                 let outcome = auth::handle(&self.shared, &self.conn, &req, unix_now()).await;
@@ -486,7 +460,6 @@ impl Reader {
                     self.auth_failures += 1;
                 }
                 self.respond(&outcome.response).await;
-                true
             }
             Route::Reject(status, why) => {
                 info!(conn = self.conn.id, peer = %self.conn.peer, tid = %req.tid, method = %req.method, status = status.0, why, "request refused");
@@ -496,177 +469,10 @@ impl Reader {
                 {
                     self.respond(&resp).await;
                 }
-                true
             }
-            Route::Deliver { .. } | Route::Forward { .. } => true,
+            Route::Deliver { .. } | Route::Forward { .. } => {}
         }
     }
-}
-
-impl Forwarding {
-    /// Whether the frame has a body section (RFC 4975 §9 `content-stuff`), perhaps empty.
-    fn body_section(&self) -> bool {
-        self.seen_body || self.req.headers.content_type().is_some()
-    }
-
-    async fn body(&mut self, mut piece: Bytes, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
-        self.seen_body = true;
-        while !piece.is_empty() && !self.failed {
-            let room = shared.opts.max_chunk.saturating_sub(self.queued_len).max(1);
-            let part = piece.split_to(piece.len().min(room));
-            self.queued_len += part.len();
-            self.queued.push(part);
-            if self.queued_len >= shared.opts.max_chunk {
-                self.flush(Continuation::More, shared, touched).await;
-            }
-        }
-    }
-
-    /// Writes the queued bytes as one chunk ending with `flag`, and records what its outcome
-    /// owes the sender.
-    async fn flush(&mut self, flag: Continuation, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
-        let pieces = std::mem::take(&mut self.queued);
-        let len = std::mem::take(&mut self.queued_len) as u64;
-        let start = self.next_byte;
-        let body_section = self.body_section();
-        // A transaction id whose end-line occurs nowhere in this chunk (RFC 4975 §7.1).
-        let tid = loop {
-            let tid = TransactionId::random();
-            if chunk_is_safe(&pieces, &tid) {
-                break tid;
-            }
-        };
-        let mut head = Request::new(tid, self.req.method.clone());
-        head.headers.set(Header::ToPath(self.to.clone()));
-        head.headers.set(Header::FromPath(self.from.clone()));
-        // Exact, even for an empty final chunk (`N-(N-1)`).
-        let range = ByteRange { start, end: Some(start + len - 1), total: self.total };
-        for h in self.req.headers.iter() {
-            match h {
-                Header::ToPath(_) | Header::FromPath(_) | Header::ByteRange(_) => {}
-                other => {
-                    let _ = head.headers.push(other.clone());
-                }
-            }
-        }
-        if body_section || self.req.headers.byte_range().is_some() {
-            head.headers.set(Header::ByteRange(range));
-        }
-        // Small chunks are queued whole with the target's other output (one system call per
-        // read batch); large ones are written as head, pieces (no copy), end.
-        let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
-        if body_section {
-            encode::encode_request_head(&head, &mut out);
-        } else {
-            encode::encode_head_lines(&head, &mut out);
-        }
-        let ok = if len < SMALL_CHUNK {
-            for p in &pieces {
-                out.extend_from_slice(p);
-            }
-            end_chunk(&tid, flag, body_section, &mut out);
-            if self.target.is_closed() {
-                false
-            } else {
-                if self.target.queue(&out) {
-                    self.target.flush_out(shared).await;
-                }
-                if !touched.iter().any(|c| c.id == self.target.id) {
-                    touched.push(self.target.clone());
-                }
-                true
-            }
-        } else {
-            let mut writer = self.target.writer.clone().lock_owned().await;
-            let mut ok = self.target.flush_locked(&mut writer, shared).await;
-            ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
-            for p in &pieces {
-                ok = ok && write_timed(&mut writer, p, &self.target, shared).await;
-            }
-            out.clear();
-            end_chunk(&tid, flag, body_section, &mut out);
-            ok && write_timed(&mut writer, &out, &self.target, shared).await
-        };
-        if !ok {
-            self.failed = true;
-            return;
-        }
-        self.next_byte += len;
-        self.track(tid, range, shared);
-    }
-
-    fn track(&self, tid: TransactionId, range: ByteRange, shared: &Shared) {
-        let deadline = Instant::now() + shared.opts.transaction_timeout;
-        let pending = match self.req.method {
-            Method::Report => return,
-            Method::Send => {
-                let failure = self.req.headers.failure_report();
-                let (Some(report_to), Some(message_id)) =
-                    (self.req.headers.from_path().cloned(), self.req.headers.message_id().cloned())
-                else {
-                    return;
-                };
-                if failure == FailureReport::No {
-                    return;
-                }
-                Pending::Send {
-                    source: self.source,
-                    report_to,
-                    reporter: self.reporter.clone(),
-                    message_id,
-                    range,
-                    failure,
-                    deadline,
-                }
-            }
-            _ => {
-                let Some(reply_to) = self.req.headers.from_path().map(|p| p.first().clone()) else { return };
-                Pending::Relay {
-                    source: self.source,
-                    tid: self.req.tid,
-                    reply_to,
-                    reporter: self.reporter.clone(),
-                    deadline,
-                }
-            }
-        };
-        if let Ok(mut p) = self.target.pending.lock() {
-            p.insert(tid, pending);
-        }
-    }
-}
-
-/// Chunks below this size are copied into the target's output queue; larger ones are written
-/// straight from the read buffer.
-const SMALL_CHUNK: u64 = 16 * 1024;
-
-fn end_chunk(tid: &TransactionId, flag: Continuation, body_section: bool, out: &mut BytesMut) {
-    if body_section {
-        encode::encode_body_end(tid, flag, out);
-    } else {
-        encode::encode_end_line(tid, flag, out);
-    }
-}
-
-/// True when no piece, and no seam between pieces, holds `tid`'s end-line.
-fn chunk_is_safe(pieces: &[Bytes], tid: &TransactionId) -> bool {
-    // The end-line needle is at most 2 + 7 + 32 bytes: seams need that much of each side.
-    const SEAM: usize = 48;
-    if !pieces.iter().all(|p| body_is_safe(p, tid)) {
-        return false;
-    }
-    let mut seam = Vec::with_capacity(2 * SEAM);
-    for pair in pieces.windows(2) {
-        seam.clear();
-        let left = &pair[0];
-        seam.extend_from_slice(&left[left.len().saturating_sub(SEAM)..]);
-        seam.extend_from_slice(&pair[1][..pair[1].len().min(SEAM)]);
-        // Only an end-line crossing the seam matters; each side alone was checked above.
-        if encode::contains_end_line(&seam, tid) {
-            return false;
-        }
-    }
-    true
 }
 
 /// A response arrived on `conn`: settle the transaction it answers.
@@ -785,22 +591,4 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
     }
     debug!(conn = conn.id, peer = %conn.peer, "connection closed");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn end_lines_across_piece_seams_are_caught() {
-        let tid: TransactionId = "abcd1234".parse().unwrap();
-        let whole = [Bytes::from_static(b"hello\r\n-------abcd1234$\r\n")];
-        assert!(!chunk_is_safe(&whole, &tid));
-        let split = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----abcd1234$\r\n")];
-        assert!(!chunk_is_safe(&split, &tid), "a needle across two pieces");
-        let other = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----zzzz9999$\r\n")];
-        assert!(chunk_is_safe(&other, &tid));
-        let leading = [Bytes::from_static(b"-------abcd1234$\r\n")];
-        assert!(!chunk_is_safe(&leading, &tid), "a body starting with the end-line");
-    }
 }

@@ -1,0 +1,222 @@
+//! Streaming one forwarded request to the next hop: body pieces queued as zero-copy slices
+//! of the read buffer, written out as whole chunks with exact Byte-Ranges and a transaction id
+//! checked against their bytes (RFC 4975 §7.1), and the transaction each chunk opens recorded
+//! for its response, timeout or loss (RFC 4976 §7).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use msrp::encode::{self, body_is_safe};
+use msrp::header::{ByteRange, FailureReport, Header, Path};
+use msrp::message::TransactionId;
+use msrp::{Continuation, Method, Request, Uri};
+
+use crate::conn::{Conn, Pending, write_timed};
+use crate::server::Shared;
+use crate::sessions::ConnId;
+
+/// A request being streamed to the next hop.
+pub(crate) struct Forwarding {
+    /// The connection the request came from (where its response and REPORTs go).
+    pub(crate) source: ConnId,
+    pub(crate) req: Request,
+    pub(crate) target: Arc<Conn>,
+    pub(crate) to: Path,
+    pub(crate) from: Path,
+    /// Our URI as the sender addressed it (To-Path[0]): From-Path of our responses and REPORTs.
+    pub(crate) reporter: Uri,
+    /// Absolute position (1-based) of the next body byte, from the request's Byte-Range.
+    pub(crate) next_byte: u64,
+    pub(crate) total: Option<u64>,
+    /// Body bytes seen so far (a frame with none is forwarded as one bodiless frame).
+    pub(crate) seen_body: bool,
+    /// Body pieces read but not yet written, and their total length.
+    pub(crate) queued: Vec<Bytes>,
+    pub(crate) queued_len: usize,
+    pub(crate) failed: bool,
+}
+
+impl Forwarding {
+    /// Whether the frame has a body section (RFC 4975 §9 `content-stuff`), perhaps empty.
+    fn body_section(&self) -> bool {
+        self.seen_body || self.req.headers.content_type().is_some()
+    }
+
+    pub(crate) async fn body(&mut self, mut piece: Bytes, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
+        self.seen_body = true;
+        while !piece.is_empty() && !self.failed {
+            let room = shared.opts.max_chunk.saturating_sub(self.queued_len).max(1);
+            let part = piece.split_to(piece.len().min(room));
+            self.queued_len += part.len();
+            self.queued.push(part);
+            if self.queued_len >= shared.opts.max_chunk {
+                self.flush(Continuation::More, shared, touched).await;
+            }
+        }
+    }
+
+    /// Writes the queued bytes as one chunk ending with `flag`, and records what its outcome
+    /// owes the sender.
+    pub(crate) async fn flush(&mut self, flag: Continuation, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
+        let pieces = std::mem::take(&mut self.queued);
+        let len = std::mem::take(&mut self.queued_len) as u64;
+        let start = self.next_byte;
+        let body_section = self.body_section();
+        // A transaction id whose end-line occurs nowhere in this chunk (RFC 4975 §7.1).
+        let tid = loop {
+            let tid = TransactionId::random();
+            if chunk_is_safe(&pieces, &tid) {
+                break tid;
+            }
+        };
+        let mut head = Request::new(tid, self.req.method.clone());
+        head.headers.set(Header::ToPath(self.to.clone()));
+        head.headers.set(Header::FromPath(self.from.clone()));
+        // Exact, even for an empty final chunk (`N-(N-1)`).
+        let range = ByteRange { start, end: Some(start + len - 1), total: self.total };
+        for h in self.req.headers.iter() {
+            match h {
+                Header::ToPath(_) | Header::FromPath(_) | Header::ByteRange(_) => {}
+                other => {
+                    let _ = head.headers.push(other.clone());
+                }
+            }
+        }
+        if body_section || self.req.headers.byte_range().is_some() {
+            head.headers.set(Header::ByteRange(range));
+        }
+        // Small chunks are queued whole with the target's other output (one system call per
+        // read batch); large ones are written as head, pieces (no copy), end.
+        let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
+        if body_section {
+            encode::encode_request_head(&head, &mut out);
+        } else {
+            encode::encode_head_lines(&head, &mut out);
+        }
+        let ok = if len < SMALL_CHUNK {
+            for p in &pieces {
+                out.extend_from_slice(p);
+            }
+            end_chunk(&tid, flag, body_section, &mut out);
+            if self.target.is_closed() {
+                false
+            } else {
+                if self.target.queue(&out) {
+                    self.target.flush_out(shared).await;
+                }
+                if !touched.iter().any(|c| c.id == self.target.id) {
+                    touched.push(self.target.clone());
+                }
+                true
+            }
+        } else {
+            let mut writer = self.target.writer.clone().lock_owned().await;
+            let mut ok = self.target.flush_locked(&mut writer, shared).await;
+            ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
+            for p in &pieces {
+                ok = ok && write_timed(&mut writer, p, &self.target, shared).await;
+            }
+            out.clear();
+            end_chunk(&tid, flag, body_section, &mut out);
+            ok && write_timed(&mut writer, &out, &self.target, shared).await
+        };
+        if !ok {
+            self.failed = true;
+            return;
+        }
+        self.next_byte += len;
+        self.track(tid, range, shared);
+    }
+
+    fn track(&self, tid: TransactionId, range: ByteRange, shared: &Shared) {
+        let deadline = Instant::now() + shared.opts.transaction_timeout;
+        let pending = match self.req.method {
+            Method::Report => return,
+            Method::Send => {
+                let failure = self.req.headers.failure_report();
+                let (Some(report_to), Some(message_id)) =
+                    (self.req.headers.from_path().cloned(), self.req.headers.message_id().cloned())
+                else {
+                    return;
+                };
+                if failure == FailureReport::No {
+                    return;
+                }
+                Pending::Send {
+                    source: self.source,
+                    report_to,
+                    reporter: self.reporter.clone(),
+                    message_id,
+                    range,
+                    failure,
+                    deadline,
+                }
+            }
+            _ => {
+                let Some(reply_to) = self.req.headers.from_path().map(|p| p.first().clone()) else { return };
+                Pending::Relay {
+                    source: self.source,
+                    tid: self.req.tid,
+                    reply_to,
+                    reporter: self.reporter.clone(),
+                    deadline,
+                }
+            }
+        };
+        if let Ok(mut p) = self.target.pending.lock() {
+            p.insert(tid, pending);
+        }
+    }
+}
+
+/// Chunks below this size are copied into the target's output queue; larger ones are written
+/// straight from the read buffer.
+const SMALL_CHUNK: u64 = 16 * 1024;
+
+fn end_chunk(tid: &TransactionId, flag: Continuation, body_section: bool, out: &mut BytesMut) {
+    if body_section {
+        encode::encode_body_end(tid, flag, out);
+    } else {
+        encode::encode_end_line(tid, flag, out);
+    }
+}
+
+/// True when no piece, and no seam between pieces, holds `tid`'s end-line.
+fn chunk_is_safe(pieces: &[Bytes], tid: &TransactionId) -> bool {
+    // The end-line needle is at most 2 + 7 + 32 bytes: seams need that much of each side.
+    const SEAM: usize = 48;
+    if !pieces.iter().all(|p| body_is_safe(p, tid)) {
+        return false;
+    }
+    let mut seam = Vec::with_capacity(2 * SEAM);
+    for pair in pieces.windows(2) {
+        seam.clear();
+        let left = &pair[0];
+        seam.extend_from_slice(&left[left.len().saturating_sub(SEAM)..]);
+        seam.extend_from_slice(&pair[1][..pair[1].len().min(SEAM)]);
+        // Only an end-line crossing the seam matters; each side alone was checked above.
+        if encode::contains_end_line(&seam, tid) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_lines_across_piece_seams_are_caught() {
+        let tid: TransactionId = "abcd1234".parse().unwrap();
+        let whole = [Bytes::from_static(b"hello\r\n-------abcd1234$\r\n")];
+        assert!(!chunk_is_safe(&whole, &tid));
+        let split = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----abcd1234$\r\n")];
+        assert!(!chunk_is_safe(&split, &tid), "a needle across two pieces");
+        let other = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----zzzz9999$\r\n")];
+        assert!(chunk_is_safe(&other, &tid));
+        let leading = [Bytes::from_static(b"-------abcd1234$\r\n")];
+        assert!(!chunk_is_safe(&leading, &tid), "a body starting with the end-line");
+    }
+}
