@@ -28,7 +28,7 @@ struct Cli {
 enum Mode {
     /// Many small SENDs through N pipelined pairs.
     Small(SmallArgs),
-    /// One file of F bytes in chunks of C bytes, checksummed at the receiver.
+    /// One file of F bytes in chunks of C bytes, verified byte for byte at the receiver.
     Bulk(BulkArgs),
     /// K authenticated idle sessions; reports the relay's memory per session.
     Sessions(SessionArgs),
@@ -203,7 +203,7 @@ async fn bulk(args: BulkArgs) -> Result<(), Error> {
     let cpu_used = cpu(args.relay.relay_pid) - cpu0;
     let mbps = bytes as f64 / secs / 1e6;
     println!(
-        "bulk: {} B in chunks of {} B, window {}: {:.1} MB/s ({:.2} s), checksum ok; relay CPU {:.2} s",
+        "bulk: {} B in chunks of {} B, window {}: {:.1} MB/s ({:.2} s), content verified; relay CPU {:.2} s",
         args.file_size, args.chunk, args.window, mbps, secs, cpu_used
     );
     println!("RESULT mode=bulk label={} mb_per_s={mbps:.1} secs={secs:.3} relay_cpu_s={cpu_used:.3}", args.relay.label);
