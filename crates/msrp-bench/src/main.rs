@@ -32,6 +32,19 @@ enum Mode {
     Bulk(BulkArgs),
     /// K authenticated idle sessions; reports the relay's memory per session.
     Sessions(SessionArgs),
+    /// Digest AUTH handshakes (401 + 200) per second, over C connections in parallel.
+    Auth(AuthArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuthArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// Handshakes per connection (each a fresh challenge and a fresh session).
+    #[arg(long, default_value_t = 1000)]
+    handshakes: usize,
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -269,6 +282,42 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
     Ok(())
 }
 
+async fn auth(args: AuthArgs) -> Result<(), Error> {
+    let relay = args.relay.relay.as_deref().ok_or("--relay is required")?;
+    let (target, relay_uri) = Target::parse(relay).await?;
+    let (user, password) = split_user(&args.relay.user_a)?;
+    let cpu0 = cpu(args.relay.relay_pid);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|i| {
+            let (target, relay_uri, user, password) =
+                (target.clone(), relay_uri.clone(), user.clone(), password.clone());
+            let n = args.handshakes;
+            tokio::spawn(async move {
+                let mut c = Conn::connect(&target, &format!("auth{i}"), None).await?;
+                for _ in 0..n {
+                    c.authenticate(&relay_uri, &user, &password).await?;
+                }
+                Ok::<_, Error>(n)
+            })
+        })
+        .collect();
+    let mut done = 0usize;
+    for t in tasks {
+        done += t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_us =
+        if args.relay.relay_pid.is_some() { (cpu(args.relay.relay_pid) - cpu0) * 1e6 / done as f64 } else { f64::NAN };
+    let rate = done as f64 / secs;
+    println!(
+        "auth: {done} Digest handshakes over {} connections: {rate:.0}/s; relay CPU {cpu_us:.1} µs each",
+        args.connections
+    );
+    println!("RESULT mode=auth label={} auth_per_s={rate:.0} cpu_us_per_auth={cpu_us:.1}", args.relay.label);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -276,6 +325,7 @@ async fn main() {
         Mode::Small(a) => small(a).await,
         Mode::Bulk(a) => bulk(a).await,
         Mode::Sessions(a) => sessions(a).await,
+        Mode::Auth(a) => auth(a).await,
     };
     if let Err(e) = result {
         eprintln!("msrp-bench: {e}");

@@ -55,21 +55,26 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
         return outcome(challenge_response(shared, req, &local, &realm, now, false), false, false);
     };
 
-    let (user, ha1_check): (String, Result<Option<DigestResponse>, ()>) = if creds.is_basic() {
-        (String::new(), Err(()))
+    // Who is it: Digest (and the Authentication-Info then owed), or Basic where enabled.
+    let (verified_user, auth_info) = if creds.is_basic() {
+        match verify_basic(shared, creds, &realm, conn.local.0).await {
+            Ok(u) => (u, None),
+            Err(why) => {
+                warn!(%peer, %realm, why, "AUTH refused (Basic)");
+                slow_down(shared, peer.ip()).await;
+                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+            }
+        }
     } else {
-        match DigestResponse::from_credentials(creds, local.as_str()) {
-            Ok(d) => (d.username.clone(), Ok(Some(d))),
+        let d = match DigestResponse::from_credentials(creds, local.as_str()) {
+            Ok(d) => d,
             Err(e) => {
                 warn!(%peer, error = %e, "AUTH with unusable Digest credentials");
                 return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
             }
-        }
-    };
-
-    let verified_user = match ha1_check {
-        Ok(Some(d)) => match verify_digest(shared, &d, &realm, now).await {
-            Ok(()) => d.username.clone(),
+        };
+        match verify_digest(shared, &d, &realm, now).await {
+            Ok(ha1) => (d.username.clone(), Some(digest::authentication_info(&d, &ha1))),
             Err(Failure::Stale) => {
                 return outcome(challenge_response(shared, req, &local, &realm, now, true), false, false);
             }
@@ -82,17 +87,8 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
                 slow_down(shared, peer.ip()).await;
                 return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
             }
-        },
-        _ => match verify_basic(shared, creds, &realm, conn.local.0).await {
-            Ok(u) => u,
-            Err(why) => {
-                warn!(%peer, %realm, why, "AUTH refused (Basic)");
-                slow_down(shared, peer.ip()).await;
-                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
-            }
-        },
+        }
     };
-    let _ = user;
 
     // Expires (RFC 4976 §5.1): out of bounds → 423 naming the bound.
     let opts = &shared.opts;
@@ -116,11 +112,8 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
     let mut resp = reply(req, StatusCode::OK, &local)
         .with(Header::UsePath(Path::single(session_uri.clone())))
         .with(Header::Expires(expires));
-    if let Some(Header::Authorization(c)) = req.headers.iter().find(|h| matches!(h, Header::Authorization(_)))
-        && let Ok(d) = DigestResponse::from_credentials(c, local.as_str())
-        && let Ok(Some(ha1)) = shared.store.ha1(&d.username, &realm, d.algorithm).await
-    {
-        resp.headers.set(Header::AuthenticationInfo(Box::new(digest::authentication_info(&d, &ha1))));
+    if let Some(info) = auth_info {
+        resp.headers.set(Header::AuthenticationInfo(Box::new(info)));
     }
     info!(%peer, user = %verified_user, %realm, session = %session_uri, expires, "AUTH accepted");
     if let Ok(mut f) = shared.auth_failures.lock() {
@@ -135,7 +128,8 @@ enum Failure {
     Forbidden(&'static str),
 }
 
-async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u64) -> Result<(), Failure> {
+/// Checks realm, nonce, password and nonce-count; returns the stored HA1 (for rspauth).
+async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u64) -> Result<String, Failure> {
     if !d.realm.eq_ignore_ascii_case(realm) {
         return Err(Failure::Challenge("realm differs from the one challenged"));
     }
@@ -162,7 +156,7 @@ async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u6
     if !fresh {
         return Err(Failure::Forbidden("nonce-count replayed"));
     }
-    Ok(())
+    Ok(ha1)
 }
 
 /// Basic authentication (RFC 7617), only over TLS and only in the configured domains.

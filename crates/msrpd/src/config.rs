@@ -74,11 +74,20 @@ impl Default for TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://PATH`. Empty: `sqlite://<data_dir>/msrpd.sqlite`.
     pub url: Option<String>,
+    /// Seconds an account's HA1 is remembered after a lookup (0: ask the database every
+    /// time). Password changes and removals take effect within this time.
+    pub cache_seconds: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, cache_seconds: 10 }
+    }
 }
 
 /// Where a listener binds: `msrps://IP:PORT` (TLS) or `msrp://IP:PORT` (plain TCP).

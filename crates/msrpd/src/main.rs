@@ -123,8 +123,15 @@ async fn serve(config: Config) -> Result<(), AnyError> {
     let mut tasks = Vec::new();
     let mut relays = Vec::new();
     if config.relay.enabled {
-        let relay =
-            msrp_relay::Relay::new(relay_options(&config), Arc::new(store.clone()), Some(client_tls), stop_rx.clone());
+        let relay = msrp_relay::Relay::new(
+            relay_options(&config),
+            Arc::new(store::CachedCredentials::new(
+                store.clone(),
+                std::time::Duration::from_secs(config.database.cache_seconds),
+            )),
+            Some(client_tls),
+            stop_rx.clone(),
+        );
         relays.push(relay.clone());
         for listen in &config.relay.listen {
             let listener = tokio::net::TcpListener::bind(listen.addr)
