@@ -147,9 +147,11 @@ impl Store {
 pub struct CachedCredentials {
     store: Store,
     ttl: std::time::Duration,
-    cache:
-        std::sync::Mutex<std::collections::HashMap<(String, String, Algorithm), (Option<String>, std::time::Instant)>>,
+    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, (Option<String>, std::time::Instant)>>,
 }
+
+/// (user, lower-cased realm, algorithm).
+type CacheKey = (String, String, Algorithm);
 
 /// Most cached lookups before the cache is emptied (bounded memory under a flood of names).
 const CACHE_CAPACITY: usize = 100_000;
