@@ -165,7 +165,8 @@ fn serve_authenticates_and_stops_on_sigterm() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok(), "the TLS listener is up too");
     assert!(dir.0.join("127.0.0.1.cert.pem").exists(), "a certificate was generated into data_dir");
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    // The shell's builtin `kill`: no dependency on procps being installed.
+    let killed = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
