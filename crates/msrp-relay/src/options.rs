@@ -49,8 +49,8 @@ impl Default for RelayOptions {
             basic_auth_domains: Vec::new(),
             extra_methods: Vec::new(),
             limits: Limits::default(),
-            max_chunk: 64 * 1024,
-            read_buffer: 64 * 1024,
+            max_chunk: 256 * 1024,
+            read_buffer: 256 * 1024,
         }
     }
 }
