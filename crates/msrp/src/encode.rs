@@ -109,8 +109,7 @@ struct HeaderValue<'a>(&'a Header);
 
 impl std::fmt::Display for HeaderValue<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let full = self.0.to_string();
-        f.write_str(&full[self.0.name().len() + 2..])
+        self.0.fmt_value(f)
     }
 }
 

@@ -217,9 +217,9 @@ impl Header {
     }
 }
 
-impl fmt::Display for Header {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.name())?;
+impl Header {
+    /// Writes the value alone (what follows `Name: `).
+    pub(crate) fn fmt_value(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Header::ToPath(p) | Header::FromPath(p) | Header::UsePath(p) => p.fmt(f),
             Header::MessageId(v) => v.fmt(f),
@@ -238,6 +238,13 @@ impl fmt::Display for Header {
             Header::ContentDisposition(v) => v.fmt(f),
             Header::Other(o) => f.write_str(o.value()),
         }
+    }
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.name())?;
+        self.fmt_value(f)
     }
 }
 
