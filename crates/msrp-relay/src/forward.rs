@@ -70,30 +70,13 @@ impl Forwarding {
                 break tid;
             }
         };
-        let mut head = Request::new(tid, self.req.method.clone());
-        head.headers.set(Header::ToPath(self.to.clone()));
-        head.headers.set(Header::FromPath(self.from.clone()));
         // Exact, even for an empty final chunk (`N-(N-1)`).
         let range = ByteRange { start, end: Some(start + len - 1), total: self.total };
-        for h in self.req.headers.iter() {
-            match h {
-                Header::ToPath(_) | Header::FromPath(_) | Header::ByteRange(_) => {}
-                other => {
-                    let _ = head.headers.push(other.clone());
-                }
-            }
-        }
-        if body_section || self.req.headers.byte_range().is_some() {
-            head.headers.set(Header::ByteRange(range));
-        }
+        let with_range = body_section || self.req.headers.byte_range().is_some();
         // Small chunks are queued whole with the target's other output (one system call per
         // read batch); large ones are written as head, pieces (no copy), end.
         let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
-        if body_section {
-            encode::encode_request_head(&head, &mut out);
-        } else {
-            encode::encode_head_lines(&head, &mut out);
-        }
+        self.write_head(tid, with_range.then_some(range), body_section, &mut out);
         let ok = if len < SMALL_CHUNK {
             for p in &pieces {
                 out.extend_from_slice(p);
@@ -127,6 +110,33 @@ impl Forwarding {
         }
         self.next_byte += len;
         self.track(tid, range, shared);
+    }
+
+    /// The rewritten head, straight from the received one (no intermediate `Request`: the
+    /// relay's profile showed cloning every header per chunk): start line, the new paths, the
+    /// other headers as received, the chunk's Byte-Range, the Content-* headers, and the blank
+    /// line when the frame has a body section (RFC 4975 §9 order).
+    fn write_head(&self, tid: TransactionId, range: Option<ByteRange>, body_section: bool, out: &mut BytesMut) {
+        out.extend_from_slice(b"MSRP ");
+        out.extend_from_slice(tid.as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(self.req.method.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        encode::encode_header(&Header::ToPath(self.to.clone()), out);
+        encode::encode_header(&Header::FromPath(self.from.clone()), out);
+        let passed = |h: &&Header| !matches!(h, Header::ToPath(_) | Header::FromPath(_) | Header::ByteRange(_));
+        for h in self.req.headers.iter().filter(passed).filter(|h| !h.is_content()) {
+            encode::encode_header(h, out);
+        }
+        if let Some(range) = range {
+            encode::encode_header(&Header::ByteRange(range), out);
+        }
+        for h in self.req.headers.iter().filter(passed).filter(|h| h.is_content()) {
+            encode::encode_header(h, out);
+        }
+        if body_section {
+            out.extend_from_slice(b"\r\n");
+        }
     }
 
     fn track(&self, tid: TransactionId, range: ByteRange, shared: &Shared) {
