@@ -11,7 +11,7 @@
 //! Hello
 //! ```
 //!
-//! The chat server reads From (to check it against the sender's identity, RFC 7701 §7), To (a
+//! The chat server reads From (to check it against the sender's identity, RFC 7701), To (a
 //! private message names one participant), DateTime (kept or added) and the inner
 //! Content-Type, and rebuilds messages for the room. Bodies are bytes: never assumed UTF-8.
 

@@ -2,3 +2,4 @@
 //! travels in; rooms, participants and the SIP side follow (issue 4).
 
 pub mod cpim;
+pub mod nickname;

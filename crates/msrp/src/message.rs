@@ -75,7 +75,7 @@ pub enum Method {
     Report,
     /// RFC 4976 §5.
     Auth,
-    /// RFC 7701 §9.
+    /// RFC 7701 (NICKNAME).
     Nickname,
     /// Any other method, as received.
     Other(ByteString),
@@ -121,7 +121,7 @@ impl StatusCode {
     /// RFC 4976 §5.1.
     pub const UNAUTHORIZED: StatusCode = StatusCode(401);
     pub const FORBIDDEN: StatusCode = StatusCode(403);
-    /// RFC 7701 §10: private message to an unknown recipient.
+    /// RFC 7701: private message to an unknown recipient.
     pub const NOT_FOUND: StatusCode = StatusCode(404);
     /// Only in REPORTs or as a local outcome, never on the wire as a response (RFC 4975 §7.3).
     pub const REQUEST_TIMEOUT: StatusCode = StatusCode(408);
@@ -129,11 +129,11 @@ impl StatusCode {
     pub const UNSUPPORTED_MEDIA_TYPE: StatusCode = StatusCode(415);
     /// RFC 4976 §5.1: Expires out of bounds.
     pub const INTERVAL_OUT_OF_BOUNDS: StatusCode = StatusCode(423);
-    /// RFC 7701 §10.
+    /// RFC 7701.
     pub const BAD_NICKNAME: StatusCode = StatusCode(424);
-    /// RFC 7701 §10.
+    /// RFC 7701.
     pub const NICKNAME_IN_USE: StatusCode = StatusCode(425);
-    /// RFC 7701 §10.
+    /// RFC 7701.
     pub const PRIVATE_MESSAGES_NOT_SUPPORTED: StatusCode = StatusCode(428);
     pub const SESSION_DOES_NOT_EXIST: StatusCode = StatusCode(481);
     pub const NOT_IMPLEMENTED: StatusCode = StatusCode(501);

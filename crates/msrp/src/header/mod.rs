@@ -1,5 +1,5 @@
 //! MSRP headers: every header of the IANA MSRP registry typed (RFC 4975 §10.3, RFC 4976 §10,
-//! RFC 7701 §12), anything else kept verbatim and in order.
+//! RFC 7701), anything else kept verbatim and in order.
 //!
 //! Header names are matched case-insensitively and printed in their registered spelling.
 

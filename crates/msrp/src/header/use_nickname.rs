@@ -1,4 +1,4 @@
-//! `Use-Nickname: quoted-string` (RFC 7701 §9): the nickname a chat participant asks for in a
+//! `Use-Nickname: quoted-string` (RFC 7701): the nickname a chat participant asks for in a
 //! NICKNAME request. Whether the name is acceptable (424) is the chat server's decision; the
 //! codec only checks the quoting.
 
