@@ -159,6 +159,17 @@ impl std::hash::Hasher for TidHasher {
     }
 }
 
+/// Queues a complete frame for `conn` and remembers `conn` among those to flush at the end of
+/// the read batch; writes at once when its output is full (back-pressure).
+pub(crate) async fn queue_frame(conn: &Arc<Conn>, frame: &[u8], shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
+    if conn.queue(frame) {
+        conn.flush_out(shared).await;
+    }
+    if !touched.iter().any(|c| c.id == conn.id) {
+        touched.push(conn.clone());
+    }
+}
+
 /// Queued output beyond which a producer writes it out itself before going on.
 const OUT_HIGH_WATER: usize = 256 * 1024;
 
@@ -468,12 +479,7 @@ impl Reader {
     /// Queues a frame for `conn`, to be written at the end of the read batch (or now, when
     /// its output is full).
     async fn queue_to(&mut self, conn: &Arc<Conn>, frame: &[u8]) {
-        if conn.queue(frame) {
-            conn.flush_out(&self.shared).await;
-        }
-        if !self.touched.iter().any(|c| c.id == conn.id) {
-            self.touched.push(conn.clone());
-        }
+        queue_frame(conn, frame, &self.shared, &mut self.touched).await;
     }
 
     async fn flush_touched(&mut self) {

@@ -12,7 +12,7 @@ use msrp::header::{ByteRange, FailureReport, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
-use crate::conn::{Conn, Pending, write_timed};
+use crate::conn::{Conn, Pending, queue_frame, write_timed};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -85,12 +85,7 @@ impl Forwarding {
             if self.target.is_closed() {
                 false
             } else {
-                if self.target.queue(&out) {
-                    self.target.flush_out(shared).await;
-                }
-                if !touched.iter().any(|c| c.id == self.target.id) {
-                    touched.push(self.target.clone());
-                }
+                queue_frame(&self.target, &out, shared, touched).await;
                 true
             }
         } else {
