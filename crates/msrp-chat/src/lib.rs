@@ -1,5 +1,24 @@
-//! The chat focus of RFC 7701. First piece: CPIM (RFC 3862), the envelope every chat message
-//! travels in; rooms, participants and the SIP side follow (issue 4).
+//! The chat focus of RFC 7701: multi-party chat rooms joined by a SIP INVITE, with MSRP
+//! (RFC 4975) sessions carrying CPIM (RFC 3862) messages.
+//!
+//! - [`cpim`], [`nickname`], [`identity`], [`judge`], [`sdp`]: the rules, as plain code.
+//! - [`server::Chat`]: rooms, sessions, MSRP connections and fan-out on tokio.
+//! - [`history`]: where past messages are kept.
 
+mod conn;
 pub mod cpim;
+pub mod history;
+pub mod identity;
+pub mod judge;
 pub mod nickname;
+pub mod options;
+mod room;
+pub mod sdp;
+pub mod server;
+mod session;
+pub mod time;
+
+pub use history::{History, MemoryHistory, Stored};
+pub use identity::Identity;
+pub use options::{ChatOptions, RoomPolicy};
+pub use server::{Chat, JoinError, JoinRequest, Joined};

@@ -1,0 +1,287 @@
+//! Participants' MSRP connections: reading frames, binding sessions to the connection,
+//! gathering chunked messages and answering each request hop by hop (RFC 4975 §7).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use msrp::report;
+use msrp::{Continuation, DecodeError, Decoder, Event, Message, Method, Request, Response, StatusCode, encode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::server::Inner;
+use crate::session::Session;
+
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Partly received messages held per connection (a new one beyond this is refused with 413):
+/// a participant sends its messages one after another, so a handful is plenty.
+const MAX_PARTIAL_MESSAGES: usize = 16;
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(crate) struct Conn {
+    pub id: u64,
+    pub peer: String,
+    writer: tokio::sync::Mutex<BoxWrite>,
+    pub stop: CancellationToken,
+    /// Sessions bound to this connection (usually one; a relay may carry several).
+    pub sessions: Mutex<Vec<Arc<Session>>>,
+}
+
+impl Conn {
+    pub fn new(id: u64, peer: String, writer: BoxWrite) -> Conn {
+        Conn {
+            id,
+            peer,
+            writer: tokio::sync::Mutex::new(writer),
+            stop: CancellationToken::new(),
+            sessions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Writes one whole frame (or several), then flushes (TLS buffers otherwise).
+    pub async fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut w = self.writer.lock().await;
+        w.write_all(data).await?;
+        w.flush().await
+    }
+
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A message being gathered from its chunks.
+struct Partial {
+    data: BytesMut,
+    /// Set once the message exceeded `max_message_size`: the rest is dropped.
+    too_large: bool,
+}
+
+/// The request whose body is arriving.
+struct Current {
+    session: Arc<Session>,
+    req: Request,
+    /// Key into the partial-message table, for a SEND with a body.
+    key: Option<(String, String)>,
+}
+
+/// Reads frames until the peer closes or the connection is stopped, then ends the sessions
+/// bound to it.
+pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: BoxRead) {
+    let mut decoder = Decoder::new(inner.opts.limits.clone());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut partial: HashMap<(String, String), Partial> = HashMap::new();
+    let mut current: Option<Current> = None;
+    let why = 'read: loop {
+        buf.reserve(READ_CHUNK);
+        let n = tokio::select! {
+            _ = conn.stop.cancelled() => break 'read "stopped".to_owned(),
+            n = reader.read_buf(&mut buf) => n,
+        };
+        match n {
+            Ok(0) => break 'read "closed by the peer".to_owned(),
+            Err(e) => break 'read format!("read error: {e}"),
+            Ok(_) => {}
+        }
+        loop {
+            let event = match decoder.decode(&mut buf) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(e) => {
+                    if !on_decode_error(&inner, &conn, &e).await {
+                        break 'read format!("unreadable frame: {e}");
+                    }
+                    current = None;
+                    continue;
+                }
+            };
+            match event {
+                Event::Head(Message::Request(req)) => {
+                    current = on_request(&inner, &conn, req, &mut partial).await;
+                }
+                Event::Head(Message::Response(resp)) => {
+                    current = None;
+                    if !resp.status.is_success() {
+                        debug!(conn = conn.id, status = %resp.status, "participant refused a message");
+                    }
+                }
+                Event::Body(piece) => {
+                    if let Some(Current { key: Some(key), .. }) = &current
+                        && let Some(p) = partial.get_mut(key)
+                        && !p.too_large
+                    {
+                        if (p.data.len() + piece.len()) as u64 > inner.opts.max_message_size {
+                            p.too_large = true;
+                            p.data = BytesMut::new();
+                        } else {
+                            p.data.extend_from_slice(&piece);
+                        }
+                    }
+                }
+                Event::End(flag) => {
+                    if let Some(cur) = current.take() {
+                        on_end(&inner, &conn, cur, flag, &mut partial).await;
+                    }
+                }
+            }
+        }
+    };
+    debug!(conn = conn.id, peer = %conn.peer, "{why}");
+    conn.stop.cancel();
+    let sessions: Vec<_> = conn.sessions().drain(..).collect();
+    for s in sessions {
+        inner.end_session(&s, &format!("MSRP connection {why}"), true);
+    }
+}
+
+/// Answers a frame the decoder refused; false when the connection must close.
+async fn on_decode_error(inner: &Inner, conn: &Conn, e: &DecodeError) -> bool {
+    info!(conn = conn.id, peer = %conn.peer, error = %e, "bad MSRP frame");
+    if let Some(info) = e.answerable()
+        && let (Some(from), Some(to)) = (&info.from_path, &info.to_path)
+    {
+        let resp = report::response_to(info.tid, StatusCode::BAD_REQUEST, from, to.first());
+        let _ = send_response(conn, &resp).await;
+    }
+    let _ = inner;
+    e.scope == msrp::decode::Scope::Frame
+}
+
+async fn send_response(conn: &Conn, resp: &Response) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(256);
+    encode::encode_response(resp, &mut out);
+    conn.write(&out).await
+}
+
+/// Answers `req` with `status` when it wants an answer (Failure-Report, RFC 4975 §7.1.2).
+pub(crate) async fn answer(conn: &Conn, req: &Request, status: StatusCode, local: &msrp::Uri) {
+    if let Some(resp) = report::response(req, status, local) {
+        let _ = send_response(conn, &resp).await;
+    }
+}
+
+/// Finds the session a request is for and binds it to this connection; answers the request
+/// itself when it cannot go on (481, 506, 501).
+async fn on_request(
+    inner: &Arc<Inner>,
+    conn: &Arc<Conn>,
+    req: Request,
+    partial: &mut HashMap<(String, String), Partial>,
+) -> Option<Current> {
+    let to = req.headers.to_path()?.last().clone();
+    let session = to.session_id().and_then(|sid| inner.session(sid));
+    let Some(session) = session else {
+        info!(conn = conn.id, to = %to.as_str(), "request for an unknown session: 481");
+        answer(conn, &req, StatusCode::SESSION_DOES_NOT_EXIST, &to).await;
+        return None;
+    };
+    if let Err(status) = inner.bind(&session, conn, req.headers.from_path()) {
+        answer(conn, &req, status, &to).await;
+        return None;
+    }
+    let key = match req.method {
+        Method::Send => {
+            let has_body = req.headers.content_type().is_some();
+            let id = req.headers.message_id().map(|m| m.as_str().to_owned()).unwrap_or_default();
+            let key = (session.id.clone(), id);
+            let start = req.headers.byte_range().map_or(1, |r| r.start);
+            let total = req.headers.byte_range().and_then(|r| r.total);
+            if total.is_some_and(|t| t > inner.opts.max_message_size) {
+                answer(conn, &req, StatusCode::MESSAGE_TOO_LARGE, &to).await;
+                return None;
+            }
+            if !has_body {
+                None
+            } else if start == 1 {
+                if partial.len() >= MAX_PARTIAL_MESSAGES && !partial.contains_key(&key) {
+                    answer(conn, &req, StatusCode::MESSAGE_TOO_LARGE, &to).await;
+                    return None;
+                }
+                partial.insert(key.clone(), Partial { data: BytesMut::new(), too_large: false });
+                Some(key)
+            } else if partial.get(&key).is_some_and(|p| p.too_large || p.data.len() as u64 + 1 == start) {
+                Some(key)
+            } else {
+                // Chunks of a message arrive in order on one connection; anything else is a
+                // chunk of a message we never saw start.
+                answer(conn, &req, StatusCode::BAD_REQUEST, &to).await;
+                return None;
+            }
+        }
+        Method::Report | Method::Nickname => None,
+        _ => {
+            answer(conn, &req, StatusCode::NOT_IMPLEMENTED, &to).await;
+            return None;
+        }
+    };
+    Some(Current { session, req, key })
+}
+
+/// A request is complete (or its chunk is): act on it and answer.
+async fn on_end(
+    inner: &Arc<Inner>,
+    conn: &Arc<Conn>,
+    cur: Current,
+    flag: Continuation,
+    partial: &mut HashMap<(String, String), Partial>,
+) {
+    let Current { session, req, key } = cur;
+    let local = session.local.clone();
+    match req.method {
+        Method::Report => {}
+        Method::Nickname => {
+            let status = inner.nickname(&session, &req);
+            answer(conn, &req, status, &local).await;
+        }
+        Method::Send => {
+            let Some(key) = key else {
+                // An empty SEND (e.g. the one that binds a connection).
+                answer(conn, &req, StatusCode::OK, &local).await;
+                return;
+            };
+            match flag {
+                Continuation::More => {
+                    let status = match partial.get(&key) {
+                        Some(p) if p.too_large => {
+                            partial.remove(&key);
+                            StatusCode::MESSAGE_TOO_LARGE
+                        }
+                        _ => StatusCode::OK,
+                    };
+                    answer(conn, &req, status, &local).await;
+                }
+                Continuation::Abort => {
+                    partial.remove(&key);
+                    answer(conn, &req, StatusCode::OK, &local).await;
+                }
+                Continuation::Complete => {
+                    let Some(p) = partial.remove(&key) else { return };
+                    if p.too_large {
+                        answer(conn, &req, StatusCode::MESSAGE_TOO_LARGE, &local).await;
+                        return;
+                    }
+                    let body: Bytes = p.data.freeze();
+                    let ctype = req.headers.content_type().map_or("", |c| c.essence());
+                    let status = inner.on_message(&session, ctype, &body);
+                    answer(conn, &req, status, &local).await;
+                    if status.is_success() && report::success_report_wanted(&req) {
+                        let range = msrp::header::ByteRange::whole(body.len() as u64);
+                        if let Some(rep) = report::report(&req, StatusCode::OK, range, &local) {
+                            let mut out = BytesMut::with_capacity(256);
+                            encode::encode_head_lines(&rep, &mut out);
+                            encode::encode_end_line(&rep.tid, Continuation::Complete, &mut out);
+                            let _ = conn.write(&out).await;
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,89 @@
+//! Settings of the chat service. The daemon fills them from `[chat]` in its TOML config
+//! (docs/CONFIG.md); every limit has a name and a bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which rooms exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomPolicy {
+    /// Any room name; a room is created by its first INVITE.
+    Any,
+    /// Only these names (compared case-insensitively).
+    Only(Vec<String>),
+}
+
+impl RoomPolicy {
+    pub fn allows(&self, room: &str) -> bool {
+        match self {
+            RoomPolicy::Any => true,
+            RoomPolicy::Only(list) => list.iter().any(|r| r.eq_ignore_ascii_case(room)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ChatOptions {
+    /// Rooms are `sip:ROOM@domain`.
+    pub domain: String,
+    pub rooms: RoomPolicy,
+    /// Public messages kept per room and replayed to joiners.
+    pub history_size: usize,
+    pub private_messages: bool,
+    /// Largest message accepted from a participant, whole (413 above; `a=max-size`).
+    pub max_message_size: u64,
+    /// Messages the server sends out in chunks of at most this many bytes, so that other
+    /// messages interleave with a large one.
+    pub chunk_size: usize,
+    /// Messages waiting for one participant before that participant is dropped.
+    pub queue_messages: usize,
+    /// Bytes waiting for one participant before that participant is dropped.
+    pub queue_bytes: usize,
+    /// How long a joined participant has to open (or accept) its MSRP connection.
+    pub connect_timeout: Duration,
+    /// `a=accept-wrapped-types` of the answer.
+    pub wrapped_types: String,
+    /// Host written into the server's MSRP URIs and SDP (`c=` line).
+    pub msrp_host: String,
+    /// Bound plain MSRP listener port, if any (set after binding).
+    pub msrp_port: Option<u16>,
+    /// Bound MSRP-over-TLS listener port, if any.
+    pub msrps_port: Option<u16>,
+    /// Codec limits on participants' connections.
+    pub limits: msrp::Limits,
+    /// TLS for connections the server opens to participants or their relays (`msrps`).
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for ChatOptions {
+    fn default() -> Self {
+        ChatOptions {
+            domain: "localhost".into(),
+            rooms: RoomPolicy::Any,
+            history_size: 50,
+            private_messages: true,
+            max_message_size: 1024 * 1024,
+            chunk_size: 64 * 1024,
+            queue_messages: 1000,
+            queue_bytes: 4 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(30),
+            wrapped_types: "text/plain text/html image/* application/im-iscomposing+xml *".into(),
+            msrp_host: "127.0.0.1".into(),
+            msrp_port: None,
+            msrps_port: None,
+            limits: msrp::Limits::default(),
+            client_tls: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ChatOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatOptions")
+            .field("domain", &self.domain)
+            .field("rooms", &self.rooms)
+            .field("msrp_port", &self.msrp_port)
+            .field("msrps_port", &self.msrps_port)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,109 @@
+//! A chat room: its members (one entry per session, so one user's devices are separate
+//! members), the nicknames held in it, and the recent public messages that joiners get.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::history::Stored;
+use crate::nickname::Nickname;
+use crate::session::Session;
+
+pub(crate) struct Room {
+    /// The room's name as first asked for (its key in the room table is lower-case).
+    pub name: String,
+    /// `sip:name@domain`.
+    pub uri: String,
+    pub state: Mutex<RoomState>,
+    /// Set once the history was read from the store.
+    pub loaded: tokio::sync::OnceCell<()>,
+}
+
+#[derive(Default)]
+pub(crate) struct RoomState {
+    pub members: Vec<Arc<Session>>,
+    /// Nickname per identity key: all devices of a user share one.
+    pub nicknames: HashMap<String, Nickname>,
+    /// The newest public messages, oldest first, at most `history_size`.
+    pub recent: VecDeque<Stored>,
+    /// The room was emptied and removed from the room table; joiners must create a new one.
+    pub closed: bool,
+}
+
+/// Why a nickname was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NicknameRefused {
+    InUse,
+}
+
+impl Room {
+    pub fn new(name: &str, domain: &str) -> Room {
+        Room {
+            name: name.to_owned(),
+            uri: format!("sip:{name}@{domain}"),
+            state: Mutex::new(RoomState::default()),
+            loaded: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The state, surviving a panic elsewhere (every update is a single step).
+    pub fn lock(&self) -> MutexGuard<'_, RoomState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RoomState {
+    /// The name `key`'s messages are shown under: the nickname, else `fallback`.
+    pub fn display_of<'a>(&'a self, key: &str, fallback: Option<&'a str>) -> Option<&'a str> {
+        self.nicknames.get(key).map(|n| n.display.as_str()).or(fallback)
+    }
+
+    /// Gives `key` the nickname, or releases its nickname when `nick` is `None`. The same user
+    /// may hold it from several devices; another user may not (RFC 7701: 425).
+    pub fn set_nickname(&mut self, key: &str, nick: Option<Nickname>) -> Result<(), NicknameRefused> {
+        let Some(nick) = nick else {
+            self.nicknames.remove(key);
+            return Ok(());
+        };
+        if self.nicknames.iter().any(|(owner, held)| owner != key && held.collides(&nick)) {
+            return Err(NicknameRefused::InUse);
+        }
+        self.nicknames.insert(key.to_owned(), nick);
+        Ok(())
+    }
+
+    /// Removes a session; forgets its user's nickname when it was that user's last session.
+    pub fn remove(&mut self, session: &Session) {
+        self.members.retain(|m| m.id != session.id);
+        if !self.members.iter().any(|m| m.identity.key == session.identity.key) {
+            self.nicknames.remove(&session.identity.key);
+        }
+    }
+
+    pub fn remember(&mut self, msg: Stored, keep: usize) {
+        self.recent.push_back(msg);
+        while self.recent.len() > keep {
+            self.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nick(s: &str) -> Option<Nickname> {
+        Some(Nickname::parse(s).unwrap())
+    }
+
+    #[test]
+    fn nicknames_are_per_user() {
+        let mut st = RoomState::default();
+        assert_eq!(st.set_nickname("alice@x", nick("Ally")), Ok(()));
+        assert_eq!(st.set_nickname("alice@x", nick("ally")), Ok(()), "the same user may re-take it");
+        assert_eq!(st.set_nickname("bob@x", nick("ALLY")), Err(NicknameRefused::InUse));
+        assert_eq!(st.display_of("alice@x", None), Some("ally"));
+        assert_eq!(st.set_nickname("alice@x", None), Ok(()));
+        assert_eq!(st.set_nickname("bob@x", nick("ALLY")), Ok(()), "released names are free");
+        assert_eq!(st.display_of("alice@x", Some("Alice")), Some("Alice"));
+    }
+}

@@ -1,0 +1,281 @@
+//! The SDP of a chat join (RFC 4566 syntax, RFC 4975 §8 and RFC 6135 for MSRP media, RFC 7701
+//! for the chat-room attributes): read the participant's offer, pick the chat stream, write
+//! the answer.
+//!
+//! Hand-written on purpose: the general SDP crates either reject `m=message … TCP/MSRP` or
+//! hand back attributes as opaque pairs, and all this needs is the media lines, their
+//! attributes and a fixed answer.
+
+use msrp::{ByteString, Uri};
+
+/// The port an MSRP URI without one means (RFC 4975 §15.1 registers 2855 for msrp and msrps).
+const DEFAULT_MSRP_PORT: u16 = 2855;
+
+/// Most lines an offer may hold; a SIP body is small and anything bigger is not a chat offer.
+pub const MAX_SDP_LINES: usize = 512;
+
+/// One `m=` section of an offer, with its attributes in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub kind: String,
+    pub port: u16,
+    pub proto: String,
+    pub formats: Vec<String>,
+    /// `a=name[:value]` lines of this section.
+    pub attrs: Vec<(String, Option<String>)>,
+}
+
+impl Media {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_deref())
+    }
+
+    fn has_flag(&self, name: &str) -> bool {
+        self.attrs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// The `m=` line with port 0: how an answer rejects this stream (RFC 3264 §6).
+    fn rejected_line(&self) -> String {
+        let formats = if self.formats.is_empty() { "*".to_owned() } else { self.formats.join(" ") };
+        format!("m={} 0 {} {}\r\n", self.kind, self.proto, formats)
+    }
+}
+
+/// A parsed offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub media: Vec<Media>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP is not UTF-8")]
+    NotUtf8,
+    #[error("SDP has more than {MAX_SDP_LINES} lines")]
+    TooLong,
+    #[error("malformed SDP line {0:?}")]
+    BadLine(String),
+    #[error("SDP has no v=0 line")]
+    NoVersion,
+}
+
+/// Who opens the MSRP connection (RFC 6135; RFC 4975 §5.4 when the offer has no `a=setup`,
+/// which makes the offerer the active side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// The participant connects to the server's `msrp_listen`.
+    Inbound,
+    /// The server connects to the first URI of the participant's path.
+    Outbound,
+}
+
+/// The chat stream chosen from an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatStream {
+    /// Index of the chosen `m=` section.
+    pub index: usize,
+    /// `TCP/TLS/MSRP` rather than `TCP/MSRP`.
+    pub secure: bool,
+    /// The participant's `a=path`, first hop first.
+    pub path: Vec<Uri>,
+    pub connect: Connect,
+}
+
+impl Offer {
+    pub fn parse(body: &[u8]) -> Result<Offer, SdpError> {
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
+        let mut media: Vec<Media> = Vec::new();
+        let mut version = false;
+        for (n, line) in text.lines().enumerate() {
+            if n >= MAX_SDP_LINES {
+                return Err(SdpError::TooLong);
+            }
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            let bad = || SdpError::BadLine(line.chars().take(80).collect());
+            let (kind, value) = line.split_once('=').ok_or_else(bad)?;
+            match kind {
+                "v" => version = value == "0",
+                "m" => {
+                    let mut parts = value.split_ascii_whitespace();
+                    let kind = parts.next().ok_or_else(bad)?.to_owned();
+                    let port_text = parts.next().ok_or_else(bad)?;
+                    // `port/count` is legal SDP; a chat stream only ever has one port.
+                    let port = port_text.split('/').next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+                    let proto = parts.next().ok_or_else(bad)?.to_owned();
+                    let formats = parts.map(str::to_owned).collect();
+                    media.push(Media { kind, port, proto, formats, attrs: Vec::new() });
+                }
+                "a" => {
+                    if let Some(m) = media.last_mut() {
+                        let (name, value) = match value.split_once(':') {
+                            Some((n, v)) => (n.to_owned(), Some(v.trim().to_owned())),
+                            None => (value.to_owned(), None),
+                        };
+                        m.attrs.push((name, value));
+                    }
+                }
+                _ if kind.len() == 1 => {}
+                _ => return Err(bad()),
+            }
+        }
+        if !version {
+            return Err(SdpError::NoVersion);
+        }
+        Ok(Offer { media })
+    }
+
+    /// The first usable chat stream: `m=message` over `TCP/MSRP` or `TCP/TLS/MSRP`, a nonzero
+    /// port, sendrecv, a parseable `a=path`, and `message/cpim` (or `*`) among its accept-types.
+    pub fn chat_stream(&self) -> Option<ChatStream> {
+        self.media.iter().enumerate().find_map(|(index, m)| {
+            let secure = match m.proto.to_ascii_uppercase().as_str() {
+                "TCP/MSRP" => false,
+                "TCP/TLS/MSRP" => true,
+                _ => return None,
+            };
+            if !m.kind.eq_ignore_ascii_case("message") || m.port == 0 {
+                return None;
+            }
+            if m.has_flag("sendonly") || m.has_flag("recvonly") || m.has_flag("inactive") {
+                return None;
+            }
+            let accepts = m.attr("accept-types")?;
+            if !accepts.split_ascii_whitespace().any(|t| t.eq_ignore_ascii_case("message/cpim") || t == "*") {
+                return None;
+            }
+            let path: Vec<Uri> = m
+                .attr("path")?
+                .split_ascii_whitespace()
+                .map(|u| Uri::parse(ByteString::from(u)))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let last = path.last()?;
+            last.session_id()?;
+            // A relay in the path, or a participant that waits to be called, makes the server
+            // the active side (RFC 6135 §4, RFC 4976 §5).
+            let setup = m.attr("setup").map(str::to_ascii_lowercase);
+            let connect = match setup.as_deref() {
+                _ if path.len() > 1 => Connect::Outbound,
+                Some("actpass") | Some("passive") => Connect::Outbound,
+                _ => Connect::Inbound,
+            };
+            Some(ChatStream { index, secure, path, connect })
+        })
+    }
+}
+
+/// What the server puts in its answer for the chat stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerParams<'a> {
+    /// The server's own MSRP URI for this session (its `a=path`).
+    pub local: &'a Uri,
+    /// Largest message accepted, for `a=max-size` (RFC 4975 §8.6).
+    pub max_size: u64,
+    pub private_messages: bool,
+    /// Wrapped types accepted inside CPIM.
+    pub wrapped_types: &'a str,
+    /// `o=` session id and version.
+    pub version: u64,
+}
+
+/// The answer: the chat stream accepted, every other stream rejected with port 0 (RFC 3264
+/// §6), in the offer's order.
+pub fn answer(offer: &Offer, stream: &ChatStream, p: &AnswerParams<'_>) -> String {
+    let host = p.local.host_unbracketed();
+    let ip = if host.contains(':') { "IP6" } else { "IP4" };
+    let mut out =
+        format!("v=0\r\no=msrpd {v} {v} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n", v = p.version);
+    for (i, m) in offer.media.iter().enumerate() {
+        if i != stream.index {
+            out.push_str(&m.rejected_line());
+            continue;
+        }
+        let proto = if stream.secure { "TCP/TLS/MSRP" } else { "TCP/MSRP" };
+        let port = p.local.port().unwrap_or(DEFAULT_MSRP_PORT);
+        let setup = match stream.connect {
+            Connect::Inbound => "passive",
+            Connect::Outbound => "active",
+        };
+        let chatroom = if p.private_messages { "nickname private-messages" } else { "nickname" };
+        out.push_str(&format!(
+            "m=message {port} {proto} *\r\n\
+             a=path:{path}\r\n\
+             a=accept-types:message/cpim\r\n\
+             a=accept-wrapped-types:{wrapped}\r\n\
+             a=chatroom:{chatroom}\r\n\
+             a=max-size:{max}\r\n\
+             a=setup:{setup}\r\n\
+             a=sendrecv\r\n",
+            path = p.local.as_str(),
+            wrapped = p.wrapped_types,
+            max = p.max_size,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+        m=message 7654 TCP/MSRP *\r\na=accept-types:message/cpim text/plain\r\n\
+        a=path:msrp://127.0.0.1:7654/abc123;tcp\r\n";
+
+    fn local() -> Uri {
+        Uri::parse(ByteString::from("msrp://127.0.0.1:2855/srv1;tcp")).unwrap()
+    }
+
+    #[test]
+    fn picks_the_chat_stream_and_rejects_the_rest() {
+        let offer = Offer::parse(OFFER.as_bytes()).unwrap();
+        let s = offer.chat_stream().unwrap();
+        assert_eq!((s.index, s.secure, s.connect), (1, false, Connect::Inbound), "no a=setup: offerer connects");
+        assert_eq!(s.path.len(), 1);
+        let local = local();
+        let p = AnswerParams { local: &local, max_size: 1000, private_messages: true, wrapped_types: "*", version: 7 };
+        let a = answer(&offer, &s, &p);
+        assert!(a.contains("m=audio 0 RTP/AVP 0\r\n"), "{a}");
+        assert!(a.contains("m=message 2855 TCP/MSRP *\r\na=path:msrp://127.0.0.1:2855/srv1;tcp\r\n"), "{a}");
+        assert!(a.contains("a=accept-types:message/cpim\r\n"));
+        assert!(a.contains("a=chatroom:nickname private-messages\r\n"));
+        assert!(a.contains("a=max-size:1000\r\n"));
+        assert!(a.contains("a=setup:passive\r\n"));
+        assert!(a.find("m=audio").unwrap() < a.find("m=message").unwrap(), "order of the offer");
+    }
+
+    #[test]
+    fn setup_and_relays_decide_who_connects() {
+        let with = |extra: &str| Offer::parse(format!("{OFFER}{extra}").as_bytes()).unwrap().chat_stream();
+        assert_eq!(with("a=setup:actpass\r\n").unwrap().connect, Connect::Outbound);
+        assert_eq!(with("a=setup:passive\r\n").unwrap().connect, Connect::Outbound);
+        assert_eq!(with("a=setup:active\r\n").unwrap().connect, Connect::Inbound);
+        let relayed = OFFER.replace(
+            "a=path:msrp://127.0.0.1:7654/abc123;tcp",
+            "a=path:msrps://relay.example:2855/r1;tcp msrp://127.0.0.1:7654/abc123;tcp",
+        );
+        assert_eq!(Offer::parse(relayed.as_bytes()).unwrap().chat_stream().unwrap().connect, Connect::Outbound);
+    }
+
+    #[test]
+    fn unusable_offers_have_no_chat_stream() {
+        for (from, to) in [
+            ("m=message 7654", "m=message 0"),
+            ("TCP/MSRP *", "UDP/MSRP *"),
+            ("message/cpim text/plain", "text/plain"),
+            ("a=path:msrp://127.0.0.1:7654/abc123;tcp", "a=path:nonsense"),
+            ("a=accept-types", "a=sendonly\r\na=accept-types"),
+        ] {
+            let offer = Offer::parse(OFFER.replace(from, to).as_bytes()).unwrap();
+            assert_eq!(offer.chat_stream(), None, "{to}");
+        }
+        assert_eq!(Offer::parse(b"garbage"), Err(SdpError::BadLine("garbage".into())));
+        assert_eq!(Offer::parse(b"o=x\r\n"), Err(SdpError::NoVersion));
+        let tls = OFFER.replace("TCP/MSRP", "TCP/TLS/MSRP").replace("msrp://", "msrps://");
+        assert!(Offer::parse(tls.as_bytes()).unwrap().chat_stream().unwrap().secure);
+    }
+}

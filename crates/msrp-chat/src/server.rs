@@ -1,0 +1,494 @@
+//! The chat focus: rooms, the session table, joining and leaving, and fan-out.
+//!
+//! The SIP side calls [`Chat::join`] with an INVITE's offer and [`Chat::leave`] on BYE; the
+//! MSRP side ([`Chat::serve_msrp`] and the connections the server opens) does the rest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use msrp::header::Path;
+use msrp::{Request, StatusCode, Uri};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+use crate::conn::{BoxRead, BoxWrite, Conn, read_loop};
+use crate::history::{History, Stored};
+use crate::identity::Identity;
+use crate::judge::{self, Verdict};
+use crate::nickname::Nickname;
+use crate::options::ChatOptions;
+use crate::room::Room;
+use crate::sdp::{AnswerParams, Connect, Offer};
+use crate::session::{Out, Overflow, Session, write_queue};
+use crate::time::now_rfc3339;
+
+/// History writes waiting for the store; beyond this they are dropped with a warning rather
+/// than let a slow database hold memory without bound.
+const HISTORY_BACKLOG: usize = 10_000;
+
+/// The chat service. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub opts: ChatOptions,
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    history: Arc<dyn History>,
+    history_tx: mpsc::Sender<(String, Stored)>,
+    next_conn: AtomicU64,
+    answers: AtomicU64,
+}
+
+/// A participant asking to join (from an INVITE).
+pub struct JoinRequest {
+    /// The user part of the Request-URI.
+    pub room: String,
+    pub identity: Identity,
+    /// The SDP offer.
+    pub offer: Bytes,
+    /// Called once if the server ends the session (to send the SIP BYE).
+    pub on_end: Box<dyn FnOnce() + Send>,
+}
+
+/// An accepted join.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub session_id: String,
+    /// The SDP answer.
+    pub answer: String,
+}
+
+/// Why a join was refused, with the SIP status it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("no such room")]
+    NoSuchRoom,
+    #[error("not acceptable here: {0}")]
+    NotAcceptable(&'static str),
+}
+
+impl JoinError {
+    pub fn sip_status(&self) -> u16 {
+        match self {
+            JoinError::NoSuchRoom => 404,
+            JoinError::NotAcceptable(_) => 488,
+        }
+    }
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat").field("options", &self.inner.opts).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("room", &self.room)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chat {
+    pub fn new(opts: ChatOptions, history: Arc<dyn History>) -> Chat {
+        let (history_tx, mut history_rx) = mpsc::channel::<(String, Stored)>(HISTORY_BACKLOG);
+        let keep = opts.history_size;
+        let store = history.clone();
+        // One writer keeps the stored order equal to the fan-out order.
+        tokio::spawn(async move {
+            while let Some((room, msg)) = history_rx.recv().await {
+                if let Err(e) = store.append(&room, &msg, keep).await {
+                    warn!(room, error = %e, "could not store a message in the history");
+                }
+            }
+        });
+        let inner = Inner {
+            opts,
+            rooms: Mutex::default(),
+            sessions: Mutex::default(),
+            history,
+            history_tx,
+            next_conn: AtomicU64::new(1),
+            answers: AtomicU64::new(1),
+        };
+        Chat { inner: Arc::new(inner) }
+    }
+
+    pub fn options(&self) -> &ChatOptions {
+        &self.inner.opts
+    }
+
+    /// Accepts participants' MSRP connections on `listener` (TLS when `tls` is given) until the
+    /// task is dropped.
+    pub async fn serve_msrp(&self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "MSRP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let inner = self.inner.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let (r, w): (BoxRead, BoxWrite) = match tls {
+                    None => {
+                        let (r, w) = tcp.into_split();
+                        (Box::new(r), Box::new(w))
+                    }
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(s) => {
+                            let (r, w) = tokio::io::split(s);
+                            (Box::new(r), Box::new(w))
+                        }
+                        Err(e) => {
+                            info!(%peer, error = %e, "MSRP TLS handshake failed");
+                            return;
+                        }
+                    },
+                };
+                let conn = Arc::new(Conn::new(inner.next_conn.fetch_add(1, Ordering::Relaxed), peer.to_string(), w));
+                read_loop(inner, conn, r).await;
+            });
+        }
+    }
+
+    /// Joins a participant to a room: checks the offer, creates the session and returns the
+    /// SDP answer. The session is a member of the room at once; it receives once its MSRP
+    /// connection is up.
+    pub async fn join(&self, req: JoinRequest) -> Result<Joined, JoinError> {
+        let inner = &self.inner;
+        let opts = &inner.opts;
+        if !opts.rooms.allows(&req.room) {
+            return Err(JoinError::NoSuchRoom);
+        }
+        let offer = Offer::parse(&req.offer).map_err(|_| JoinError::NotAcceptable("unreadable SDP"))?;
+        let stream = offer.chat_stream().ok_or(JoinError::NotAcceptable("no usable MSRP chat stream"))?;
+        let port = if stream.secure { opts.msrps_port } else { opts.msrp_port };
+        let port = port.ok_or(JoinError::NotAcceptable("no MSRP listener for this transport"))?;
+        let sid = msrp::id::random_session_id();
+        let local = Uri::new(stream.secure, &opts.msrp_host, Some(port), Some(&sid))
+            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        let params = AnswerParams {
+            local: &local,
+            max_size: opts.max_message_size,
+            private_messages: opts.private_messages,
+            wrapped_types: &opts.wrapped_types,
+            version: inner.answers.fetch_add(1, Ordering::Relaxed),
+        };
+        let answer = crate::sdp::answer(&offer, &stream, &params);
+        let connect = stream.connect;
+        let mut on_end = Some(req.on_end);
+        let session = loop {
+            let room = inner.room(&req.room);
+            room.loaded
+                .get_or_init(|| async {
+                    match inner.history.recent(&room.uri, opts.history_size).await {
+                        Ok(list) => room.lock().recent.extend(list),
+                        Err(e) => warn!(room = %room.uri, error = %e, "could not read the history"),
+                    }
+                })
+                .await;
+            let mut st = room.lock();
+            if st.closed {
+                continue;
+            }
+            let session = Arc::new(Session::new(
+                sid.clone(),
+                local.clone(),
+                req.identity.clone(),
+                room.clone(),
+                stream.clone(),
+                opts.queue_messages,
+                opts.queue_bytes,
+                on_end.take().expect("taken once: the loop ends here"),
+            ));
+            for m in st.recent.iter() {
+                let _ = session.offer(Out { body: judge::replay(&room.uri, m), quiet: false }, true);
+            }
+            st.members.push(session.clone());
+            break session;
+        };
+        inner.sessions().insert(sid.clone(), session.clone());
+        info!(room = %session.room.uri, user = %session.identity.uri, session = %sid, ?connect, "joined");
+        let watchdog = (self.inner.clone(), session.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(watchdog.0.opts.connect_timeout).await;
+            if !watchdog.1.is_bound() {
+                watchdog.0.end_session(&watchdog.1, "no MSRP connection in time", true);
+            }
+        });
+        if connect == Connect::Outbound {
+            tokio::spawn(connect_out(self.inner.clone(), session));
+        }
+        Ok(Joined { session_id: sid, answer })
+    }
+
+    /// The participant hung up (SIP BYE or CANCEL).
+    pub fn leave(&self, session_id: &str) {
+        if let Some(s) = self.inner.session(session_id) {
+            self.inner.end_session(&s, "left", false);
+        }
+    }
+
+    /// Rooms that exist now.
+    pub fn room_count(&self) -> usize {
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Sessions (joined, connected or not).
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions().len()
+    }
+}
+
+/// Connects to the participant (or its relay): the first URI of its SDP path, over TLS for
+/// `msrps` (RFC 4976 §5, RFC 6135).
+async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
+    let first = session.stream.path[0].clone();
+    let to = Path::new(session.stream.path.clone()).expect("an SDP path is never empty");
+    let addr = (first.host_unbracketed().to_owned(), first.port().unwrap_or(2855));
+    let connected = async {
+        let tcp = TcpStream::connect((addr.0.as_str(), addr.1)).await?;
+        let _ = tcp.set_nodelay(true);
+        let halves: (BoxRead, BoxWrite) = if first.is_secure() {
+            let config = inner.opts.client_tls.clone().ok_or_else(|| std::io::Error::other("no TLS client set-up"))?;
+            let name = rustls::pki_types::ServerName::try_from(addr.0.clone()).map_err(std::io::Error::other)?;
+            let tls = TlsConnector::from(config).connect(name, tcp).await?;
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        } else {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        };
+        std::io::Result::Ok(halves)
+    };
+    let (r, w) = match connected.await {
+        Ok(h) => h,
+        Err(e) => {
+            inner.end_session(&session, &format!("could not connect to {}: {e}", first.as_str()), true);
+            return;
+        }
+    };
+    let conn = Arc::new(Conn::new(inner.next_conn.fetch_add(1, Ordering::Relaxed), first.as_str().to_owned(), w));
+    conn.sessions().push(session.clone());
+    {
+        let mut link = session.link();
+        link.conn = Some(conn.clone());
+        link.to_path = Some(to.clone());
+    }
+    inner.start_writer(&session, &conn, to, true);
+    inner.announce(&session, "joined");
+    read_loop(inner, conn, r).await;
+}
+
+impl Inner {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions().get(id).cloned()
+    }
+
+    /// The room named `name`, created when missing.
+    fn room(&self, name: &str) -> Arc<Room> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.entry(name.to_lowercase()).or_insert_with(|| Arc::new(Room::new(name, &self.opts.domain))).clone()
+    }
+
+    /// Binds `session` to `conn` on its first request (RFC 4975 §5.4), or checks it is bound
+    /// there already. The request's From-Path must end at the participant's SDP path (RFC
+    /// 6714: matching its session-id is enough, so a rewritten address does not break it).
+    pub fn bind(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        conn: &Arc<Conn>,
+        from: Option<&Path>,
+    ) -> Result<(), StatusCode> {
+        let to = {
+            let mut link = session.link();
+            if let Some(bound) = &link.conn {
+                return if Arc::ptr_eq(bound, conn) { Ok(()) } else { Err(StatusCode::SESSION_ALREADY_BOUND) };
+            }
+            let from = from.ok_or(StatusCode::BAD_REQUEST)?;
+            let theirs = session.stream.path.last().and_then(Uri::session_id);
+            if from.last().session_id() != theirs {
+                info!(session = %session.id, from = %from.last().as_str(), "From-Path does not match the SDP path: 481");
+                return Err(StatusCode::SESSION_DOES_NOT_EXIST);
+            }
+            link.conn = Some(conn.clone());
+            link.to_path = Some(from.clone());
+            from.clone()
+        };
+        conn.sessions().push(session.clone());
+        self.start_writer(session, conn, to, false);
+        self.announce(session, "joined");
+        Ok(())
+    }
+
+    fn start_writer(self: &Arc<Self>, session: &Arc<Session>, conn: &Arc<Conn>, to: Path, bind_first: bool) {
+        let Some(rx) = session.take_receiver() else { return };
+        let (inner, s, c) = (self.clone(), session.clone(), conn.clone());
+        tokio::spawn(async move {
+            if let Err(e) = write_queue(s.clone(), c, to, rx, inner.opts.chunk_size, bind_first).await {
+                inner.end_session(&s, &format!("write failed: {e}"), true);
+            }
+        });
+    }
+
+    /// Posts a notice from the room about `session` to everyone else in it.
+    fn announce(self: &Arc<Self>, session: &Session, what: &str) {
+        let room = &session.room;
+        let name = {
+            let st = room.lock();
+            st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned)
+        };
+        let who = name.unwrap_or_else(|| session.identity.uri.clone());
+        let body = judge::notice(&room.uri, &now_rfc3339(), &format!("{who} {what}"));
+        self.fan_out(session, room, Out { body, quiet: false }, |m| m.id != session.id);
+    }
+
+    /// Offers a message to every member that `to` selects; ends the sessions that cannot take
+    /// it. Returns how many got it.
+    fn fan_out(self: &Arc<Self>, _from: &Session, room: &Room, out: Out, to: impl Fn(&Session) -> bool) -> usize {
+        let recipients: Vec<Arc<Session>> = room.lock().members.iter().filter(|m| to(m)).cloned().collect();
+        let mut delivered = 0;
+        for r in recipients {
+            match r.offer(Out { body: out.body.clone(), quiet: out.quiet }, false) {
+                Ok(()) => delivered += 1,
+                Err(Overflow::Gone) => {}
+                Err(Overflow::Full) => {
+                    warn!(room = %room.uri, user = %r.identity.uri, session = %r.id, "outgoing queue full: dropping the participant");
+                    self.end_session(&r, "too slow: outgoing queue full", true);
+                }
+            }
+        }
+        delivered
+    }
+
+    /// A complete message from `session`: judged, then fanned out. Returns the status for the
+    /// sender.
+    pub fn on_message(self: &Arc<Self>, session: &Arc<Session>, content_type: &str, body: &Bytes) -> StatusCode {
+        let room = &session.room;
+        let now = now_rfc3339();
+        let display = {
+            let st = room.lock();
+            st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned)
+        };
+        let ctx = judge::Context {
+            room_uri: &room.uri,
+            sender_uri: &session.identity.uri,
+            sender_key: &session.identity.key,
+            display: display.as_deref(),
+            private_messages: self.opts.private_messages,
+            now: &now,
+        };
+        match judge::judge(&ctx, content_type, body) {
+            Verdict::Refuse(status, why) => {
+                info!(room = %room.uri, user = %session.identity.uri, status = %status, "message refused: {why}");
+                status
+            }
+            Verdict::Composing(msg) => {
+                self.fan_out(session, room, Out { body: msg.body, quiet: true }, |m| m.id != session.id);
+                StatusCode::OK
+            }
+            Verdict::Public(msg) => {
+                let stored = Stored {
+                    sender: session.identity.uri.clone(),
+                    display,
+                    datetime: msg.datetime.clone(),
+                    content_type: msg.content_type.clone(),
+                    body: msg.inner.clone(),
+                };
+                room.lock().remember(stored.clone(), self.opts.history_size);
+                if self.history_tx.try_send((room.uri.clone(), stored)).is_err() {
+                    warn!(room = %room.uri, "history backlog full: message not stored");
+                }
+                self.fan_out(session, room, Out { body: msg.body, quiet: false }, |m| m.id != session.id);
+                StatusCode::OK
+            }
+            Verdict::Private { to, msg } => {
+                let out = Out { body: msg.body, quiet: false };
+                if self.fan_out(session, room, out, |m| m.identity.key == to && m.id != session.id) == 0 {
+                    debug!(room = %room.uri, to, "private message to nobody here: 404");
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }
+    }
+
+    /// NICKNAME (RFC 7701): 400 without Use-Nickname, 424 for a malformed name, 425 when
+    /// another user holds it; an empty value releases the current one.
+    pub fn nickname(&self, session: &Session, req: &Request) -> StatusCode {
+        let Some(wanted) = req.headers.use_nickname() else { return StatusCode::BAD_REQUEST };
+        let nick = if wanted.0.trim().is_empty() {
+            None
+        } else {
+            match Nickname::parse(&wanted.0) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    info!(user = %session.identity.uri, error = %e, "nickname refused: 424");
+                    return StatusCode::BAD_NICKNAME;
+                }
+            }
+        };
+        match session.room.lock().set_nickname(&session.identity.key, nick) {
+            Ok(()) => StatusCode::OK,
+            Err(_) => StatusCode::NICKNAME_IN_USE,
+        }
+    }
+
+    /// Ends a session once: out of the room and the session table, its writer stopped, its
+    /// connection closed when nothing else uses it, a BYE sent when `bye`, and a notice to
+    /// the room.
+    pub fn end_session(self: &Arc<Self>, session: &Arc<Session>, why: &str, bye: bool) {
+        if !session.mark_ended() {
+            return;
+        }
+        self.sessions().remove(&session.id);
+        let room = &session.room;
+        let empty = {
+            let mut st = room.lock();
+            st.remove(session);
+            st.closed = st.members.is_empty();
+            st.closed
+        };
+        if empty {
+            let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            if rooms.get(&room.name.to_lowercase()).is_some_and(|r| std::ptr::eq(r.as_ref(), room.as_ref())) {
+                rooms.remove(&room.name.to_lowercase());
+            }
+        }
+        session.stop.cancel();
+        let conn = session.link().conn.clone();
+        if let Some(conn) = conn {
+            let mut list = conn.sessions();
+            list.retain(|s| s.id != session.id);
+            if list.is_empty() {
+                conn.stop.cancel();
+            }
+        }
+        info!(room = %room.uri, user = %session.identity.uri, session = %session.id, "session ended: {why}");
+        if bye && let Some(hook) = session.take_on_end() {
+            hook();
+        }
+        if !empty && session.is_bound() {
+            self.announce(session, "left");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! One participant session: the MSRP session a SIP dialog set up, its bounded outgoing queue
+//! and the task that writes that queue to the participant's connection.
+//!
+//! The queue is what keeps one slow participant from stalling the room: fan-out never waits,
+//! it offers each recipient a message and a full queue ends that recipient's session.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use msrp::encode::{self, body_is_safe};
+use msrp::header::{ByteRange, ContentType, FailureReport, MessageId, Path, SuccessReport};
+use msrp::message::TransactionId;
+use msrp::{ByteString, Continuation, Header, Method, Request, Uri};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::Conn;
+use crate::identity::Identity;
+use crate::room::Room;
+use crate::sdp::ChatStream;
+
+/// A message queued for a participant: always `message/cpim`.
+pub(crate) struct Out {
+    pub body: Bytes,
+    /// is-composing notices: `Success-Report: no` and `Failure-Report: no`.
+    pub quiet: bool,
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    Full,
+    Gone,
+}
+
+/// Messages being written at once, in turns of one chunk each, so that a large message does
+/// not hold up the small ones queued behind it.
+const INTERLEAVED: usize = 4;
+
+pub(crate) struct Session {
+    /// The session-id of the server's MSRP URI for this participant.
+    pub id: String,
+    pub local: Uri,
+    pub identity: Identity,
+    pub room: Arc<Room>,
+    pub stream: ChatStream,
+    tx: mpsc::Sender<Out>,
+    rx: Mutex<Option<mpsc::Receiver<Out>>>,
+    queued_bytes: AtomicUsize,
+    queue_bytes: usize,
+    pub link: Mutex<Link>,
+    ended: AtomicBool,
+    pub stop: CancellationToken,
+    on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// The connection a session is bound to and the To-Path its messages take.
+#[derive(Default)]
+pub(crate) struct Link {
+    pub conn: Option<Arc<Conn>>,
+    pub to_path: Option<Path>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        local: Uri,
+        identity: Identity,
+        room: Arc<Room>,
+        stream: ChatStream,
+        queue_messages: usize,
+        queue_bytes: usize,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Session {
+        let (tx, rx) = mpsc::channel(queue_messages.max(1));
+        Session {
+            id,
+            local,
+            identity,
+            room,
+            stream,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes,
+            link: Mutex::new(Link::default()),
+            ended: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            on_end: Mutex::new(Some(on_end)),
+        }
+    }
+
+    pub fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.link().conn.is_some()
+    }
+
+    /// Queues `out` without waiting. `force` skips the byte budget (history replay at join,
+    /// which is bounded by `history_size` on its own).
+    pub fn offer(&self, out: Out, force: bool) -> Result<(), Overflow> {
+        if self.has_ended() {
+            return Err(Overflow::Gone);
+        }
+        let len = out.body.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if !force && before + len > self.queue_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(Overflow::Full);
+        }
+        self.tx.try_send(out).map_err(|e| {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Overflow::Full,
+                mpsc::error::TrySendError::Closed(_) => Overflow::Gone,
+            }
+        })
+    }
+
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks the session ended; true only for the first caller.
+    pub fn mark_ended(&self) -> bool {
+        !self.ended.swap(true, Ordering::AcqRel)
+    }
+
+    /// The hang-up hook (a SIP BYE), taken once.
+    pub fn take_on_end(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        self.on_end.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<Out>> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// A SEND head from this session to its participant.
+    fn send_head(&self, to: &Path, message_id: &MessageId, range: ByteRange, quiet: bool) -> Request {
+        let mut req = Request::new(TransactionId::random(), Method::Send)
+            .with(Header::ToPath(to.clone()))
+            .with(Header::FromPath(Path::single(self.local.clone())))
+            .with(Header::MessageId(message_id.clone()))
+            .with(Header::ByteRange(range));
+        if quiet {
+            req = req.with(Header::SuccessReport(SuccessReport::No)).with(Header::FailureReport(FailureReport::No));
+        }
+        req
+    }
+
+    /// The empty SEND that binds a connection the server opened (RFC 4975 §5.4: the active
+    /// side sends first, and an empty SEND is allowed for that).
+    pub fn bind_frame(&self, to: &Path) -> BytesMut {
+        let req = self.send_head(to, &MessageId::random(), ByteRange::whole(0), false);
+        let mut out = BytesMut::with_capacity(256);
+        encode::encode_head_lines(&req, &mut out);
+        encode::encode_end_line(&req.tid, Continuation::Complete, &mut out);
+        out
+    }
+}
+
+/// One message being written, possibly over several chunks.
+struct InFlight {
+    body: Bytes,
+    quiet: bool,
+    id: MessageId,
+    sent: usize,
+}
+
+/// Writes the session's queue to `conn` until the session stops or a write fails. Returns the
+/// error of a failed write.
+pub(crate) async fn write_queue(
+    session: Arc<Session>,
+    conn: Arc<Conn>,
+    to: Path,
+    mut rx: mpsc::Receiver<Out>,
+    chunk_size: usize,
+    bind_first: bool,
+) -> std::io::Result<()> {
+    if bind_first {
+        conn.write(&session.bind_frame(&to)).await?;
+    }
+    let cpim = Header::ContentType(ContentType::parse(&ByteString::from_static("message/cpim")).expect("valid"));
+    let mut flight: VecDeque<InFlight> = VecDeque::new();
+    loop {
+        while flight.len() < INTERLEAVED {
+            match rx.try_recv() {
+                Ok(out) => {
+                    flight.push_back(InFlight { body: out.body, quiet: out.quiet, id: MessageId::random(), sent: 0 })
+                }
+                Err(_) => break,
+            }
+        }
+        if flight.is_empty() {
+            tokio::select! {
+                _ = session.stop.cancelled() => return Ok(()),
+                next = rx.recv() => match next {
+                    Some(out) => flight.push_back(InFlight { body: out.body, quiet: out.quiet, id: MessageId::random(), sent: 0 }),
+                    None => return Ok(()),
+                },
+            }
+            continue;
+        }
+        let mut m = flight.pop_front().expect("not empty");
+        let total = m.body.len();
+        let end = (m.sent + chunk_size.max(1)).min(total);
+        let chunk = m.body.slice(m.sent..end);
+        let range = ByteRange::chunk(m.sent as u64 + 1, chunk.len() as u64, Some(total as u64));
+        let mut req = session.send_head(&to, &m.id, range, m.quiet).with(cpim.clone());
+        while !body_is_safe(&chunk, &req.tid) {
+            req.tid = TransactionId::random();
+        }
+        let flag = if end == total { Continuation::Complete } else { Continuation::More };
+        let mut frame = BytesMut::with_capacity(256 + chunk.len());
+        encode::encode_request(&req, Some(&chunk), flag, &mut frame).map_err(std::io::Error::other)?;
+        tokio::select! {
+            _ = session.stop.cancelled() => return Ok(()),
+            r = conn.write(&frame) => r?,
+        }
+        m.sent = end;
+        if end == total {
+            session.queued_bytes.fetch_sub(total, Ordering::Relaxed);
+        } else {
+            flight.push_back(m);
+        }
+    }
+}
