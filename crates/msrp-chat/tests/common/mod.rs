@@ -1,0 +1,298 @@
+//! A chat participant's MSRP side, built from the project's codec: connects to the server (or
+//! accepts the server's connection), answers its SENDs and hands complete messages to the test.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use msrp::header::{ByteRange, ContentType, MessageId, Path, UseNickname};
+use msrp::message::TransactionId;
+use msrp::{ByteString, Continuation, Decoder, Event, Header, Message, Method, Request, Response, StatusCode, Uri};
+use msrp_chat::{Chat, ChatOptions, Identity, JoinRequest, MemoryHistory};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+pub const DOMAIN: &str = "chat.test";
+
+/// What the participant got from the server.
+#[derive(Debug, Clone)]
+pub enum Got {
+    /// A complete message (all chunks), with the head of its last chunk.
+    Send {
+        req: Request,
+        body: Bytes,
+        chunks: usize,
+    },
+    Response(Response),
+    Report(Request),
+}
+
+/// Starts a chat service with a plain MSRP listener on 127.0.0.1 port 0.
+pub async fn start_chat(mut opts: ChatOptions) -> Chat {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    opts.msrp_port = Some(listener.local_addr().unwrap().port());
+    opts.domain = DOMAIN.into();
+    let chat = Chat::new(opts, Arc::new(MemoryHistory::default()));
+    let server = chat.clone();
+    tokio::spawn(async move { server.serve_msrp(listener, None).await });
+    chat
+}
+
+/// A chat stream offer for `path` with `setup`.
+pub fn offer(path: &str, setup: &str) -> String {
+    format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=message 9 TCP/MSRP *\r\na=accept-types:message/cpim\r\na=accept-wrapped-types:*\r\n\
+         a=path:{path}\r\na=setup:{setup}\r\n"
+    )
+}
+
+/// The `a=path` of an SDP answer.
+pub fn answer_path(sdp: &str) -> Path {
+    let line = sdp.lines().find_map(|l| l.strip_prefix("a=path:")).expect("answer has a=path");
+    let uris = line.split_ascii_whitespace().map(|u| Uri::parse(ByteString::from(u.trim())).unwrap()).collect();
+    Path::new(uris).unwrap()
+}
+
+pub struct Participant {
+    pub identity: String,
+    pub local: Uri,
+    pub remote: Path,
+    wtx: mpsc::UnboundedSender<Bytes>,
+    pub got: mpsc::UnboundedReceiver<Got>,
+    pub session_id: String,
+    /// Set to false to stop answering and reading (a stalled participant).
+    reading: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Participant {
+    /// Joins `room` as `user` (an address like `sip:alice@example.com`) without SIP, through
+    /// [`Chat::join`], and connects to the server (setup active).
+    pub async fn join(chat: &Chat, room: &str, user: &str) -> Participant {
+        let sid = msrp::id::random_session_id();
+        let local = Uri::parse(ByteString::from(format!("msrp://127.0.0.1:9/{sid};tcp"))).unwrap();
+        let joined = chat
+            .join(JoinRequest {
+                room: room.into(),
+                identity: Identity::new(user, None).unwrap(),
+                offer: Bytes::from(offer(local.as_str(), "active")),
+                on_end: Box::new(|| {}),
+            })
+            .await
+            .expect("join accepted");
+        let remote = answer_path(&joined.answer);
+        let p = Participant::connect(user, local, remote, joined.session_id).await;
+        // Bind with an empty SEND, as clients do before their first message.
+        p.send_raw(
+            Request::new(TransactionId::random(), Method::Send).with(Header::MessageId(MessageId::random())),
+            None,
+        )
+        .await;
+        p
+    }
+
+    pub async fn connect(user: &str, local: Uri, remote: Path, session_id: String) -> Participant {
+        let first = remote.first();
+        let tcp = TcpStream::connect((first.host_unbracketed(), first.port().unwrap())).await.unwrap();
+        let (r, w) = tcp.into_split();
+        Participant::over(user, local, remote, session_id, Box::new(r), Box::new(w))
+    }
+
+    pub fn over(
+        user: &str,
+        local: Uri,
+        remote: Path,
+        session_id: String,
+        r: Box<dyn AsyncRead + Send + Unpin>,
+        w: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Participant {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (resp_tx, mut resp_rx) = mpsc::unbounded_channel::<Bytes>();
+        let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(read_task(r, tx, resp_tx, reading.clone()));
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+        // Responses written by a task of their own, merged with the test's writes.
+        let mut writer: Box<dyn AsyncWrite + Send + Unpin> = w;
+        tokio::spawn(async move {
+            loop {
+                let data = tokio::select! {
+                    Some(d) = resp_rx.recv() => d,
+                    Some(d) = wrx.recv() => d,
+                    else => break,
+                };
+                if writer.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Participant { identity: user.to_owned(), local, remote, wtx, got: rx, session_id, reading }
+    }
+
+    /// Stops reading from the socket (the server's writes back up in the kernel).
+    pub fn stall(&self) {
+        self.reading.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub async fn send_raw(&self, mut req: Request, body: Option<(&str, &[u8])>) {
+        req.headers.set(Header::ToPath(self.remote.clone()));
+        req.headers.set(Header::FromPath(Path::single(self.local.clone())));
+        let mut out = BytesMut::new();
+        match body {
+            Some((ctype, b)) => {
+                req.headers.set(Header::ContentType(ContentType::parse(&ByteString::from(ctype)).unwrap()));
+                if req.headers.byte_range().is_none() {
+                    req.headers.set(Header::ByteRange(ByteRange::whole(b.len() as u64)));
+                }
+                msrp::encode::encode_request(&req, Some(b), Continuation::Complete, &mut out).unwrap();
+            }
+            None => msrp::encode::encode_request(&req, None, Continuation::Complete, &mut out).unwrap(),
+        }
+        self.write(out.freeze()).await;
+    }
+
+    pub async fn write(&self, data: Bytes) {
+        self.wtx.send(data).unwrap();
+    }
+
+    /// A CPIM message from this participant to `to` (the room when `None`).
+    pub fn cpim(&self, to: Option<&str>, ctype: &str, text: &[u8]) -> Vec<u8> {
+        let to = to.map_or_else(|| format!("sip:lobby@{DOMAIN}"), str::to_owned);
+        let mut v =
+            format!("From: <{}>\r\nTo: <{to}>\r\n\r\nContent-Type: {ctype}\r\n\r\n", self.identity).into_bytes();
+        v.extend_from_slice(text);
+        v
+    }
+
+    /// Sends a text message to the room; returns its transaction id.
+    pub async fn say(&self, text: &str) -> TransactionId {
+        let body = self.cpim(None, "text/plain", text.as_bytes());
+        self.send_body("message/cpim", &body).await
+    }
+
+    pub async fn send_body(&self, ctype: &str, body: &[u8]) -> TransactionId {
+        let req = Request::new(TransactionId::random(), Method::Send).with(Header::MessageId(MessageId::random()));
+        let tid = req.tid;
+        self.send_raw(req, Some((ctype, body))).await;
+        tid
+    }
+
+    pub async fn nickname(&self, value: Option<&str>) -> TransactionId {
+        let mut req = Request::new(TransactionId::random(), Method::Nickname);
+        if let Some(v) = value {
+            req.headers.set(Header::UseNickname(UseNickname(v.to_owned())));
+        }
+        let tid = req.tid;
+        self.send_raw(req, None).await;
+        tid
+    }
+
+    /// The next event, within 5 s.
+    pub async fn next(&mut self) -> Got {
+        tokio::time::timeout(Duration::from_secs(5), self.got.recv()).await.expect("an event in time").expect("open")
+    }
+
+    /// The status of the response to `tid`, skipping messages.
+    pub async fn status_of(&mut self, tid: TransactionId) -> StatusCode {
+        loop {
+            if let Got::Response(r) = self.next().await
+                && r.tid == tid
+            {
+                return r.status;
+            }
+        }
+    }
+
+    /// The next complete message whose CPIM body is not a join/leave notice from the room.
+    pub async fn message(&mut self) -> (Request, Bytes) {
+        loop {
+            if let Got::Send { req, body, .. } = self.next().await
+                && !is_notice(&body)
+            {
+                return (req, body);
+            }
+        }
+    }
+
+    /// True when nothing but notices arrives within `ms`.
+    pub async fn quiet_for(&mut self, ms: u64) -> bool {
+        let end = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(end, self.got.recv()).await {
+                Err(_) => return true,
+                Ok(None) => return true,
+                Ok(Some(Got::Send { body, .. })) if !is_notice(&body) => return false,
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+}
+
+/// A notice from the room itself (its CPIM From is the room).
+pub fn is_notice(body: &[u8]) -> bool {
+    body.starts_with(format!("From: <sip:lobby@{DOMAIN}>").as_bytes())
+}
+
+/// Reads frames, answers SENDs with 200 (RFC 4975 §7.2) and hands complete messages on.
+async fn read_task(
+    mut r: Box<dyn AsyncRead + Send + Unpin>,
+    tx: mpsc::UnboundedSender<Got>,
+    resp_tx: mpsc::UnboundedSender<Bytes>,
+    reading: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut dec = Decoder::new(msrp::Limits::default());
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut partial: HashMap<String, (BytesMut, usize)> = HashMap::new();
+    let mut head: Option<Request> = None;
+    let mut body = BytesMut::new();
+    loop {
+        while !reading.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        buf.reserve(64 * 1024);
+        match r.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while let Some(ev) = dec.decode(&mut buf).expect("the server sends valid frames") {
+            match ev {
+                Event::Head(Message::Response(resp)) => {
+                    let _ = tx.send(Got::Response(resp));
+                }
+                Event::Head(Message::Request(req)) => {
+                    body.clear();
+                    head = Some(req);
+                }
+                Event::Body(b) => body.extend_from_slice(&b),
+                Event::End(flag) => {
+                    let Some(req) = head.take() else { continue };
+                    if req.method == Method::Report {
+                        let _ = tx.send(Got::Report(req));
+                        continue;
+                    }
+                    if let Some(resp) =
+                        msrp::report::response(&req, StatusCode::OK, req.headers.to_path().unwrap().first())
+                    {
+                        let mut out = BytesMut::new();
+                        msrp::encode::encode_response(&resp, &mut out);
+                        let _ = resp_tx.send(out.freeze());
+                    }
+                    if req.headers.content_type().is_none() {
+                        continue;
+                    }
+                    let id = req.headers.message_id().map(|m| m.as_str().to_owned()).unwrap_or_default();
+                    let entry = partial.entry(id.clone()).or_insert_with(|| (BytesMut::new(), 0));
+                    entry.0.extend_from_slice(&body);
+                    entry.1 += 1;
+                    if flag == Continuation::Complete {
+                        let (data, chunks) = partial.remove(&id).unwrap();
+                        let _ = tx.send(Got::Send { req, body: data.freeze(), chunks });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The room over real MSRP connections on 127.0.0.1, joined through `Chat::join` (the SIP side
+//! is tested in tests/sip.rs).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Got, Participant, start_chat};
+use msrp::StatusCode;
+use msrp_chat::ChatOptions;
+use msrp_chat::cpim::Cpim;
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const CAROL: &str = "sip:carol@example.com";
+
+#[tokio::test]
+async fn a_message_fans_out_byte_exact_to_everyone_else() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let mut c = Participant::join(&chat, "lobby", CAROL).await;
+    let mut b2 = Participant::join(&chat, "lobby", BOB).await;
+    let text = "héllo\r\n-------fake$\r\n\u{1F600}";
+    let tid = a.say(text).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    for p in [&mut b, &mut c, &mut b2] {
+        let (req, body) = p.message().await;
+        assert_eq!(req.headers.content_type().unwrap().essence(), "message/cpim");
+        let cpim = Cpim::parse(&body).unwrap();
+        assert_eq!(cpim.from().unwrap().uri, ALICE);
+        assert_eq!(cpim.to().unwrap()[0].uri, "sip:lobby@chat.test");
+        assert!(cpim.datetime().is_some(), "DateTime added");
+        assert_eq!(&cpim.body[..], text.as_bytes(), "byte-exact to {}", p.identity);
+    }
+    assert!(a.quiet_for(300).await, "the sender's own session gets no copy");
+    // Alice's second device gets her messages; the device that sent does not.
+    let mut a2 = Participant::join(&chat, "lobby", ALICE).await;
+    a.say("from device one").await;
+    loop {
+        let (_, body) = a2.message().await;
+        if body.ends_with(b"from device one") {
+            break;
+        }
+    }
+    assert!(a.quiet_for(200).await);
+}
+
+#[tokio::test]
+async fn refusals_carry_their_status() {
+    let chat = start_chat(ChatOptions { max_message_size: 1000, ..ChatOptions::default() }).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let tid = a.send_body("text/plain", b"hi").await;
+    assert_eq!(a.status_of(tid).await, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let tid = a.send_body("message/cpim", b"no blank line").await;
+    assert_eq!(a.status_of(tid).await, StatusCode::BAD_REQUEST);
+    let spoof = b.cpim(None, "text/plain", b"I am bob");
+    let tid = a.send_body("message/cpim", &spoof).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::FORBIDDEN);
+    let big = a.cpim(None, "text/plain", &[b'x'; 2000]);
+    let tid = a.send_body("message/cpim", &big).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::MESSAGE_TOO_LARGE);
+    assert!(b.quiet_for(300).await, "nothing refused reaches the room");
+    // The session survives all of that.
+    let tid = a.say("still here").await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    assert!(b.message().await.1.ends_with(b"still here"));
+}
+
+#[tokio::test]
+async fn private_messages_reach_every_device_of_one_user() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let mut b2 = Participant::join(&chat, "lobby", BOB).await;
+    let mut c = Participant::join(&chat, "lobby", CAROL).await;
+    let body = a.cpim(Some(BOB), "text/plain", b"psst");
+    let tid = a.send_body("message/cpim", &body).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    for p in [&mut b, &mut b2] {
+        let cpim = Cpim::parse(&p.message().await.1).unwrap();
+        assert_eq!(cpim.to().unwrap()[0].uri, BOB);
+        assert_eq!(&cpim.body[..], b"psst");
+    }
+    assert!(c.quiet_for(300).await, "not for carol");
+    let body = a.cpim(Some("sip:nobody@example.com"), "text/plain", b"?");
+    let tid = a.send_body("message/cpim", &body).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::NOT_FOUND);
+
+    let chat = start_chat(ChatOptions { private_messages: false, ..ChatOptions::default() }).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let _b = Participant::join(&chat, "lobby", BOB).await;
+    let body = a.cpim(Some(BOB), "text/plain", b"psst");
+    let tid = a.send_body("message/cpim", &body).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::PRIVATE_MESSAGES_NOT_SUPPORTED);
+}
+
+#[tokio::test]
+async fn nicknames() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut a2 = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let tid = a.nickname(Some("Ally")).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    let tid = a2.nickname(Some("ally")).await;
+    assert_eq!(a2.status_of(tid).await, StatusCode::OK, "the same user's devices share a nickname");
+    let tid = b.nickname(Some("ＡＬＬＹ")).await;
+    assert_eq!(b.status_of(tid).await, StatusCode::NICKNAME_IN_USE, "look-alikes collide");
+    let tid = b.nickname(Some("bad\u{202E}name")).await;
+    assert_eq!(b.status_of(tid).await, StatusCode::BAD_NICKNAME);
+    let tid = b.nickname(None).await;
+    assert_eq!(b.status_of(tid).await, StatusCode::BAD_REQUEST, "Use-Nickname missing");
+    a.say("hi").await;
+    let cpim = Cpim::parse(&b.message().await.1).unwrap();
+    assert_eq!(cpim.from().unwrap().name.as_deref(), Some("ally"), "display name = nickname");
+    let tid = a.nickname(Some("")).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK, "an empty value releases it");
+    let tid = b.nickname(Some("Ally")).await;
+    assert_eq!(b.status_of(tid).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn history_is_replayed_to_a_late_joiner() {
+    let chat = start_chat(ChatOptions { history_size: 2, ..ChatOptions::default() }).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    for text in ["one", "two", "three"] {
+        let tid = a.say(text).await;
+        assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    }
+    let typing = a.cpim(None, "application/im-iscomposing+xml", b"<isComposing/>");
+    let tid = a.send_body("message/cpim", &typing).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    for want in ["two", "three"] {
+        let cpim = Cpim::parse(&b.message().await.1).unwrap();
+        assert_eq!(cpim.from().unwrap().uri, ALICE, "original sender");
+        assert!(cpim.datetime().is_some());
+        assert_eq!(&cpim.body[..], want.as_bytes());
+    }
+    assert!(b.quiet_for(300).await, "is-composing is not history");
+}
+
+#[tokio::test]
+async fn is_composing_goes_out_without_reports() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let typing = a.cpim(None, "application/im-iscomposing+xml", b"<isComposing/>");
+    a.send_body("message/cpim", &typing).await;
+    let (req, _) = b.message().await;
+    assert_eq!(req.headers.success_report(), msrp::header::SuccessReport::No);
+    assert_eq!(req.headers.failure_report(), msrp::header::FailureReport::No);
+}
+
+#[tokio::test]
+async fn large_messages_go_out_in_chunks_and_others_interleave() {
+    let chat = start_chat(ChatOptions { chunk_size: 4096, ..ChatOptions::default() }).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let c = Participant::join(&chat, "lobby", CAROL).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    a.send_body("message/cpim", &a.cpim(None, "application/octet-stream", &big)).await;
+    c.say("small").await;
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let (body, chunks) = loop {
+            if let Got::Send { body, chunks, .. } = b.next().await {
+                break (body, chunks);
+            }
+        };
+        if common::is_notice(&body) {
+            continue;
+        }
+        let cpim = Cpim::parse(&body).unwrap();
+        if cpim.body.len() == big.len() {
+            assert_eq!(&cpim.body[..], &big[..]);
+            assert!(chunks > 40, "sent in chunks of at most 4096 bytes ({chunks})");
+        }
+        order.push(cpim.body.len());
+    }
+    assert_eq!(order.first(), Some(&5), "the small message overtook the large one: {order:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_participant_is_dropped_and_the_room_goes_on() {
+    let chat = start_chat(ChatOptions { queue_bytes: 256 * 1024, ..ChatOptions::default() }).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let slow = Participant::join(&chat, "lobby", CAROL).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    slow.stall();
+    let sessions = chat.session_count();
+    let filler = "x".repeat(32 * 1024);
+    // In step with bob, so that only the stalled participant falls behind; 1000 × 32 KiB is
+    // more than the kernel buffers of the stalled connection and its queue hold together.
+    let mut sent = 0;
+    while chat.session_count() == sessions {
+        assert!(sent < 1000, "the stalled participant was never dropped");
+        a.say(&format!("{sent} {filler}")).await;
+        let (_, body) = b.message().await;
+        assert!(Cpim::parse(&body).unwrap().body.starts_with(format!("{sent} ").as_bytes()), "in order, none lost");
+        sent += 1;
+    }
+    assert_eq!(chat.session_count(), sessions - 1);
+    for i in sent..sent + 20 {
+        a.say(&format!("{i} after")).await;
+        assert!(b.message().await.1.ends_with(format!("{i} after").as_bytes()), "the others carry on");
+    }
+}
+
+#[tokio::test]
+async fn the_room_empties_when_the_last_one_leaves() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    assert_eq!(chat.room_count(), 1);
+    chat.leave(&a.session_id);
+    loop {
+        if let Got::Send { body, .. } = b.next().await
+            && String::from_utf8_lossy(&body).contains("alice@example.com left")
+        {
+            break;
+        }
+    }
+    chat.leave(&b.session_id);
+    assert_eq!((chat.room_count(), chat.session_count()), (0, 0));
+}
+
+#[tokio::test]
+async fn unknown_sessions_get_481() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let remote = a.remote.first().with_session_id(Some("nosuchsession")).unwrap();
+    let mut stranger =
+        Participant::connect(BOB, a.local.clone(), msrp::header::Path::single(remote), String::new()).await;
+    let tid = stranger.say("hello?").await;
+    assert_eq!(stranger.status_of(tid).await, StatusCode::SESSION_DOES_NOT_EXIST);
+}
