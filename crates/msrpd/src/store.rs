@@ -52,13 +52,13 @@ impl std::fmt::Display for Account {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "subscriber".into(),
-        MigrationType::Simple,
-        SqlStr::from_static(include_str!("../migrations/0001_subscriber.sql")),
-        false,
-    )])
+    let step = |version, name: &str, sql| {
+        Migration::new(version, name.to_owned().into(), MigrationType::Simple, SqlStr::from_static(sql), false)
+    };
+    Migrator::with_migrations(vec![
+        step(1, "subscriber", include_str!("../migrations/0001_subscriber.sql")),
+        step(2, "chat_history", include_str!("../migrations/0002_chat_history.sql")),
+    ])
 }
 
 /// A pool over the user database, migrated to the current schema.
@@ -192,6 +192,71 @@ impl msrp_relay::CredentialStore for CachedCredentials {
     }
 }
 
+/// Room history in the same database, so it outlives rooms and restarts.
+impl msrp_chat::History for Store {
+    fn append<'a>(
+        &'a self,
+        room: &'a str,
+        msg: &'a msrp_chat::Stored,
+        keep: usize,
+    ) -> msrp_chat::history::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+            sqlx::query(
+                "INSERT INTO chat_history (room, sender, display, datetime, content_type, body) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(room)
+            .bind(&msg.sender)
+            .bind(&msg.display)
+            .bind(&msg.datetime)
+            .bind(&msg.content_type)
+            .bind(msg.body.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+            sqlx::query(
+                "DELETE FROM chat_history WHERE room = ? AND id NOT IN \
+                 (SELECT id FROM chat_history WHERE room = ? ORDER BY id DESC LIMIT ?)",
+            )
+            .bind(room)
+            .bind(room)
+            .bind(keep as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn recent<'a>(
+        &'a self,
+        room: &'a str,
+        limit: usize,
+    ) -> msrp_chat::history::BoxFuture<'a, Result<Vec<msrp_chat::Stored>, String>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT sender, display, datetime, content_type, body FROM \
+                 (SELECT * FROM chat_history WHERE room = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            )
+            .bind(room)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(rows
+                .iter()
+                .map(|r| msrp_chat::Stored {
+                    sender: r.get(0),
+                    display: r.get(1),
+                    datetime: r.get(2),
+                    content_type: r.get(3),
+                    body: bytes::Bytes::from(r.get::<Vec<u8>, _>(4)),
+                })
+                .collect())
+        })
+    }
+}
+
 fn hashes(account: &Account, password: &str) -> (String, String) {
     (
         ha1(Algorithm::Md5, &account.user, &account.domain, password),
@@ -244,6 +309,23 @@ mod tests {
         store.remove(&alice).await.unwrap();
         assert!(cached.ha1("alice", "example.com", Algorithm::Md5).await.unwrap().is_some(), "within the TTL");
         assert!(direct.ha1("alice", "example.com", Algorithm::Md5).await.unwrap().is_none());
+        // Chat history: newest `keep` per room, oldest first.
+        use msrp_chat::History;
+        for n in 0..5u8 {
+            let msg = msrp_chat::Stored {
+                sender: "sip:alice@example.com".into(),
+                display: (n % 2 == 0).then(|| "Ally".to_owned()),
+                datetime: format!("2026-11-25T00:00:0{n}Z"),
+                content_type: "text/plain".into(),
+                body: bytes::Bytes::from(vec![n, 0, 255]),
+            };
+            store.append("sip:lobby@x", &msg, 3).await.unwrap();
+        }
+        let got = store.recent("sip:lobby@x", 10).await.unwrap();
+        assert_eq!(got.iter().map(|m| m.body[0]).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!((got[0].display.as_deref(), &got[0].body[..]), (Some("Ally"), &[2, 0, 255][..]));
+        assert_eq!(store.recent("sip:lobby@x", 1).await.unwrap()[0].body[0], 4);
+        assert!(store.recent("sip:other@x", 10).await.unwrap().is_empty());
         // Reopening runs the migrations again without harm.
         drop(store);
         Store::open(&url).await.unwrap();
