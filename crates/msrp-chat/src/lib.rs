@@ -4,6 +4,7 @@
 //! - [`cpim`], [`nickname`], [`identity`], [`judge`], [`sdp`]: the rules, as plain code.
 //! - [`server::Chat`]: rooms, sessions, MSRP connections and fan-out on tokio.
 //! - [`history`]: where past messages are kept.
+//! - [`sip`]: the SIP user agent server that joins and hangs up participants.
 
 mod conn;
 pub mod cpim;
@@ -16,6 +17,7 @@ mod room;
 pub mod sdp;
 pub mod server;
 mod session;
+pub mod sip;
 pub mod time;
 
 pub use history::{History, MemoryHistory, Stored};

@@ -19,6 +19,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub database: DatabaseConfig,
     pub relay: RelayConfig,
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -29,6 +30,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             database: DatabaseConfig::default(),
             relay: RelayConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -212,6 +214,216 @@ impl RelayConfig {
     }
 }
 
+/// A SIP listener: `udp://IP:PORT`, `tcp://IP:PORT` or `tls://IP:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SipListen {
+    pub transport: SipTransport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl TryFrom<String> for SipListen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (scheme, rest) =
+            s.split_once("://").ok_or_else(|| format!("SIP listener {s:?}: expected udp://, tcp:// or tls://"))?;
+        let transport = match scheme {
+            "udp" => SipTransport::Udp,
+            "tcp" => SipTransport::Tcp,
+            "tls" => SipTransport::Tls,
+            _ => return Err(format!("SIP listener {s:?}: expected udp://, tcp:// or tls://")),
+        };
+        let addr = rest.parse().map_err(|_| format!("SIP listener {s:?}: expected IP:PORT after the scheme"))?;
+        Ok(SipListen { transport, addr })
+    }
+}
+
+impl From<SipListen> for String {
+    fn from(l: SipListen) -> String {
+        l.to_string()
+    }
+}
+
+impl fmt::Display for SipListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.transport {
+            SipTransport::Udp => "udp",
+            SipTransport::Tcp => "tcp",
+            SipTransport::Tls => "tls",
+        };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Network {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("network {s:?}: expected IP or IP/PREFIX");
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.as_str(), None),
+        };
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Network { addr, prefix })
+    }
+}
+
+impl From<Network> for String {
+    fn from(n: Network) -> String {
+        format!("{}/{}", n.addr, n.prefix)
+    }
+}
+
+/// `"any"` or a list of room names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Rooms {
+    Keyword(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    pub enabled: bool,
+    /// Rooms are `sip:ROOM@domain`.
+    pub domain: String,
+    pub sip_listen: Vec<SipListen>,
+    /// Where participants' MSRP connections arrive.
+    pub msrp_listen: Vec<Listen>,
+    /// Host written into the server's MSRP URIs and SDP. Empty: the IP of the MSRP listener.
+    pub msrp_host: String,
+    /// Source networks whose SIP requests are admitted without a Digest challenge (identity
+    /// from P-Asserted-Identity, else From).
+    pub trusted_networks: Vec<Network>,
+    /// `"any"` (created on first INVITE) or a list of room names.
+    pub rooms: Rooms,
+    /// Public messages stored per room and replayed to joiners.
+    pub history_size: usize,
+    pub private_messages: bool,
+    /// Largest message accepted from a participant (bytes; larger gets 413).
+    pub max_message_size: u64,
+    /// The server's outgoing chunks are at most this many bytes, so messages interleave.
+    pub chunk_size: usize,
+    /// Messages and bytes waiting for one participant before it is dropped as too slow.
+    pub queue_messages: usize,
+    pub queue_bytes: usize,
+    /// Seconds a joined participant has to set up its MSRP connection.
+    pub connect_timeout: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        let o = msrp_chat::ChatOptions::default();
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        ChatConfig {
+            enabled: true,
+            domain: o.domain,
+            sip_listen: vec![
+                SipListen { transport: SipTransport::Udp, addr: local(5060) },
+                SipListen { transport: SipTransport::Tcp, addr: local(5060) },
+            ],
+            msrp_listen: vec![Listen { tls: true, addr: local(2856) }, Listen { tls: false, addr: local(2857) }],
+            msrp_host: String::new(),
+            trusted_networks: Vec::new(),
+            rooms: Rooms::Keyword("any".into()),
+            history_size: o.history_size,
+            private_messages: o.private_messages,
+            max_message_size: o.max_message_size,
+            chunk_size: o.chunk_size,
+            queue_messages: o.queue_messages,
+            queue_bytes: o.queue_bytes,
+            connect_timeout: o.connect_timeout.as_secs(),
+        }
+    }
+}
+
+impl ChatConfig {
+    pub fn room_policy(&self) -> msrp_chat::RoomPolicy {
+        match &self.rooms {
+            Rooms::Keyword(_) => msrp_chat::RoomPolicy::Any,
+            Rooms::List(list) => msrp_chat::RoomPolicy::Only(list.clone()),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Rooms::Keyword(k) = &self.rooms
+            && k != "any"
+        {
+            return Err(format!("chat.rooms must be \"any\" or a list of names, not {k:?}"));
+        }
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.domain.is_empty() || self.domain.contains(['/', ';', ' ', '@', ':']) {
+            return Err(format!("chat.domain {:?} is not a domain", self.domain));
+        }
+        if self.sip_listen.is_empty() || self.msrp_listen.is_empty() {
+            return Err("chat.sip_listen and chat.msrp_listen need an address each (or chat.enabled = false)".into());
+        }
+        if self.msrp_listen.iter().any(|l| l.addr.ip().is_unspecified()) && self.msrp_host.is_empty() {
+            return Err("chat.msrp_host is needed when chat.msrp_listen binds 0.0.0.0 or ::".into());
+        }
+        for (name, v) in [
+            ("chunk_size", self.chunk_size),
+            ("queue_messages", self.queue_messages),
+            ("queue_bytes", self.queue_bytes),
+        ] {
+            if v == 0 {
+                return Err(format!("chat.{name} must be positive"));
+            }
+        }
+        if self.history_size >= self.queue_messages {
+            return Err("chat.history_size must be below chat.queue_messages (a joiner's replay is queued)".into());
+        }
+        if self.max_message_size == 0 {
+            return Err("chat.max_message_size must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -278,6 +490,7 @@ impl Config {
         if r.max_connections == 0 || r.max_connections_per_ip == 0 {
             return bad("relay.max_connections and max_connections_per_ip must be positive".into());
         }
+        self.chat.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database.url
             && !url.starts_with("sqlite:")
         {
@@ -346,5 +559,27 @@ mod tests {
         assert!(Config::parse("[tls]\ncertificate = \"a.pem\"").is_err());
         assert!(Config::parse("[relay]\ndomains = []").is_err());
         assert!(Config::parse("[database]\nurl = \"mysql://x\"").is_err());
+        assert!(Config::parse("[chat]\nsip_listen = [\"ws://1.2.3.4:5\"]").is_err());
+        assert!(Config::parse("[chat]\nrooms = \"some\"").is_err());
+        assert!(Config::parse("[chat]\ntrusted_networks = [\"10.0.0.0/33\"]").is_err());
+        assert!(Config::parse("[chat]\nmsrp_listen = [\"msrp://0.0.0.0:2857\"]").is_err(), "needs msrp_host");
+        assert!(Config::parse("[chat]\nhistory_size = 5000").is_err());
+    }
+
+    #[test]
+    fn chat_keys() {
+        let c = Config::parse(
+            "[chat]\nrooms = [\"lobby\", \"dev\"]\ntrusted_networks = [\"10.1.0.0/16\", \"::1\"]\n\
+             sip_listen = [\"tls://[::1]:5061\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.chat.room_policy(), msrp_chat::RoomPolicy::Only(vec!["lobby".into(), "dev".into()]));
+        let net = c.chat.trusted_networks[0];
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.1".parse().unwrap()), "v4-mapped addresses count");
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.chat.trusted_networks[1].contains("::1".parse().unwrap()));
+        assert_eq!(c.chat.sip_listen[0].to_string(), "tls://[::1]:5061");
+        assert_eq!(Config::parse(&c.to_toml()).unwrap().chat.trusted_networks, c.chat.trusted_networks);
     }
 }

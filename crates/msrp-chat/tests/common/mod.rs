@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sip;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,9 +86,19 @@ impl Participant {
             })
             .await
             .expect("join accepted");
-        let remote = answer_path(&joined.answer);
-        let p = Participant::connect(user, local, remote, joined.session_id).await;
-        // Bind with an empty SEND, as clients do before their first message.
+        Participant::answered(user, local, &joined.answer, joined.session_id).await
+    }
+
+    /// A fresh local URI for an offer.
+    pub fn local_uri() -> Uri {
+        Uri::parse(ByteString::from(format!("msrp://127.0.0.1:9/{};tcp", msrp::id::random_session_id()))).unwrap()
+    }
+
+    /// Connects to the path of an SDP answer (setup active) and binds with an empty SEND, as
+    /// clients do before their first message.
+    pub async fn answered(user: &str, local: Uri, answer: &str, session_id: String) -> Participant {
+        let remote = answer_path(answer);
+        let p = Participant::connect(user, local, remote, session_id).await;
         p.send_raw(
             Request::new(TransactionId::random(), Method::Send).with(Header::MessageId(MessageId::random())),
             None,
@@ -212,6 +224,15 @@ impl Participant {
             if let Got::Send { req, body, .. } = self.next().await
                 && !is_notice(&body)
             {
+                return (req, body);
+            }
+        }
+    }
+
+    /// The next complete message, notices included.
+    pub async fn message_or_notice(&mut self) -> (Request, Bytes) {
+        loop {
+            if let Got::Send { req, body, .. } = self.next().await {
                 return (req, body);
             }
         }

@@ -1,0 +1,218 @@
+//! Who is calling (RFC 3261 §22 Digest, RFC 7616 algorithms; RFC 3325 P-Asserted-Identity
+//! from trusted networks).
+//!
+//! Requests from a trusted network (a SIP proxy that authenticated its users) are taken at their
+//! word: P-Asserted-Identity, else From. Everyone else answers a Digest challenge against the
+//! user store, in the realm of its From domain (the domain of its account), and may only join
+//! as the user it proved to be. Nonces and replay protection are the relay's (stateless HMAC
+//! nonces, bounded nonce-count table).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use msrp_relay::CredentialStore;
+use msrp_relay::digest::{self, Algorithm, DigestResponse, NonceCheck, NonceCounts, NonceKey};
+use tracing::{info, warn};
+
+use crate::identity::{self, Identity};
+
+/// Nonce-counts remembered for replay detection; bounded like the relay's.
+const NONCE_COUNT_CAPACITY: usize = 100_000;
+
+/// Decides whether a source address is trusted.
+pub type TrustFn = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// The outcome of checking a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Admit(Identity),
+    /// Answer 401 with these WWW-Authenticate values.
+    Challenge(Vec<String>),
+    /// Answer 403 (wrong password, unknown user, identity mismatch, replay).
+    Forbid(&'static str),
+    /// Answer 400: no usable From.
+    Malformed(&'static str),
+}
+
+pub struct Authenticator {
+    trusted: TrustFn,
+    store: Option<Arc<dyn CredentialStore>>,
+    key: NonceKey,
+    counts: Mutex<NonceCounts>,
+    opaque: String,
+    nonce_lifetime: Duration,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+/// What the request says about its sender.
+#[derive(Debug, Clone)]
+pub struct Claims<'a> {
+    pub source: IpAddr,
+    pub method: &'a str,
+    /// `From` as (display name, URI).
+    pub from: (Option<String>, String),
+    pub asserted: Option<(Option<String>, String)>,
+    /// The Authorization header value, if any.
+    pub authorization: Option<String>,
+    /// The Request-URI, for the digest-uri check.
+    pub request_uri: String,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Authenticator {
+    /// `store` `None` admits only trusted sources (everyone else is refused with 403).
+    pub fn new(trusted: TrustFn, store: Option<Arc<dyn CredentialStore>>, nonce_lifetime: Duration) -> Self {
+        Authenticator {
+            trusted,
+            store,
+            key: NonceKey::random(),
+            counts: Mutex::new(NonceCounts::new(NONCE_COUNT_CAPACITY)),
+            opaque: msrp::id::random_ident(),
+            nonce_lifetime,
+        }
+    }
+
+    fn challenge(&self, realm: &str, stale: bool) -> Verdict {
+        let nonce = self.key.mint(realm, now());
+        // MD5 first, unlike the relay's AUTH: deployed SIP user agents (rsipstack's client
+        // among them) take the first challenge and fail on an algorithm they do not know,
+        // rather than skipping to the next one as RFC 8760 §2.4 asks. SHA-256 follows for those
+        // that choose.
+        let values = [Algorithm::Md5, Algorithm::Sha256]
+            .into_iter()
+            .map(|alg| digest::challenge(alg, realm, &nonce, &self.opaque, stale).to_string())
+            .collect();
+        Verdict::Challenge(values)
+    }
+
+    pub async fn check(&self, c: &Claims<'_>) -> Verdict {
+        if (self.trusted)(c.source) {
+            let (name, uri) = c.asserted.clone().unwrap_or_else(|| c.from.clone());
+            return match Identity::new(&uri, name.as_deref()) {
+                Some(id) => Verdict::Admit(id),
+                None => Verdict::Malformed("no user in P-Asserted-Identity or From"),
+            };
+        }
+        let Some(key) = identity::key(&c.from.1) else { return Verdict::Malformed("no user in From") };
+        let (user, realm) = key.rsplit_once('@').expect("a key is user@host");
+        let Some(store) = &self.store else { return Verdict::Forbid("only trusted networks may call") };
+        let Some(value) = &c.authorization else { return self.challenge(realm, false) };
+        let creds = match msrp::Header::parse("Authorization", value) {
+            Ok(msrp::Header::Authorization(creds)) => creds,
+            _ => return self.challenge(realm, false),
+        };
+        let d = match DigestResponse::from_credentials(&creds, &c.request_uri) {
+            Ok(d) => d,
+            Err(e) => {
+                info!(source = %c.source, error = %e, "unusable SIP Authorization");
+                return self.challenge(realm, false);
+            }
+        };
+        if !d.realm.eq_ignore_ascii_case(realm) {
+            return self.challenge(realm, false);
+        }
+        let issued_at = match self.key.check(&d.nonce, realm, now(), self.nonce_lifetime.as_secs()) {
+            NonceCheck::Valid { issued_at } => issued_at,
+            NonceCheck::Stale => return self.challenge(realm, true),
+            NonceCheck::Invalid => return self.challenge(realm, false),
+        };
+        if d.username != user {
+            return Verdict::Forbid("authenticated user differs from From");
+        }
+        let ha1 = match store.ha1(&d.username, realm, d.algorithm).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return Verdict::Forbid("unknown user"),
+            Err(e) => {
+                warn!(error = %e, "user store lookup failed");
+                return Verdict::Forbid("user store unavailable");
+            }
+        };
+        if !d.verify(&ha1, c.method) {
+            return Verdict::Forbid("wrong password");
+        }
+        let fresh = self.counts.lock().map(|mut t| t.accept(&d.nonce, issued_at, d.nc.unwrap_or(1))).unwrap_or(false);
+        if !fresh {
+            return Verdict::Forbid("nonce-count replayed");
+        }
+        match Identity::new(&c.from.1, c.from.0.as_deref()) {
+            Some(id) => Verdict::Admit(id),
+            None => Verdict::Malformed("no user in From"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msrp_relay::BoxFuture;
+
+    struct OneUser;
+    impl CredentialStore for OneUser {
+        fn ha1<'a>(
+            &'a self,
+            user: &'a str,
+            realm: &'a str,
+            alg: Algorithm,
+        ) -> BoxFuture<'a, Result<Option<String>, String>> {
+            Box::pin(async move { Ok((user == "alice").then(|| digest::ha1(alg, user, realm, "pw"))) })
+        }
+    }
+
+    fn claims(auth: Option<String>, source: &str) -> Claims<'static> {
+        Claims {
+            source: source.parse().unwrap(),
+            method: "INVITE",
+            from: (Some("Alice".into()), "sip:alice@example.com".into()),
+            asserted: Some((None, "sip:boss@example.com".into())),
+            authorization: auth,
+            request_uri: "sip:lobby@chat.example.com".into(),
+        }
+    }
+
+    fn answer(challenge: &str, user: &str, pw: &str, nc: u32) -> String {
+        let param = |name: &str| {
+            let start = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            challenge[start..].split('"').next().unwrap().to_owned()
+        };
+        let (realm, nonce, opaque) = (param("realm"), param("nonce"), param("opaque"));
+        let ha1 = digest::ha1(Algorithm::Md5, user, &realm, pw);
+        let ha2 = Algorithm::Md5.hash_hex(b"INVITE:sip:lobby@chat.example.com");
+        let resp = Algorithm::Md5.hash_hex(format!("{ha1}:{nonce}:{nc:08x}:abc:auth:{ha2}").as_bytes());
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:lobby@chat.example.com\", \
+             response=\"{resp}\", algorithm=MD5, qop=auth, nc={nc:08x}, cnonce=\"abc\", opaque=\"{opaque}\""
+        )
+    }
+
+    #[tokio::test]
+    async fn trusted_untrusted_and_digest() {
+        let trust: TrustFn = Arc::new(|ip: IpAddr| ip.is_loopback());
+        let auth = Authenticator::new(trust, Some(Arc::new(OneUser)), Duration::from_secs(60));
+        let Verdict::Admit(id) = auth.check(&claims(None, "127.0.0.1")).await else { panic!() };
+        assert_eq!(id.uri, "sip:boss@example.com", "trusted: P-Asserted-Identity wins");
+        let Verdict::Challenge(ch) = auth.check(&claims(None, "192.0.2.1")).await else { panic!() };
+        assert!(ch[0].contains("MD5") && ch[1].contains("SHA-256") && ch[0].contains("realm=\"example.com\""));
+        let good = answer(&ch[0], "alice", "pw", 1);
+        let Verdict::Admit(id) = auth.check(&claims(Some(good.clone()), "192.0.2.1")).await else { panic!() };
+        assert_eq!((id.uri.as_str(), id.display.as_deref()), ("sip:alice@example.com", Some("Alice")), "From, not PAI");
+        assert_eq!(auth.check(&claims(Some(good), "192.0.2.1")).await, Verdict::Forbid("nonce-count replayed"));
+        let wrong = answer(&ch[0], "alice", "nope", 1);
+        assert_eq!(auth.check(&claims(Some(wrong), "192.0.2.1")).await, Verdict::Forbid("wrong password"));
+        let other = answer(&ch[0], "bob", "pw", 1);
+        assert_eq!(
+            auth.check(&claims(Some(other), "192.0.2.1")).await,
+            Verdict::Forbid("authenticated user differs from From")
+        );
+        let forged = answer(&ch[0], "alice", "pw", 1).replace("nonce=\"", "nonce=\"x");
+        assert!(matches!(auth.check(&claims(Some(forged), "192.0.2.1")).await, Verdict::Challenge(_)));
+    }
+}

@@ -1,0 +1,437 @@
+//! The SIP side of the chat focus: a UAS on UDP, TCP and TLS (rsipstack for parsing,
+//! transactions and dialogs) that turns an INVITE to `sip:ROOM@domain` into a room
+//! membership and a BYE into leaving it (RFC 7701; offer/answer per RFC 3264).
+//!
+//! - INVITE: who is calling ([`auth`]), then [`Chat::join`]; 200 with the SDP answer and a
+//!   Contact with `;isfocus`, or 401/403/404/488. A re-INVITE gets the same answer again.
+//! - BYE, CANCEL and an ACK that never comes end the session; a session the server ends
+//!   (participant too slow, MSRP connection gone) sends BYE.
+//! - OPTIONS: 200 with Allow/Accept. MESSAGE: 405 (chat happens over MSRP).
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::dialog::{Dialog, DialogState, DialogStateReceiver, DialogStateSender};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::*;
+use rsipstack::sip::{Header, Method, StatusCode, Transport};
+use rsipstack::transaction::endpoint::{Endpoint, EndpointInnerRef, EndpointOption};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::tcp::TcpConnection;
+use rsipstack::transport::tls::TlsConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::server::{Chat, JoinRequest};
+use auth::{Authenticator, Claims, Verdict};
+
+/// Methods the focus answers (Allow).
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+/// Bodies it takes (Accept).
+const ACCEPT: &str = "application/sdp";
+/// How long the server waits for a participant's answer to its BYE at shutdown.
+const BYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where to listen for SIP. TCP and TLS listeners are bound by the caller (so tests can use
+/// port 0 and read the port back); UDP sockets are bound here.
+#[derive(Default)]
+pub struct SipListeners {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<TcpListener>,
+    pub tls: Vec<TcpListener>,
+    /// Needed when `tls` is not empty.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for SipListeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipListeners").field("udp", &self.udp).finish_non_exhaustive()
+    }
+}
+
+/// A running SIP front end.
+pub struct SipServer {
+    endpoint: Endpoint,
+    state: Arc<State>,
+    token: CancellationToken,
+    addrs: Vec<(Transport, SocketAddr)>,
+}
+
+impl std::fmt::Debug for SipServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipServer").field("addrs", &self.addrs).finish_non_exhaustive()
+    }
+}
+
+/// What a dialog maps to.
+struct Call {
+    session_id: String,
+    /// The SDP answer, repeated for re-INVITEs.
+    answer: String,
+    contact: String,
+}
+
+struct State {
+    chat: Chat,
+    auth: Authenticator,
+    dialogs: Arc<DialogLayer>,
+    calls: Mutex<HashMap<DialogId, Call>>,
+    state_tx: DialogStateSender,
+}
+
+impl SipServer {
+    /// Starts the UAS for `chat`. Stops when `token` is cancelled.
+    pub async fn start(
+        chat: Chat,
+        auth: Authenticator,
+        listeners: SipListeners,
+        token: CancellationToken,
+    ) -> std::io::Result<SipServer> {
+        let io = |e: rsipstack::Error| std::io::Error::other(e.to_string());
+        let layer = TransportLayer::new(token.child_token());
+        // A chat lasts long without SIP traffic; the participant's TCP/TLS flow must stay
+        // open for the BYE (RFC 5923-style connection reuse), so no idle timeout.
+        layer.set_stream_idle_timeout(Duration::ZERO);
+        let mut addrs = Vec::new();
+        for addr in &listeners.udp {
+            let udp = UdpConnection::create_connection(*addr, None, Some(token.child_token())).await.map_err(io)?;
+            addrs.push((Transport::Udp, udp.get_addr().get_socketaddr().map_err(io)?));
+            layer.add_transport(udp.into());
+        }
+        let option = EndpointOption { callid_suffix: Some(chat.options().domain.clone()), ..Default::default() };
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent("msrpd")
+            .with_transport_layer(layer)
+            .with_cancel_token(token.child_token())
+            .with_option(option)
+            .build();
+        for l in &listeners.tcp {
+            addrs.push((Transport::Tcp, l.local_addr()?));
+        }
+        for l in &listeners.tls {
+            addrs.push((Transport::Tls, l.local_addr()?));
+        }
+        for l in listeners.tcp {
+            tokio::spawn(accept_loop(l, None, endpoint.inner.clone(), token.clone()));
+        }
+        if !listeners.tls.is_empty() {
+            let config = listeners
+                .tls_config
+                .clone()
+                .ok_or_else(|| std::io::Error::other("SIP over TLS needs a certificate"))?;
+            for l in listeners.tls {
+                tokio::spawn(accept_loop(l, Some(config.clone()), endpoint.inner.clone(), token.clone()));
+            }
+        }
+        let mut incoming = endpoint.incoming_transactions().map_err(io)?;
+        let serving = endpoint.inner.clone();
+        tokio::spawn(async move { serving.serve().await });
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let (state_tx, state_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = Arc::new(State { chat, auth, dialogs, calls: Mutex::default(), state_tx });
+        tokio::spawn(dialog_states(state.clone(), state_rx));
+        let (st, stop) = (state.clone(), token.clone());
+        tokio::spawn(async move {
+            loop {
+                let tx = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    t = incoming.recv() => match t { Some(t) => t, None => break },
+                };
+                let st = st.clone();
+                tokio::spawn(async move { on_transaction(st, tx).await });
+            }
+        });
+        for (t, a) in &addrs {
+            info!(transport = %t, addr = %a, "SIP listening");
+        }
+        Ok(SipServer { endpoint, state, token, addrs })
+    }
+
+    /// The bound addresses, per transport.
+    pub fn addrs(&self) -> &[(Transport, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// Calls in progress.
+    pub fn call_count(&self) -> usize {
+        self.state.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Hangs up every call (BYE, answered or not within 2 s), then stops.
+    pub async fn shutdown(&self) {
+        let ids: Vec<DialogId> = self.state.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let byes = ids.into_iter().filter_map(|id| match self.state.dialogs.get_dialog(&id) {
+            Some(Dialog::Invite(d)) => Some(async move {
+                let _ = tokio::time::timeout(BYE_TIMEOUT, d.bye()).await;
+            }),
+            _ => None,
+        });
+        futures_join_all(byes).await;
+        self.token.cancel();
+        self.endpoint.shutdown();
+    }
+}
+
+/// Runs futures concurrently to completion (a few lines instead of the `futures` crate).
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Accepts SIP over TCP (or TLS) and hands each flow to the transport layer.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    endpoint: EndpointInnerRef,
+    token: CancellationToken,
+) {
+    let Ok(local) = listener.local_addr() else { return };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = token.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "SIP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, endpoint, token) = (acceptor.clone(), endpoint.clone(), token.clone());
+        tokio::spawn(async move {
+            let conn = match acceptor {
+                None => {
+                    let local = SipAddr { r#type: Some(Transport::Tcp), addr: local.into() };
+                    TcpConnection::from_stream(stream, local, Some(token.child_token())).map(SipConnection::Tcp)
+                }
+                Some(acceptor) => {
+                    let tls = match acceptor.accept(stream).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            info!(%peer, error = %e, "SIP TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let local = SipAddr { r#type: Some(Transport::Tls), addr: local.into() };
+                    let remote = SipAddr { r#type: Some(Transport::Tls), addr: peer.into() };
+                    TlsConnection::from_server_stream(tls, local, remote, Some(token.child_token()))
+                        .await
+                        .map(SipConnection::Tls)
+                }
+            };
+            match conn {
+                Ok(c) => endpoint.transport_layer.add_connection(c),
+                Err(e) => info!(%peer, error = %e, "SIP connection not usable"),
+            }
+        });
+    }
+}
+
+/// `(display name, URI)` of a name-addr header value such as `"Alice" <sip:a@x>;tag=1`.
+fn name_addr(value: &str) -> (Option<String>, String) {
+    match (value.find('<'), value.find('>')) {
+        (Some(l), Some(r)) if l < r => {
+            let name = value[..l].trim().trim_matches('"').trim();
+            ((!name.is_empty()).then(|| name.to_owned()), value[l + 1..r].trim().to_owned())
+        }
+        _ => (None, value.split(';').next().unwrap_or("").trim().to_owned()),
+    }
+}
+
+async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
+    let method = tx.original.method;
+    let in_dialog = tx.original.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_some();
+    if in_dialog {
+        match st.dialogs.match_dialog(&tx) {
+            Some(mut d) => {
+                if let Err(e) = d.handle(&mut tx).await {
+                    debug!(error = %e, "in-dialog request failed");
+                }
+            }
+            None if method == Method::Ack => {}
+            None => {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            }
+        }
+        return;
+    }
+    match method {
+        Method::Invite => on_invite(st, tx).await,
+        Method::Options => {
+            let headers = vec![Header::Allow(ALLOW.into()), Header::Accept(ACCEPT.into())];
+            let _ = tx.reply_with(StatusCode::OK, headers, None).await;
+        }
+        Method::Ack => {}
+        Method::Bye | Method::Cancel => {
+            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+        }
+        _ => {
+            // MESSAGE included: chat messages travel over MSRP (RFC 7701), not as SIP MESSAGE.
+            let _ = tx.reply_with(StatusCode::MethodNotAllowed, vec![Header::Allow(ALLOW.into())], None).await;
+        }
+    }
+}
+
+/// Answers `tx` with a final failure and keeps the transaction alive to absorb the ACK (and,
+/// over UDP, to retransmit).
+async fn refuse(mut tx: Transaction, code: u16, headers: Vec<Header>) {
+    let _ = tx.reply_with(StatusCode::from(code), headers, None).await;
+    while tx.receive().await.is_some() {}
+}
+
+async fn on_invite(st: Arc<State>, mut tx: Transaction) {
+    let req = &tx.original;
+    let source = tx.connection.as_ref().and_then(|c| c.get_remote_addr()).and_then(|a| a.get_socketaddr().ok());
+    let Some(source) = source else {
+        return refuse(tx, 400, vec![]).await;
+    };
+    let room = req.uri.user().map(str::to_owned);
+    let from = req.from_header().map(|h| name_addr(h.value())).unwrap_or_default();
+    let claims = Claims {
+        source: source.ip(),
+        method: "INVITE",
+        from: from.clone(),
+        asserted: req.header_value("P-Asserted-Identity").map(|v| name_addr(&v)),
+        authorization: req.authorization_header().map(|h| h.value().to_owned()),
+        request_uri: req.uri.to_string(),
+    };
+    let identity = match st.auth.check(&claims).await {
+        Verdict::Admit(id) => id,
+        Verdict::Challenge(values) => {
+            debug!(%source, from = %from.1, "challenging the INVITE");
+            let headers = values.into_iter().map(|v| Header::WwwAuthenticate(v.into())).collect();
+            return refuse(tx, 401, headers).await;
+        }
+        Verdict::Forbid(why) => {
+            info!(%source, from = %from.1, "INVITE refused (403): {why}");
+            return refuse(tx, 403, vec![]).await;
+        }
+        Verdict::Malformed(why) => {
+            info!(%source, "INVITE refused (400): {why}");
+            return refuse(tx, 400, vec![]).await;
+        }
+    };
+    let Some(room) = room else {
+        return refuse(tx, 404, vec![]).await;
+    };
+    let sdp = req.header_value("Content-Type").is_some_and(|t| t.to_ascii_lowercase().starts_with("application/sdp"));
+    if !sdp || req.body.is_empty() {
+        info!(%source, "INVITE without an SDP offer: 488");
+        return refuse(tx, 488, vec![Header::Accept(ACCEPT.into())]).await;
+    }
+    let Some(conn) = tx.connection.clone() else { return };
+    let (scheme, param) = match conn.transport() {
+        Transport::Tcp => ("sip", ";transport=tcp"),
+        Transport::Tls => ("sips", ";transport=tls"),
+        _ => ("sip", ""),
+    };
+    let contact = format!("{scheme}:{room}@{}{param}", conn.get_addr().addr);
+    let contact_uri: Option<rsipstack::sip::Uri> = contact.as_str().try_into().ok();
+    let dialog = match st.dialogs.get_or_create_server_invite(&tx, st.state_tx.clone(), None, contact_uri) {
+        Ok(d) => d,
+        Err(e) => {
+            info!(%source, error = %e, "INVITE cannot start a dialog: 400");
+            return refuse(tx, 400, vec![]).await;
+        }
+    };
+    let id = dialog.id();
+    let hangup = {
+        let (dialogs, id) = (st.dialogs.clone(), id.clone());
+        Box::new(move || {
+            tokio::spawn(async move {
+                if let Some(Dialog::Invite(d)) = dialogs.get_dialog(&id) {
+                    let _ = d.bye().await;
+                }
+            });
+        })
+    };
+    let join = JoinRequest { room, identity, offer: Bytes::from(req.body.clone()), on_end: hangup };
+    match st.chat.join(join).await {
+        Ok(joined) => {
+            let headers = vec![
+                Header::Contact(format!("<{contact}>;isfocus").into()),
+                Header::ContentType("application/sdp".into()),
+                Header::Allow(ALLOW.into()),
+            ];
+            st.calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), Call { session_id: joined.session_id, answer: joined.answer.clone(), contact });
+            let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));
+        }
+        Err(e) => {
+            info!(%source, error = %e, "join refused");
+            let _ = dialog.reject(Some(StatusCode::from(e.sip_status())), Some(e.to_string()));
+        }
+    }
+    let mut d = Dialog::Invite(dialog);
+    if let Err(e) = d.handle(&mut tx).await {
+        debug!(error = %e, "INVITE transaction ended with an error");
+    }
+}
+
+/// Follows every dialog: answers re-INVITEs and in-dialog requests, and ends the chat
+/// session when the dialog ends.
+async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
+    while let Some(state) = rx.recv().await {
+        match state {
+            DialogState::Updated(id, req, handle) => {
+                let call = st
+                    .calls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .map(|c| (c.answer.clone(), c.contact.clone()));
+                match (req.method, call) {
+                    (Method::Invite, Some((answer, contact))) => {
+                        let headers = vec![
+                            Header::Contact(format!("<{contact}>;isfocus").into()),
+                            Header::ContentType("application/sdp".into()),
+                        ];
+                        let _ = handle.respond(StatusCode::OK, Some(headers), Some(answer.into_bytes())).await;
+                    }
+                    _ => {
+                        let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+                    }
+                }
+            }
+            DialogState::Options(_, _, handle) => {
+                let headers = vec![Header::Allow(ALLOW.into()), Header::Accept(ACCEPT.into())];
+                let _ = handle.respond(StatusCode::OK, Some(headers), None).await;
+            }
+            DialogState::Message(_, _, handle)
+            | DialogState::Info(_, _, handle)
+            | DialogState::Notify(_, _, handle) => {
+                let _ =
+                    handle.respond(StatusCode::MethodNotAllowed, Some(vec![Header::Allow(ALLOW.into())]), None).await;
+            }
+            DialogState::Refer(_, _, handle) => {
+                // RFC-NOTES: a REFER inside a participant's dialog is refused.
+                let _ = handle.reply(StatusCode::Forbidden).await;
+            }
+            DialogState::Terminated(id, reason) => {
+                st.dialogs.remove_dialog(&id);
+                let call = st.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                if let Some(call) = call {
+                    debug!(dialog = %id, ?reason, "call ended");
+                    st.chat.leave(&call.session_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The chat focus through its SIP front end: real INVITEs (rsipstack UAC) over UDP and TCP,
+//! then MSRP over TCP, all on 127.0.0.1.
+
+mod common;
+
+use common::sip::{start_sip_chat, start_uac};
+use common::{Participant, offer};
+use msrp::StatusCode as Msrp;
+use msrp_chat::ChatOptions;
+use msrp_chat::cpim::Cpim;
+use rsipstack::sip::prelude::*;
+use rsipstack::sip::{Method, StatusCode, Transport};
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const CAROL: &str = "sip:carol@example.com";
+
+/// Joins over SIP from `uac` and opens the MSRP side.
+async fn join(
+    uac: &common::sip::Uac,
+    target: &str,
+    user: &str,
+    cred: Option<(&str, &str)>,
+) -> (rsipstack::dialog::invite_dialog::InviteDialog, Participant) {
+    let local = Participant::local_uri();
+    let (dlg, resp) = uac.invite(target, user, Some(offer(local.as_str(), "active")), cred).await;
+    assert_eq!(resp.status_code, StatusCode::OK, "join of {user}");
+    let answer = String::from_utf8(resp.body.clone()).unwrap();
+    let contact = resp.contact_header().unwrap().value().to_owned();
+    assert!(contact.contains(";isfocus"), "Contact {contact}");
+    assert!(answer.contains("a=accept-types:message/cpim"));
+    assert!(answer.contains("a=chatroom:nickname private-messages"));
+    (dlg, Participant::answered(user, local, &answer, String::new()).await)
+}
+
+#[tokio::test]
+async fn three_join_over_udp_and_tcp_chat_and_leave() {
+    let server = start_sip_chat(ChatOptions::default(), true).await;
+    let uac = start_uac(&server.token).await;
+    let (da, mut a) = join(&uac, &server.target("lobby", Transport::Udp), ALICE, None).await;
+    let (db, mut b) = join(&uac, &server.target("lobby", Transport::Tcp), BOB, None).await;
+    let (dc, mut c) = join(&uac, &server.target("lobby", Transport::Udp), CAROL, None).await;
+    assert_eq!((server.chat.room_count(), server.chat.session_count(), server.sip.call_count()), (1, 3, 3));
+    let tid = a.say("hello room").await;
+    assert_eq!(a.status_of(tid).await, Msrp::OK);
+    for p in [&mut b, &mut c] {
+        let cpim = Cpim::parse(&p.message().await.1).unwrap();
+        assert_eq!((cpim.from().unwrap().uri.as_str(), &cpim.body[..]), (ALICE, &b"hello room"[..]));
+    }
+    assert!(a.quiet_for(200).await);
+    // A re-INVITE gets the same answer.
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let again = da.reinvite(Some(h), Some(offer(a.local.as_str(), "active").into_bytes())).await.unwrap().unwrap();
+    assert_eq!(again.status_code, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&again.body).contains(a.remote.last().as_str()));
+    // BYE leaves; the last BYE empties the room.
+    db.bye().await.unwrap();
+    loop {
+        let (_, body) = c.message_or_notice().await;
+        if String::from_utf8_lossy(&body).contains("bob@example.com left") {
+            break;
+        }
+    }
+    da.bye().await.unwrap();
+    dc.bye().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!((server.chat.room_count(), server.chat.session_count(), server.sip.call_count()), (0, 0, 0));
+    let _ = a;
+}
+
+#[tokio::test]
+async fn untrusted_callers_answer_a_digest_challenge() {
+    let server = start_sip_chat(ChatOptions::default(), false).await;
+    let uac = start_uac(&server.token).await;
+    let target = server.target("lobby", Transport::Tcp);
+    let (_, resp) = uac.invite(&target, ALICE, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
+    assert_eq!(resp.status_code, StatusCode::Unauthorized);
+    let challenge = resp.header_value("WWW-Authenticate").unwrap();
+    assert!(challenge.contains("realm=\"example.com\""), "{challenge}");
+    let (_, resp) = uac
+        .invite(&target, ALICE, Some(offer(Participant::local_uri().as_str(), "active")), Some(("alice", "wrong")))
+        .await;
+    assert_eq!(resp.status_code, StatusCode::Forbidden);
+    let (_, resp) = uac
+        .invite(&target, ALICE, Some(offer(Participant::local_uri().as_str(), "active")), Some(("bob", "bobpw")))
+        .await;
+    assert_eq!(resp.status_code, StatusCode::Forbidden, "proving to be bob does not make one alice");
+    let (_dlg, mut a) = join(&uac, &target, ALICE, Some(("alice", "alicepw"))).await;
+    let tid = a.say("authenticated").await;
+    assert_eq!(a.status_of(tid).await, Msrp::OK);
+}
+
+#[tokio::test]
+async fn what_is_not_a_chat_join_is_refused() {
+    let server = start_sip_chat(
+        ChatOptions { rooms: msrp_chat::RoomPolicy::Only(vec!["lobby".into()]), ..ChatOptions::default() },
+        true,
+    )
+    .await;
+    let uac = start_uac(&server.token).await;
+    let lobby = server.target("lobby", Transport::Udp);
+    let local = Participant::local_uri();
+    let (_, resp) =
+        uac.invite(&server.target("attic", Transport::Udp), ALICE, Some(offer(local.as_str(), "active")), None).await;
+    assert_eq!(resp.status_code.code(), 404, "not one of the configured rooms");
+    let audio = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let (_, resp) = uac.invite(&lobby, ALICE, Some(audio.into()), None).await;
+    assert_eq!(resp.status_code.code(), 488, "no chat stream");
+    let (_, resp) = uac.invite(&lobby, ALICE, None, None).await;
+    assert_eq!(resp.status_code.code(), 488, "no offer");
+    assert_eq!(uac.request(Method::Message, &lobby, Some(("text/plain", b"hi"))).await, 405);
+    assert_eq!(uac.request(Method::Options, &lobby, None).await, 200);
+    assert_eq!(server.chat.session_count(), 0);
+}
+
+#[tokio::test]
+async fn the_server_hangs_up_on_a_participant_that_stops_reading() {
+    let server = start_sip_chat(ChatOptions { queue_bytes: 128 * 1024, ..ChatOptions::default() }, true).await;
+    let uac = start_uac(&server.token).await;
+    let target = server.target("lobby", Transport::Udp);
+    let (_da, a) = join(&uac, &target, ALICE, None).await;
+    let (_db, mut b) = join(&uac, &target, BOB, None).await;
+    let (_dc, slow) = join(&uac, &target, CAROL, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    slow.stall();
+    let filler = "y".repeat(32 * 1024);
+    let mut sent = 0;
+    while server.chat.session_count() == 3 {
+        assert!(sent < 1000, "never dropped");
+        a.say(&format!("{sent} {filler}")).await;
+        b.message().await;
+        sent += 1;
+    }
+    let (_, why) = uac.terminated().await;
+    assert_eq!(why, "UasBye", "the server sent BYE");
+    a.say("still going").await;
+    assert!(b.message().await.1.ends_with(b"still going"));
+}
