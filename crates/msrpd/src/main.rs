@@ -1,5 +1,6 @@
 //! `msrpd`: parses the command line and wires the pieces; the work lives in the modules.
 
+mod chat;
 mod cli;
 mod config;
 mod logging;
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-type AnyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn user(config: &Config, cmd: UserCommand) -> Result<(), AnyError> {
     let store = Store::open(&config.database_url()).await?;
@@ -114,8 +115,12 @@ async fn serve(config: Config) -> Result<(), AnyError> {
     if config.relay.enabled && config.relay.listen.iter().any(|l| l.tls) {
         tls::check_hostname(&identity, &config.relay.hostname)?;
     }
-    let server_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
-    let client_tls = tokio_rustls::TlsConnector::from(tls::client_config(&config, &identity)?);
+    // rsipstack builds some rustls configs with the process default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server_config = tls::server_config(&identity)?;
+    let client_config = tls::client_config(&config, &identity)?;
+    let server_tls = tokio_rustls::TlsAcceptor::from(server_config.clone());
+    let client_tls = tokio_rustls::TlsConnector::from(client_config.clone());
     let store = Store::open(&config.database_url()).await?;
     info!(database = %config.database_url(), "user store open");
 
@@ -152,8 +157,16 @@ async fn serve(config: Config) -> Result<(), AnyError> {
             config.relay.domains[0]
         );
     }
+    let chat = if config.chat.enabled {
+        Some(chat::start(&config, &store, server_config, client_config).await?)
+    } else {
+        None
+    };
     shutdown_signal().await;
-    info!("shutting down: reporting what is in flight, then ending sessions");
+    info!("shutting down: reporting what is in flight, hanging up chat calls, then ending sessions");
+    if let Some(chat) = &chat {
+        chat.shutdown().await;
+    }
     for relay in &relays {
         relay.drain().await;
     }

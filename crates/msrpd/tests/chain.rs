@@ -47,7 +47,7 @@ fn start(name: &str, host: &str, realm: &str, port: u16, cert: &Path, key: &Path
         &config,
         format!(
             "data_dir = \"{d}\"\n[tls]\ncertificate = \"{c}\"\nprivate_key = \"{k}\"\ntrusted_certificates = [\"{t}\"]\nsystem_roots = false\n\
-             [relay]\nlisten = [\"msrps://127.0.0.1:{port}\"]\nhostname = \"{host}\"\ndomains = [\"{realm}\"]\n",
+             [relay]\nlisten = [\"msrps://127.0.0.1:{port}\"]\nhostname = \"{host}\"\ndomains = [\"{realm}\"]\n[chat]\nenabled = false\n",
             d = dir.display(),
             c = cert.display(),
             k = key.display(),

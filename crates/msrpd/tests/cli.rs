@@ -44,8 +44,11 @@ fn write_config(dir: &Path, plain: u16, tls: u16) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "data_dir = \"{}\"\n[relay]\nlisten = [\"msrp://127.0.0.1:{plain}\", \"msrps://127.0.0.1:{tls}\"]\nhostname = \"127.0.0.1\"\ndomains = [\"example.com\"]\n",
-            dir.display()
+            "data_dir = \"{}\"\n[relay]\nlisten = [\"msrp://127.0.0.1:{plain}\", \"msrps://127.0.0.1:{tls}\"]\nhostname = \"127.0.0.1\"\ndomains = [\"example.com\"]\n\
+             [chat]\ndomain = \"example.com\"\nsip_listen = [\"udp://127.0.0.1:{sip}\", \"tcp://127.0.0.1:{sip}\"]\nmsrp_listen = [\"msrp://127.0.0.1:{msrp}\"]\n",
+            dir.display(),
+            sip = free_port(),
+            msrp = free_port(),
         ),
     )
     .unwrap();
@@ -180,6 +183,7 @@ fn serve_authenticates_and_stops_on_sigterm() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
     assert!(log.contains("relay listening"), "{log}");
+    assert!(log.contains("SIP listening") && log.contains("chat MSRP listening"), "the chat service started: {log}");
     assert!(log.contains("msrpd user add"), "the log says how to add a user: {log}");
     assert!(log.contains("fingerprint"), "{log}");
 }
@@ -194,7 +198,7 @@ fn serve_refuses_a_certificate_that_does_not_name_the_hostname() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{d}\"\n[tls]\ncertificate = \"{d}/c.pem\"\nprivate_key = \"{d}/k.pem\"\n[relay]\nlisten = [\"msrps://127.0.0.1:{p}\"]\nhostname = \"relay.example.com\"\n",
+            "data_dir = \"{d}\"\n[tls]\ncertificate = \"{d}/c.pem\"\nprivate_key = \"{d}/k.pem\"\n[relay]\nlisten = [\"msrps://127.0.0.1:{p}\"]\nhostname = \"relay.example.com\"\n[chat]\nenabled = false\n",
             d = dir.0.display(),
             p = free_port()
         ),

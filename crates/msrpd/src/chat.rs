@@ -1,0 +1,96 @@
+//! Starts the chat service from `[chat]`: MSRP listeners for participants, the SIP front end,
+//! history in the user database, Digest against the same accounts as the relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msrp_chat::sip::auth::{Authenticator, TrustFn};
+use msrp_chat::sip::{SipListeners, SipServer};
+use msrp_chat::{Chat, ChatOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::AnyError;
+use crate::config::{Config, SipTransport};
+use crate::store::{CachedCredentials, Store};
+
+/// The running chat service.
+pub struct ChatService {
+    pub sip: SipServer,
+    token: CancellationToken,
+}
+
+impl ChatService {
+    /// Hangs up every participant (BYE), then stops listening.
+    pub async fn shutdown(&self) {
+        self.sip.shutdown().await;
+        self.token.cancel();
+    }
+}
+
+pub async fn start(
+    config: &Config,
+    store: &Store,
+    server_tls: Arc<rustls::ServerConfig>,
+    client_tls: Arc<rustls::ClientConfig>,
+) -> Result<ChatService, AnyError> {
+    let c = &config.chat;
+    let token = CancellationToken::new();
+    let mut msrp = Vec::new();
+    let (mut plain, mut secure) = (None, None);
+    for l in &c.msrp_listen {
+        let listener = TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {l}: {e}"))?;
+        let port = listener.local_addr()?.port();
+        *(if l.tls { &mut secure } else { &mut plain }) = Some(port);
+        msrp.push((listener, l.tls));
+        info!(listen = %l, "chat MSRP listening");
+    }
+    let host = if c.msrp_host.is_empty() { c.msrp_listen[0].addr.ip().to_string() } else { c.msrp_host.clone() };
+    let defaults = ChatOptions::default();
+    let opts = ChatOptions {
+        domain: c.domain.clone(),
+        rooms: c.room_policy(),
+        history_size: c.history_size,
+        private_messages: c.private_messages,
+        max_message_size: c.max_message_size,
+        chunk_size: c.chunk_size,
+        queue_messages: c.queue_messages,
+        queue_bytes: c.queue_bytes,
+        connect_timeout: Duration::from_secs(c.connect_timeout),
+        msrp_host: host,
+        msrp_port: plain,
+        msrps_port: secure,
+        limits: config.relay.limits(),
+        client_tls: Some(client_tls),
+        ..defaults
+    };
+    let chat = Chat::new(opts, Arc::new(store.clone()));
+    for (listener, tls) in msrp {
+        let chat = chat.clone();
+        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(server_tls.clone()));
+        tokio::spawn(async move { chat.serve_msrp(listener, acceptor).await });
+    }
+    let mut listeners = SipListeners { tls_config: Some(server_tls.clone()), ..SipListeners::default() };
+    for l in &c.sip_listen {
+        let bind = || async { TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {l}: {e}")) };
+        match l.transport {
+            SipTransport::Udp => listeners.udp.push(l.addr),
+            SipTransport::Tcp => listeners.tcp.push(bind().await?),
+            SipTransport::Tls => listeners.tls.push(bind().await?),
+        }
+    }
+    let networks = c.trusted_networks.clone();
+    let trust: TrustFn = Arc::new(move |ip| networks.iter().any(|n| n.contains(ip)));
+    if c.trusted_networks.is_empty() {
+        info!("chat: every caller is challenged (no trusted_networks)");
+    } else {
+        warn!(networks = ?c.trusted_networks, "chat: callers from these networks are admitted without a challenge");
+    }
+    let credentials = CachedCredentials::new(store.clone(), Duration::from_secs(config.database.cache_seconds));
+    let auth = Authenticator::new(trust, Some(Arc::new(credentials)), Duration::from_secs(config.relay.nonce_lifetime));
+    let sip =
+        SipServer::start(chat, auth, listeners, token.clone()).await.map_err(|e| format!("cannot start SIP: {e}"))?;
+    info!(domain = %c.domain, "chat rooms are sip:ROOM@{}", c.domain);
+    Ok(ChatService { sip, token })
+}
