@@ -5,8 +5,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The SIP stack logs every message it sends and receives at `info`; unless the filter names
+/// it, it is held to warnings so that `info` stays readable.
+const QUIET_SIP_STACK: &str = "rsipstack=warn";
+
+fn directives(filter: &str) -> String {
+    if filter.contains("rsipstack") { filter.to_owned() } else { format!("{filter},{QUIET_SIP_STACK}") }
+}
+
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let filter = EnvFilter::new(directives(from_env.as_deref().unwrap_or(&config.filter)));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -16,4 +25,13 @@ pub fn init(config: &LogConfig) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sip_stack_is_quiet_unless_named() {
+        assert_eq!(super::directives("info"), "info,rsipstack=warn");
+        assert_eq!(super::directives("debug,rsipstack=debug"), "debug,rsipstack=debug");
+    }
 }

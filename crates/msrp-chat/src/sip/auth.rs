@@ -110,7 +110,12 @@ impl Authenticator {
             Ok(msrp::Header::Authorization(creds)) => creds,
             _ => return self.challenge(realm, false),
         };
-        let d = match DigestResponse::from_credentials(&creds, &c.request_uri) {
+        // The digest-uri is taken as sent: SIPp and some user agents write a different form of
+        // the Request-URI there (e.g. without the user part), and a proxy may have rewritten
+        // the Request-URI. The response hashes the uri it names, and a captured response
+        // cannot be replayed elsewhere because every nonce-count is accepted only once.
+        let digest_uri = creds.param("uri").unwrap_or(&c.request_uri).to_owned();
+        let d = match DigestResponse::from_credentials(&creds, &digest_uri) {
             Ok(d) => d,
             Err(e) => {
                 info!(source = %c.source, error = %e, "unusable SIP Authorization");
