@@ -176,8 +176,14 @@ impl Chat {
         }
         let offer = Offer::parse(&req.offer).map_err(|_| JoinError::NotAcceptable("unreadable SDP"))?;
         let stream = offer.chat_stream().ok_or(JoinError::NotAcceptable("no usable MSRP chat stream"))?;
-        let port = if stream.secure { opts.msrps_port } else { opts.msrp_port };
-        let port = port.ok_or(JoinError::NotAcceptable("no MSRP listener for this transport"))?;
+        let listener = if stream.secure { opts.msrps_port } else { opts.msrp_port };
+        // When the server connects out, nobody connects to its URI: any listener's port will
+        // do for the path it advertises.
+        let port = match (listener, stream.connect) {
+            (Some(p), _) => p,
+            (None, Connect::Outbound) => opts.msrp_port.or(opts.msrps_port).unwrap_or(2855),
+            (None, Connect::Inbound) => return Err(JoinError::NotAcceptable("no MSRP listener for this transport")),
+        };
         let sid = msrp::id::random_session_id();
         let local = Uri::new(stream.secure, &opts.msrp_host, Some(port), Some(&sid))
             .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
@@ -309,25 +315,28 @@ impl Inner {
         rooms.entry(name.to_lowercase()).or_insert_with(|| Arc::new(Room::new(name, &self.opts.domain))).clone()
     }
 
-    /// Binds `session` to `conn` on its first request (RFC 4975 §5.4), or checks it is bound
-    /// there already. The request's From-Path must end at the participant's SDP path (RFC
-    /// 6714: matching its session-id is enough, so a rewritten address does not break it).
+    /// Checks that a request on `conn` belongs to `session`, and binds the session to `conn`
+    /// on its first request (RFC 4975 §5.4). The request's From-Path must end at the
+    /// participant's SDP path (RFC 6714: matching its session-id is enough, so a rewritten
+    /// address does not break it). Requests may also arrive on another connection than the
+    /// bound one: a relay in the participant's path opens its own connection towards the
+    /// server, while the server's messages go out on the one it opened (RFC 4976 §6).
     pub fn bind(
         self: &Arc<Self>,
         session: &Arc<Session>,
         conn: &Arc<Conn>,
         from: Option<&Path>,
     ) -> Result<(), StatusCode> {
+        let from = from.ok_or(StatusCode::BAD_REQUEST)?;
+        let theirs = session.stream.path.last().and_then(Uri::session_id);
+        if from.last().session_id() != theirs {
+            info!(session = %session.id, from = %from.last().as_str(), "From-Path does not match the SDP path: 481");
+            return Err(StatusCode::SESSION_DOES_NOT_EXIST);
+        }
         let to = {
             let mut link = session.link();
-            if let Some(bound) = &link.conn {
-                return if Arc::ptr_eq(bound, conn) { Ok(()) } else { Err(StatusCode::SESSION_ALREADY_BOUND) };
-            }
-            let from = from.ok_or(StatusCode::BAD_REQUEST)?;
-            let theirs = session.stream.path.last().and_then(Uri::session_id);
-            if from.last().session_id() != theirs {
-                info!(session = %session.id, from = %from.last().as_str(), "From-Path does not match the SDP path: 481");
-                return Err(StatusCode::SESSION_DOES_NOT_EXIST);
+            if link.conn.is_some() {
+                return Ok(());
             }
             link.conn = Some(conn.clone());
             link.to_path = Some(from.clone());

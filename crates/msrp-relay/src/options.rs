@@ -13,6 +13,10 @@ pub struct RelayOptions {
     pub domains: Vec<String>,
     /// Other host names or addresses that mean "this relay" in a To-Path (listen addresses).
     pub aliases: Vec<String>,
+    /// The relay's listening ports. A To-Path URI is the relay's only with one of them (RFC
+    /// 4975 §6.1 compares ports too), so another MSRP service on the same host — msrpd's own
+    /// chat focus — is a next hop, not the relay. Empty: any port.
+    pub ports: Vec<u16>,
     pub min_expires: u32,
     pub default_expires: u32,
     pub max_expires: u32,
@@ -37,6 +41,7 @@ impl Default for RelayOptions {
             hostname: "localhost".into(),
             domains: vec!["localhost".into()],
             aliases: Vec::new(),
+            ports: Vec::new(),
             min_expires: 60,
             default_expires: 600,
             max_expires: 3600,
@@ -62,6 +67,12 @@ impl RelayOptions {
         host.eq_ignore_ascii_case(&self.hostname)
             || self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
             || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
+    }
+
+    /// True when `uri` names this relay: one of its hosts, and one of its ports (2855 when the
+    /// URI has none, RFC 4975 §15.1).
+    pub fn is_me(&self, uri: &msrp::Uri) -> bool {
+        self.is_local_host(uri.host()) && (self.ports.is_empty() || self.ports.contains(&uri.port().unwrap_or(2855)))
     }
 
     /// The realm for an AUTH whose To-Path names `host` (RFC 4976 §5.1: one relay, many

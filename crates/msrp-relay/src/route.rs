@@ -30,7 +30,7 @@ fn forwardable(method: &Method, opts: &RelayOptions) -> bool {
 }
 
 fn is_me(uri: &Uri, opts: &RelayOptions) -> bool {
-    opts.is_local_host(uri.host())
+    opts.is_me(uri)
 }
 
 /// Paths equal hop by hop (RFC 4975 §6.1 comparison of each URI).
@@ -143,6 +143,19 @@ mod tests {
         let (s, o, now) = setup();
         let r = route(&req(Method::Send, &format!("{RA} {RB} {B}"), A), 1, &s, &o, now);
         assert_eq!(r, Route::Deliver { sid: "sb".into(), conn: 2, to: path(B), from: path(&format!("{RB} {RA} {A}")) });
+    }
+
+    #[test]
+    fn another_service_on_the_relays_host_is_a_next_hop() {
+        // msrpd's chat focus listens on the relay's host at another port (RFC 4975 §6.1:
+        // URIs with different ports differ).
+        let (s, mut o, now) = setup();
+        o.ports = vec![2855];
+        let focus = "msrps://relay.example.com:2856/room1;tcp";
+        let r = route(&req(Method::Send, &format!("{RA} {focus}"), A), 1, &s, &o, now);
+        assert_eq!(r, Route::Forward { to: path(focus), from: path(&format!("{RA} {A}")) });
+        let r = route(&req(Method::Send, &format!("{RA} {RB} {B}"), A), 1, &s, &o, now);
+        assert!(matches!(r, Route::Deliver { conn: 2, .. }), "its own port is still itself");
     }
 
     #[test]

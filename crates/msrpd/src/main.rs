@@ -207,6 +207,7 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         hostname: r.hostname.clone(),
         domains: r.domains.clone(),
         aliases: r.listen.iter().map(|l| l.addr.ip().to_string()).collect(),
+        ports: r.listen.iter().map(|l| l.addr.port()).collect(),
         min_expires: r.min_expires,
         default_expires: r.default_expires,
         max_expires: r.max_expires,

@@ -20,6 +20,9 @@ use tokio::sync::mpsc;
 
 pub const DOMAIN: &str = "chat.test";
 
+/// How long a test waits for anything.
+pub const WAIT: Duration = Duration::from_secs(5);
+
 /// What the participant got from the server.
 #[derive(Debug, Clone)]
 pub enum Got {
@@ -34,14 +37,53 @@ pub enum Got {
 }
 
 /// Starts a chat service with a plain MSRP listener on 127.0.0.1 port 0.
-pub async fn start_chat(mut opts: ChatOptions) -> Chat {
+pub async fn start_chat(opts: ChatOptions) -> Chat {
+    start_chat_tls(opts, None).await
+}
+
+/// The same, plus an MSRP-over-TLS listener when `tls` is given.
+pub async fn start_chat_tls(mut opts: ChatOptions, tls: Option<Arc<rustls::ServerConfig>>) -> Chat {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     opts.msrp_port = Some(listener.local_addr().unwrap().port());
+    let secure = match &tls {
+        Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        None => None,
+    };
+    opts.msrps_port = secure.as_ref().map(|l| l.local_addr().unwrap().port());
     opts.domain = DOMAIN.into();
     let chat = Chat::new(opts, Arc::new(MemoryHistory::default()));
     let server = chat.clone();
     tokio::spawn(async move { server.serve_msrp(listener, None).await });
+    if let (Some(l), Some(config)) = (secure, tls) {
+        let server = chat.clone();
+        tokio::spawn(async move { server.serve_msrp(l, Some(tokio_rustls::TlsAcceptor::from(config))).await });
+    }
     chat
+}
+
+/// A self-signed certificate for `name`: the server side, a client trusting it, its PEM and
+/// DER forms.
+pub fn tls_for(
+    name: &str,
+) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>, String, rustls::pki_types::CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client), ck.cert.pem(), cert)
 }
 
 /// A chat stream offer for `path` with `setup`.
@@ -99,12 +141,20 @@ impl Participant {
     pub async fn answered(user: &str, local: Uri, answer: &str, session_id: String) -> Participant {
         let remote = answer_path(answer);
         let p = Participant::connect(user, local, remote, session_id).await;
-        p.send_raw(
-            Request::new(TransactionId::random(), Method::Send).with(Header::MessageId(MessageId::random())),
-            None,
-        )
-        .await;
+        p.bind().await;
         p
+    }
+
+    /// An empty SEND: binds the connection to the session (RFC 4975 §5.4).
+    pub async fn bind(&self) {
+        let req = Request::new(TransactionId::random(), Method::Send).with(Header::MessageId(MessageId::random()));
+        self.send_raw(req, None).await;
+    }
+
+    /// The same participant, sending along another To-Path from now on.
+    pub fn rerouted(mut self, remote: Path) -> Participant {
+        self.remote = remote;
+        self
     }
 
     pub async fn connect(user: &str, local: Uri, remote: Path, session_id: String) -> Participant {
@@ -302,6 +352,8 @@ async fn read_task(
                         let _ = resp_tx.send(out.freeze());
                     }
                     if req.headers.content_type().is_none() {
+                        // An empty SEND, such as the one that binds a connection.
+                        let _ = tx.send(Got::Send { req, body: Bytes::new(), chunks: 1 });
                         continue;
                     }
                     let id = req.headers.message_id().map(|m| m.as_str().to_owned()).unwrap_or_default();

@@ -65,6 +65,7 @@ impl SipChat {
         let a = self.addr(t);
         match t {
             Transport::Tcp => format!("sip:{room}@{a};transport=tcp"),
+            Transport::Tls => format!("sip:{room}@{a};transport=tls"),
             _ => format!("sip:{room}@{a}"),
         }
     }
@@ -73,15 +74,24 @@ impl SipChat {
 /// A chat service (plain MSRP on port 0) with SIP on UDP and TCP; loopback is trusted when
 /// `trusted`, else everyone is challenged against [`users`].
 pub async fn start_sip_chat(opts: ChatOptions, trusted: bool) -> SipChat {
-    let chat = super::start_chat(opts).await;
+    start_sip_chat_tls(opts, trusted, None).await
+}
+
+/// The same, plus SIP over TLS and MSRP over TLS with `tls`.
+pub async fn start_sip_chat_tls(opts: ChatOptions, trusted: bool, tls: Option<Arc<rustls::ServerConfig>>) -> SipChat {
+    let chat = super::start_chat_tls(opts, tls.clone()).await;
     let token = CancellationToken::new();
     let trust: TrustFn = Arc::new(move |ip: std::net::IpAddr| trusted && ip.is_loopback());
     let auth = Authenticator::new(trust, Some(users()), Duration::from_secs(60));
-    let listeners = SipListeners {
+    let mut listeners = SipListeners {
         udp: vec!["127.0.0.1:0".parse().unwrap()],
         tcp: vec![TcpListener::bind("127.0.0.1:0").await.unwrap()],
         ..SipListeners::default()
     };
+    if tls.is_some() {
+        listeners.tls.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        listeners.tls_config = tls;
+    }
     let sip = SipServer::start(chat.clone(), auth, listeners, token.clone()).await.unwrap();
     SipChat { chat, sip, token }
 }
@@ -98,7 +108,19 @@ const T: Duration = Duration::from_secs(10);
 
 /// A UAC on UDP (TCP connections are dialled on demand) that answers the server's BYE.
 pub async fn start_uac(token: &CancellationToken) -> Uac {
+    start_uac_tls(token, None).await
+}
+
+/// The same, dialling TLS to a server whose certificate is `ca_pem` (for `localhost`).
+pub async fn start_uac_tls(token: &CancellationToken, ca_pem: Option<String>) -> Uac {
     let tl = TransportLayer::new(token.child_token());
+    if let Some(pem) = ca_pem {
+        tl.set_tls_config(rsipstack::transport::TlsConfig {
+            ca_certs: Some(pem.into_bytes()),
+            sni_hostname: Some("localhost".into()),
+            ..Default::default()
+        });
+    }
     let udp = UdpConnection::create_connection("127.0.0.1:0".parse().unwrap(), None, Some(token.child_token()))
         .await
         .unwrap();

@@ -96,10 +96,13 @@ impl TestRelay {
     }
 }
 
-pub async fn start_relay(opts: RelayOptions, tls: Option<&Tls>, realm: &str) -> TestRelay {
+pub async fn start_relay(mut opts: RelayOptions, tls: Option<&Tls>, realm: &str) -> TestRelay {
     let (stop, stop_rx) = watch::channel(false);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    if opts.ports.is_empty() {
+        opts.ports = vec![addr.port()];
+    }
     let hostname = opts.hostname.clone();
     let relay = Relay::new(opts, users(realm), tls.map(|t| t.connector.clone()), stop_rx);
     let r = relay.clone();
