@@ -29,6 +29,9 @@ pub(crate) struct Conn {
     pub peer: String,
     writer: tokio::sync::Mutex<BoxWrite>,
     pub stop: CancellationToken,
+    /// Set once a request on this connection belonged to a session: a connection that never
+    /// carries one is closed after `connect_timeout`.
+    pub used: std::sync::atomic::AtomicBool,
     /// Sessions bound to this connection (usually one; a relay may carry several).
     pub sessions: Mutex<Vec<Arc<Session>>>,
 }
@@ -40,6 +43,7 @@ impl Conn {
             peer,
             writer: tokio::sync::Mutex::new(writer),
             stop: CancellationToken::new(),
+            used: std::sync::atomic::AtomicBool::new(false),
             sessions: Mutex::new(Vec::new()),
         }
     }
@@ -185,6 +189,7 @@ async fn on_request(
         answer(conn, &req, status, &to).await;
         return None;
     }
+    conn.used.store(true, std::sync::atomic::Ordering::Relaxed);
     let key = match req.method {
         Method::Send => {
             let has_body = req.headers.content_type().is_some();

@@ -160,6 +160,20 @@ impl Chat {
                     },
                 };
                 let conn = Arc::new(Conn::new(inner.next_conn.fetch_add(1, Ordering::Relaxed), peer.to_string(), w));
+                // A connection that carries no session's request in time is closed (it would
+                // otherwise hold a socket and a task for nothing).
+                let idle = (conn.clone(), inner.opts.connect_timeout);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = idle.0.stop.cancelled() => {}
+                        _ = tokio::time::sleep(idle.1) => {
+                            if !idle.0.used.load(Ordering::Relaxed) {
+                                info!(peer = %idle.0.peer, "MSRP connection carried no session in time: closed");
+                                idle.0.stop.cancel();
+                            }
+                        }
+                    }
+                });
                 read_loop(inner, conn, r).await;
             });
         }

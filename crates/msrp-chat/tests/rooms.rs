@@ -238,3 +238,18 @@ async fn unknown_sessions_get_481() {
     let tid = stranger.say("hello?").await;
     assert_eq!(stranger.status_of(tid).await, StatusCode::SESSION_DOES_NOT_EXIST);
 }
+
+#[tokio::test]
+async fn a_connection_that_carries_no_session_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let chat = start_chat(ChatOptions { connect_timeout: Duration::from_millis(300), ..ChatOptions::default() }).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let port = a.remote.first().port().unwrap();
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("closed in time").unwrap();
+    assert_eq!(n, 0, "closed by the server");
+    // The participant's own connection, used, stays.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(chat.session_count(), 1);
+}
