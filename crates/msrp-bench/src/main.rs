@@ -4,6 +4,7 @@
 //! Every run prints a human line and a `RESULT key=value …` line for scripts
 //! (scripts/bench-compare).
 
+mod chat;
 mod client;
 mod load;
 mod procfs;
@@ -34,6 +35,40 @@ enum Mode {
     Sessions(SessionArgs),
     /// Digest AUTH handshakes (401 + 200) per second, over C connections in parallel.
     Auth(AuthArgs),
+    /// A chat room (RFC 7701) of P participants joined over SIP: deliveries per second.
+    Chat(ChatArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChatArgs {
+    /// The chat server's SIP address (UDP), IP:PORT; it must trust 127.0.0.1.
+    #[arg(long)]
+    sip: std::net::SocketAddr,
+    #[arg(long, default_value = "bench")]
+    room: String,
+    /// The server's chat domain (rooms are sip:ROOM@DOMAIN; CPIM To of messages).
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    #[arg(long, default_value_t = 100)]
+    participants: usize,
+    /// How many participants send (each sends --messages).
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    #[arg(long, default_value_t = 2000)]
+    messages: u64,
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Unanswered SENDs per sender.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// One participant joins and then stops reading.
+    #[arg(long)]
+    stall: bool,
+    /// PID of the chat server, for its CPU time per delivery.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +353,60 @@ async fn auth(args: AuthArgs) -> Result<(), Error> {
     Ok(())
 }
 
+async fn chat(args: ChatArgs) -> Result<(), Error> {
+    if args.participants < 2 + usize::from(args.stall) || args.senders == 0 || args.senders >= args.participants {
+        return Err("need at least two reading participants and 1..participants senders".into());
+    }
+    if args.size < 16 {
+        return Err("--size must be at least 16 (the payload carries its send time)".into());
+    }
+    let plan = chat::ChatPlan {
+        sip: args.sip,
+        room: args.room.clone(),
+        domain: args.domain.clone(),
+        participants: args.participants,
+        senders: args.senders,
+        messages: args.messages,
+        size: args.size,
+        window: args.window,
+        stall: args.stall,
+        server_pid: args.server_pid,
+    };
+    let s = chat::run(plan).await?;
+    let rate = s.delivered as f64 / s.secs;
+    let lost = s.expected.saturating_sub(s.delivered);
+    let cpu_us = if args.server_pid.is_some() { s.server_cpu_s * 1e6 / s.delivered.max(1) as f64 } else { f64::NAN };
+    println!(
+        "chat: {} participants{}, {} senders × {} messages of {} B, window {}: {} messages, {:.0} deliveries/s ({} of {} in {:.2} s); \
+         latency p50 {} µs p99 {} µs; server CPU {:.2} µs/delivery; lost {lost}; dropped by the server {}",
+        s.participants,
+        if args.stall { " (one stalled)" } else { "" },
+        args.senders,
+        args.messages,
+        args.size,
+        args.window,
+        s.sent,
+        rate,
+        s.delivered,
+        s.expected,
+        s.secs,
+        s.latency.value_at_quantile(0.5),
+        s.latency.value_at_quantile(0.99),
+        cpu_us,
+        s.dropped,
+    );
+    println!(
+        "RESULT mode=chat label={} participants={} stall={} deliveries_per_s={rate:.0} p50_us={} p99_us={} cpu_us_per_delivery={cpu_us:.3} lost={lost} dropped={}",
+        args.label,
+        s.participants,
+        args.stall,
+        s.latency.value_at_quantile(0.5),
+        s.latency.value_at_quantile(0.99),
+        s.dropped,
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -326,6 +415,7 @@ async fn main() {
         Mode::Bulk(a) => bulk(a).await,
         Mode::Sessions(a) => sessions(a).await,
         Mode::Auth(a) => auth(a).await,
+        Mode::Chat(a) => chat(a).await,
     };
     if let Err(e) = result {
         eprintln!("msrp-bench: {e}");
