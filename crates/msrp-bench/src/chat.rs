@@ -311,7 +311,8 @@ pub async fn run(plan: ChatPlan) -> Result<ChatStats, Error> {
         if Some(j.index) == stalled {
             // Joined, bound, and never reads again: the kernel buffers fill, then the server's
             // queue for it, and the server must drop it without slowing the others.
-            stalled_reader = Some(r);
+            // Its writer stays too: dropping it would close the connection, not stall it.
+            stalled_reader = Some((r, out));
             continue;
         }
         let is_sender = j.index < plan.senders;
@@ -369,20 +370,14 @@ pub async fn run(plan: ChatPlan) -> Result<ChatStats, Error> {
     let secs = started.elapsed().as_secs_f64();
     let server_cpu_s = plan.server_pid.map_or(0.0, crate::procfs::cpu_seconds) - cpu0;
     let delivered = shared.delivered.load(Ordering::Relaxed) - base;
+    // Read before hanging up: ending the run closes connections, which the server answers
+    // with BYEs of its own.
+    let dropped = byes.load(Ordering::Relaxed);
     token.cancel();
     drop(stalled_reader);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for r in readers {
         latency.add(&r.await?)?;
     }
-    Ok(ChatStats {
-        participants: plan.participants,
-        sent,
-        expected,
-        delivered,
-        secs,
-        latency,
-        server_cpu_s,
-        dropped: byes.load(Ordering::Relaxed),
-    })
+    Ok(ChatStats { participants: plan.participants, sent, expected, delivered, secs, latency, server_cpu_s, dropped })
 }

@@ -30,6 +30,18 @@ pub trait History: Send + Sync + 'static {
     /// Appends `msg` to `room` and forgets all but the newest `keep` messages of that room.
     fn append<'a>(&'a self, room: &'a str, msg: &'a Stored, keep: usize) -> BoxFuture<'a, Result<(), String>>;
 
+    /// Appends messages of several rooms in order, keeping the newest `keep` per room. Stores
+    /// should do this in one transaction: the server hands over everything that queued up
+    /// while the previous batch was written.
+    fn append_batch<'a>(&'a self, batch: &'a [(String, Stored)], keep: usize) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            for (room, msg) in batch {
+                self.append(room, msg, keep).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// The newest `limit` messages of `room`, oldest first.
     fn recent<'a>(&'a self, room: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Stored>, String>>;
 }

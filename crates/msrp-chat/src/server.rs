@@ -30,6 +30,27 @@ use crate::time::now_rfc3339;
 /// than let a slow database hold memory without bound.
 const HISTORY_BACKLOG: usize = 10_000;
 
+/// Most history messages written in one transaction.
+const HISTORY_BATCH: usize = 1000;
+
+/// Counts an event that would flood the log, and says so at most once a second.
+#[derive(Default)]
+struct RateLimitedWarning {
+    count: AtomicU64,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl RateLimitedWarning {
+    fn note(&self, room: &str) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            warn!(room, dropped_so_far = n, "history backlog full ({HISTORY_BACKLOG} messages): messages not stored");
+        }
+    }
+}
+
 /// The chat service. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
@@ -42,6 +63,7 @@ pub(crate) struct Inner {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     history: Arc<dyn History>,
     history_tx: mpsc::Sender<(String, Stored)>,
+    history_dropped: RateLimitedWarning,
     next_conn: AtomicU64,
     answers: AtomicU64,
 }
@@ -103,12 +125,16 @@ impl Chat {
         let (history_tx, mut history_rx) = mpsc::channel::<(String, Stored)>(HISTORY_BACKLOG);
         let keep = opts.history_size;
         let store = history.clone();
-        // One writer keeps the stored order equal to the fan-out order.
+        // One writer keeps the stored order equal to the fan-out order, and writes whatever
+        // queued up meanwhile in one batch (one transaction), so a busy room costs the
+        // database a write per batch, not per message.
         tokio::spawn(async move {
-            while let Some((room, msg)) = history_rx.recv().await {
-                if let Err(e) = store.append(&room, &msg, keep).await {
-                    warn!(room, error = %e, "could not store a message in the history");
+            let mut batch = Vec::with_capacity(HISTORY_BATCH);
+            while history_rx.recv_many(&mut batch, HISTORY_BATCH).await > 0 {
+                if let Err(e) = store.append_batch(&batch, keep).await {
+                    warn!(messages = batch.len(), error = %e, "could not store messages in the history");
                 }
+                batch.clear();
             }
         });
         let inner = Inner {
@@ -117,6 +143,7 @@ impl Chat {
             sessions: Mutex::default(),
             history,
             history_tx,
+            history_dropped: RateLimitedWarning::default(),
             next_conn: AtomicU64::new(1),
             answers: AtomicU64::new(1),
         };
@@ -438,7 +465,7 @@ impl Inner {
                 };
                 room.lock().remember(stored.clone(), self.opts.history_size);
                 if self.history_tx.try_send((room.uri.clone(), stored)).is_err() {
-                    warn!(room = %room.uri, "history backlog full: message not stored");
+                    self.history_dropped.note(&room.uri);
                 }
                 self.fan_out(session, room, Out { body: msg.body, quiet: false }, |m| m.id != session.id);
                 StatusCode::OK

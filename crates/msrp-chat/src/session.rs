@@ -37,7 +37,11 @@ pub(crate) enum Overflow {
 
 /// Messages being written at once, in turns of one chunk each, so that a large message does
 /// not hold up the small ones queued behind it.
-const INTERLEAVED: usize = 4;
+const IN_FLIGHT: usize = 64;
+
+/// Frames gathered into one write: a busy room costs one system call per batch of messages,
+/// not one per message.
+const BATCH_BYTES: usize = 64 * 1024;
 
 pub(crate) struct Session {
     /// The session-id of the server's MSRP URI for this participant.
@@ -147,8 +151,14 @@ impl Session {
             .with(Header::FromPath(Path::single(self.local.clone())))
             .with(Header::MessageId(message_id.clone()))
             .with(Header::ByteRange(range));
+        // Fan-out asks only for negative responses (RFC 4975 §7.1.2, Failure-Report: partial):
+        // the server has nothing to do with a recipient's 200, and not asking for it halves
+        // the frames on every participant's connection. Failures still come back and are
+        // logged. is-composing notices ask for nothing.
+        let failure = if quiet { FailureReport::No } else { FailureReport::Partial };
+        req = req.with(Header::FailureReport(failure));
         if quiet {
-            req = req.with(Header::SuccessReport(SuccessReport::No)).with(Header::FailureReport(FailureReport::No));
+            req = req.with(Header::SuccessReport(SuccessReport::No));
         }
         req
     }
@@ -174,6 +184,10 @@ struct InFlight {
 
 /// Writes the session's queue to `conn` until the session stops or a write fails. Returns the
 /// error of a failed write.
+///
+/// Each round takes the next chunk of every message in flight, in order, into one buffer
+/// (up to [`BATCH_BYTES`]) and writes it at once; a message that is not finished goes to the
+/// back, so a large one shares the connection with whatever was queued after it.
 pub(crate) async fn write_queue(
     session: Arc<Session>,
     conn: Arc<Conn>,
@@ -186,47 +200,53 @@ pub(crate) async fn write_queue(
         conn.write(&session.bind_frame(&to)).await?;
     }
     let cpim = Header::ContentType(ContentType::parse(&ByteString::from_static("message/cpim")).expect("valid"));
+    let fresh = |out: Out| InFlight { body: out.body, quiet: out.quiet, id: MessageId::random(), sent: 0 };
     let mut flight: VecDeque<InFlight> = VecDeque::new();
+    let mut batch = BytesMut::with_capacity(BATCH_BYTES + 1024);
     loop {
-        while flight.len() < INTERLEAVED {
-            match rx.try_recv() {
-                Ok(out) => {
-                    flight.push_back(InFlight { body: out.body, quiet: out.quiet, id: MessageId::random(), sent: 0 })
-                }
-                Err(_) => break,
-            }
-        }
         if flight.is_empty() {
             tokio::select! {
                 _ = session.stop.cancelled() => return Ok(()),
                 next = rx.recv() => match next {
-                    Some(out) => flight.push_back(InFlight { body: out.body, quiet: out.quiet, id: MessageId::random(), sent: 0 }),
+                    Some(out) => flight.push_back(fresh(out)),
                     None => return Ok(()),
                 },
             }
-            continue;
         }
-        let mut m = flight.pop_front().expect("not empty");
-        let total = m.body.len();
-        let end = (m.sent + chunk_size.max(1)).min(total);
-        let chunk = m.body.slice(m.sent..end);
-        let range = ByteRange::chunk(m.sent as u64 + 1, chunk.len() as u64, Some(total as u64));
-        let mut req = session.send_head(&to, &m.id, range, m.quiet).with(cpim.clone());
-        while !body_is_safe(&chunk, &req.tid) {
-            req.tid = TransactionId::random();
+        while flight.len() < IN_FLIGHT {
+            match rx.try_recv() {
+                Ok(out) => flight.push_back(fresh(out)),
+                Err(_) => break,
+            }
         }
-        let flag = if end == total { Continuation::Complete } else { Continuation::More };
-        let mut frame = BytesMut::with_capacity(256 + chunk.len());
-        encode::encode_request(&req, Some(&chunk), flag, &mut frame).map_err(std::io::Error::other)?;
+        let mut finished = 0;
+        for _ in 0..flight.len() {
+            if batch.len() >= BATCH_BYTES {
+                break;
+            }
+            let mut m = flight.pop_front().expect("counted");
+            let total = m.body.len();
+            let end = (m.sent + chunk_size.max(1)).min(total);
+            let chunk = m.body.slice(m.sent..end);
+            let range = ByteRange::chunk(m.sent as u64 + 1, chunk.len() as u64, Some(total as u64));
+            let mut req = session.send_head(&to, &m.id, range, m.quiet).with(cpim.clone());
+            while !body_is_safe(&chunk, &req.tid) {
+                req.tid = TransactionId::random();
+            }
+            let flag = if end == total { Continuation::Complete } else { Continuation::More };
+            encode::encode_request(&req, Some(&chunk), flag, &mut batch).map_err(std::io::Error::other)?;
+            m.sent = end;
+            if end == total {
+                finished += total;
+            } else {
+                flight.push_back(m);
+            }
+        }
         tokio::select! {
             _ = session.stop.cancelled() => return Ok(()),
-            r = conn.write(&frame) => r?,
+            r = conn.write(&batch) => r?,
         }
-        m.sent = end;
-        if end == total {
-            session.queued_bytes.fetch_sub(total, Ordering::Relaxed);
-        } else {
-            flight.push_back(m);
-        }
+        batch.clear();
+        session.queued_bytes.fetch_sub(finished, Ordering::Relaxed);
     }
 }

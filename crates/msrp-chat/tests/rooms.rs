@@ -27,6 +27,7 @@ async fn a_message_fans_out_byte_exact_to_everyone_else() {
     for p in [&mut b, &mut c, &mut b2] {
         let (req, body) = p.message().await;
         assert_eq!(req.headers.content_type().unwrap().essence(), "message/cpim");
+        assert_eq!(req.headers.failure_report(), msrp::header::FailureReport::Partial, "only failures answered");
         let cpim = Cpim::parse(&body).unwrap();
         assert_eq!(cpim.from().unwrap().uri, ALICE);
         assert_eq!(cpim.to().unwrap()[0].uri, "sip:lobby@chat.test");

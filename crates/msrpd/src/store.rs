@@ -192,6 +192,21 @@ impl msrp_relay::CredentialStore for CachedCredentials {
     }
 }
 
+/// Forgets all but the newest `keep` messages of `room`.
+async fn trim(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, room: &str, keep: usize) -> Result<(), String> {
+    sqlx::query(
+        "DELETE FROM chat_history WHERE room = ? AND id NOT IN \
+         (SELECT id FROM chat_history WHERE room = ? ORDER BY id DESC LIMIT ?)",
+    )
+    .bind(room)
+    .bind(room)
+    .bind(keep as i64)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 /// Room history in the same database, so it outlives rooms and restarts.
 impl msrp_chat::History for Store {
     fn append<'a>(
@@ -214,16 +229,38 @@ impl msrp_chat::History for Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| e.to_string())?;
-            sqlx::query(
-                "DELETE FROM chat_history WHERE room = ? AND id NOT IN \
-                 (SELECT id FROM chat_history WHERE room = ? ORDER BY id DESC LIMIT ?)",
-            )
-            .bind(room)
-            .bind(room)
-            .bind(keep as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
+            trim(&mut tx, room, keep).await?;
+            tx.commit().await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn append_batch<'a>(
+        &'a self,
+        batch: &'a [(String, msrp_chat::Stored)],
+        keep: usize,
+    ) -> msrp_chat::history::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+            for (room, msg) in batch {
+                sqlx::query(
+                    "INSERT INTO chat_history (room, sender, display, datetime, content_type, body) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(room)
+                .bind(&msg.sender)
+                .bind(&msg.display)
+                .bind(&msg.datetime)
+                .bind(&msg.content_type)
+                .bind(msg.body.as_ref())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            let mut rooms: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
+            rooms.sort_unstable();
+            rooms.dedup();
+            for room in rooms {
+                trim(&mut tx, room, keep).await?;
+            }
             tx.commit().await.map_err(|e| e.to_string())
         })
     }
@@ -321,6 +358,17 @@ mod tests {
             };
             store.append("sip:lobby@x", &msg, 3).await.unwrap();
         }
+        let other = |n: u8| msrp_chat::Stored {
+            sender: "sip:bob@example.com".into(),
+            display: None,
+            datetime: "2026-11-25T00:00:09Z".into(),
+            content_type: "text/plain".into(),
+            body: bytes::Bytes::from(vec![n]),
+        };
+        let batch: Vec<_> = (10..14).map(|n| ("sip:batch@x".to_owned(), other(n))).collect();
+        store.append_batch(&batch, 3).await.unwrap();
+        let got = store.recent("sip:batch@x", 10).await.unwrap();
+        assert_eq!(got.iter().map(|m| m.body[0]).collect::<Vec<_>>(), [11, 12, 13], "a batch is trimmed too");
         let got = store.recent("sip:lobby@x", 10).await.unwrap();
         assert_eq!(got.iter().map(|m| m.body[0]).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!((got[0].display.as_deref(), &got[0].body[..]), (Some("Ally"), &[2, 0, 255][..]));
