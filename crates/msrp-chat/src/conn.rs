@@ -28,31 +28,47 @@ pub(crate) struct Conn {
     pub id: u64,
     pub peer: String,
     writer: tokio::sync::Mutex<BoxWrite>,
+    write_timeout: std::time::Duration,
     pub stop: CancellationToken,
-    /// Set once a request on this connection belonged to a session: a connection that never
-    /// carries one is closed after `connect_timeout`.
-    pub used: std::sync::atomic::AtomicBool,
+    /// Requests that belonged to a session: a connection that carries none for a while and
+    /// has no session bound is closed.
+    pub requests: std::sync::atomic::AtomicU64,
     /// Sessions bound to this connection (usually one; a relay may carry several).
     pub sessions: Mutex<Vec<Arc<Session>>>,
 }
 
 impl Conn {
-    pub fn new(id: u64, peer: String, writer: BoxWrite) -> Conn {
+    pub fn new(id: u64, peer: String, writer: BoxWrite, write_timeout: std::time::Duration) -> Conn {
         Conn {
             id,
             peer,
             writer: tokio::sync::Mutex::new(writer),
+            write_timeout,
             stop: CancellationToken::new(),
-            used: std::sync::atomic::AtomicBool::new(false),
+            requests: std::sync::atomic::AtomicU64::new(0),
             sessions: Mutex::new(Vec::new()),
         }
     }
 
-    /// Writes one whole frame (or several), then flushes (TLS buffers otherwise).
+    /// Writes whole frames, then flushes (TLS buffers otherwise). Gives up when the
+    /// connection is stopped or the peer has not taken the bytes within `write_timeout`; a
+    /// write that did not finish may have left half a frame, so the connection is then closed.
     pub async fn write(&self, data: &[u8]) -> std::io::Result<()> {
-        let mut w = self.writer.lock().await;
-        w.write_all(data).await?;
-        w.flush().await
+        let write = async {
+            let mut w = self.writer.lock().await;
+            w.write_all(data).await?;
+            w.flush().await
+        };
+        let result = tokio::select! {
+            _ = self.stop.cancelled() => Err(std::io::Error::other("connection closed")),
+            r = tokio::time::timeout(self.write_timeout, write) => {
+                r.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer not reading")))
+            }
+        };
+        if result.is_err() {
+            self.stop.cancel();
+        }
+        result
     }
 
     pub fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Session>>> {
@@ -111,9 +127,7 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
                 }
                 Event::Head(Message::Response(resp)) => {
                     current = None;
-                    if !resp.status.is_success() {
-                        debug!(conn = conn.id, status = %resp.status, "participant refused a message");
-                    }
+                    on_response(&inner, &conn, &resp);
                 }
                 Event::Body(piece) => {
                     if let Some(Current { key: Some(key), .. }) = &current
@@ -141,6 +155,23 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
     let sessions: Vec<_> = conn.sessions().drain(..).collect();
     for s in sessions {
         inner.end_session(&s, &format!("MSRP connection {why}"), true);
+    }
+}
+
+/// A participant's answer to the server's SEND: only failures are asked for (Failure-Report
+/// partial). 481 means the participant no longer knows the session (RFC 4975 §7.3.1): it
+/// ends here too, with a BYE.
+fn on_response(inner: &Arc<Inner>, conn: &Conn, resp: &Response) {
+    if resp.status.is_success() {
+        return;
+    }
+    let sid = resp.headers.to_path().and_then(|p| p.last().session_id().map(str::to_owned));
+    let session = sid.and_then(|sid| inner.session(&sid));
+    info!(conn = conn.id, status = %resp.status, session = ?session.as_ref().map(|s| &s.id), "participant refused a message");
+    if resp.status == StatusCode::SESSION_DOES_NOT_EXIST
+        && let Some(s) = session
+    {
+        inner.end_session(&s, "the participant answered 481", true);
     }
 }
 
@@ -189,26 +220,25 @@ async fn on_request(
         answer(conn, &req, status, &to).await;
         return None;
     }
-    conn.used.store(true, std::sync::atomic::Ordering::Relaxed);
+    conn.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let key = match req.method {
         Method::Send => {
             let has_body = req.headers.content_type().is_some();
             let id = req.headers.message_id().map(|m| m.as_str().to_owned()).unwrap_or_default();
             let key = (session.id.clone(), id);
             let start = req.headers.byte_range().map_or(1, |r| r.start);
-            let total = req.headers.byte_range().and_then(|r| r.total);
-            if total.is_some_and(|t| t > inner.opts.max_message_size) {
-                answer(conn, &req, StatusCode::MESSAGE_TOO_LARGE, &to).await;
-                return None;
-            }
+            // A Byte-Range total above the limit is known too large from its first chunk: it
+            // is marked at once, and every chunk of it gets 413 (RFC 4975 §7.3.1).
+            let too_large =
+                req.headers.byte_range().and_then(|r| r.total).is_some_and(|t| t > inner.opts.max_message_size);
             if !has_body {
                 None
-            } else if start == 1 {
+            } else if start == 1 || (too_large && !partial.contains_key(&key)) {
                 if partial.len() >= MAX_PARTIAL_MESSAGES && !partial.contains_key(&key) {
                     answer(conn, &req, StatusCode::MESSAGE_TOO_LARGE, &to).await;
                     return None;
                 }
-                partial.insert(key.clone(), Partial { data: BytesMut::new(), too_large: false });
+                partial.insert(key.clone(), Partial { data: BytesMut::new(), too_large });
                 Some(key)
             } else if partial.get(&key).is_some_and(|p| p.too_large || p.data.len() as u64 + 1 == start) {
                 Some(key)
@@ -252,11 +282,10 @@ async fn on_end(
             };
             match flag {
                 Continuation::More => {
+                    // A message found too large stays marked (without its bytes) so that its
+                    // later chunks get 413 as well, until its last one.
                     let status = match partial.get(&key) {
-                        Some(p) if p.too_large => {
-                            partial.remove(&key);
-                            StatusCode::MESSAGE_TOO_LARGE
-                        }
+                        Some(p) if p.too_large => StatusCode::MESSAGE_TOO_LARGE,
                         _ => StatusCode::OK,
                     };
                     answer(conn, &req, status, &local).await;

@@ -40,6 +40,11 @@ pub struct Outgoing {
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     pub room_uri: &'a str,
+    /// The room's name (the user part of its URI, lower case): a CPIM To with this user part
+    /// is the room, whatever host the participant dialled.
+    pub room_name: &'a str,
+    /// `a=accept-wrapped-types` as announced: inner types outside it get 415.
+    pub wrapped_types: &'a str,
     pub sender_uri: &'a str,
     pub sender_key: &'a str,
     /// Nickname, else the display name the participant joined with.
@@ -66,8 +71,14 @@ pub fn judge(ctx: &Context<'_>, content_type: &str, body: &Bytes) -> Verdict {
     let Some(inner_type) = cpim.content_type().map(str::to_owned) else {
         return Verdict::Refuse(StatusCode::BAD_REQUEST, "CPIM content has no Content-Type");
     };
-    let room_key = identity::key(ctx.room_uri);
-    let others: Vec<&Address> = to.iter().filter(|a| identity::key(&a.uri) != room_key).collect();
+    if !type_accepted(ctx.wrapped_types, &inner_type) {
+        return Verdict::Refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "inner type not among accept-wrapped-types");
+    }
+    let is_room = |a: &&Address| {
+        identity::key(&a.uri)
+            .is_some_and(|k| k.rsplit_once('@').is_some_and(|(u, _)| u.eq_ignore_ascii_case(ctx.room_name)))
+    };
+    let others: Vec<&Address> = to.iter().filter(|a| !is_room(a)).collect();
     let composing = inner_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(IS_COMPOSING));
     let from = Address::new(ctx.display, ctx.sender_uri);
     let datetime = cpim.datetime().map_or_else(|| ctx.now.to_owned(), str::to_owned);
@@ -106,6 +117,18 @@ pub fn judge(ctx: &Context<'_>, content_type: &str, body: &Bytes) -> Verdict {
     }
 }
 
+/// Whether `content_type` (parameters allowed) matches one of the space-separated `list`
+/// entries: `*`, `type/*` or `type/subtype`, case-insensitively (RFC 4975 §8.6).
+pub fn type_accepted(list: &str, content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let (ty, _) = essence.split_once('/').unwrap_or((essence, ""));
+    list.split_ascii_whitespace().any(|want| {
+        want == "*"
+            || want.eq_ignore_ascii_case(essence)
+            || want.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(ty))
+    })
+}
+
 /// A notice from the room itself (joins and leaves), as CPIM text.
 pub fn notice(room_uri: &str, now: &str, text: &str) -> Bytes {
     let room = Address::new(None, room_uri);
@@ -132,6 +155,8 @@ mod tests {
     fn ctx(private: bool) -> Context<'static> {
         Context {
             room_uri: ROOM,
+            room_name: "lobby",
+            wrapped_types: "text/plain image/* application/im-iscomposing+xml",
             sender_uri: "sip:alice@example.com",
             sender_key: "alice@example.com",
             display: Some("Ally"),
@@ -184,6 +209,22 @@ mod tests {
         assert!(matches!(judge(&ctx(false), "message/cpim", &private), Verdict::Refuse(StatusCode(428), _)));
         let two = cpim("sip:alice@example.com", &["sip:bob@example.com", "sip:carol@example.com"], "text/plain", "");
         assert!(matches!(judge(&ctx(true), "message/cpim", &two), Verdict::Refuse(StatusCode(400), _)));
+    }
+
+    #[test]
+    fn the_room_by_name_and_wrapped_types() {
+        let other_host = cpim("sip:alice@example.com", &["sip:LOBBY@192.0.2.1:5060"], "text/plain", "");
+        assert!(
+            matches!(judge(&ctx(true), "message/cpim", &other_host), Verdict::Public(_)),
+            "the room, dialled by IP"
+        );
+        let html = cpim("sip:alice@example.com", &[ROOM], "text/html", "");
+        assert!(matches!(judge(&ctx(true), "message/cpim", &html), Verdict::Refuse(StatusCode(415), _)));
+        let png = cpim("sip:alice@example.com", &[ROOM], "image/PNG", "");
+        assert!(matches!(judge(&ctx(true), "message/cpim", &png), Verdict::Public(_)));
+        assert!(type_accepted("*", "application/x-anything"));
+        assert!(type_accepted("text/plain", "text/plain; charset=utf-8"));
+        assert!(!type_accepted("text/plain", "text/html"));
     }
 
     #[test]

@@ -39,8 +39,16 @@ pub struct ChatOptions {
     pub queue_messages: usize,
     /// Bytes waiting for one participant before that participant is dropped.
     pub queue_bytes: usize,
-    /// How long a joined participant has to open (or accept) its MSRP connection.
+    /// How long a joined participant has to open (or accept) its MSRP connection; also the
+    /// TLS handshake and the idle time after which a connection without a session is closed.
     pub connect_timeout: Duration,
+    /// How long a write to a participant may wait for it to read before its connection is
+    /// closed.
+    pub write_timeout: Duration,
+    /// Sessions at once in all rooms (503 to further INVITEs).
+    pub max_sessions: usize,
+    /// MSRP connections accepted at once.
+    pub max_connections: usize,
     /// `a=accept-wrapped-types` of the answer.
     pub wrapped_types: String,
     /// Host written into the server's MSRP URIs and SDP (`c=` line).
@@ -67,6 +75,9 @@ impl Default for ChatOptions {
             queue_messages: 1000,
             queue_bytes: 4 * 1024 * 1024,
             connect_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_sessions: 10_000,
+            max_connections: 10_000,
             wrapped_types: "text/plain text/html image/* application/im-iscomposing+xml *".into(),
             msrp_host: "127.0.0.1".into(),
             msrp_port: None,

@@ -21,7 +21,7 @@ use crate::identity::Identity;
 use crate::judge::{self, Verdict};
 use crate::nickname::Nickname;
 use crate::options::ChatOptions;
-use crate::room::Room;
+use crate::room::{Room, RoomState};
 use crate::sdp::{AnswerParams, Connect, Offer};
 use crate::session::{Out, Overflow, Session, write_queue};
 use crate::time::now_rfc3339;
@@ -94,6 +94,8 @@ pub enum JoinError {
     NoSuchRoom,
     #[error("not acceptable here: {0}")]
     NotAcceptable(&'static str),
+    #[error("the chat service is full (max_sessions)")]
+    Full,
 }
 
 impl JoinError {
@@ -101,6 +103,7 @@ impl JoinError {
         match self {
             JoinError::NoSuchRoom => 404,
             JoinError::NotAcceptable(_) => 488,
+            JoinError::Full => 503,
         }
     }
 }
@@ -157,6 +160,7 @@ impl Chat {
     /// Accepts participants' MSRP connections on `listener` (TLS when `tls` is given) until the
     /// task is dropped.
     pub async fn serve_msrp(&self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.inner.opts.max_connections));
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -166,41 +170,39 @@ impl Chat {
                     continue;
                 }
             };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                warn!(%peer, max_connections = self.inner.opts.max_connections, "MSRP connection refused: too many");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let inner = self.inner.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let _permit = permit;
+                let timeout = inner.opts.connect_timeout;
                 let (r, w): (BoxRead, BoxWrite) = match tls {
                     None => {
                         let (r, w) = tcp.into_split();
                         (Box::new(r), Box::new(w))
                     }
-                    Some(acceptor) => match acceptor.accept(tcp).await {
-                        Ok(s) => {
+                    Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => {
                             let (r, w) = tokio::io::split(s);
                             (Box::new(r), Box::new(w))
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             info!(%peer, error = %e, "MSRP TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            info!(%peer, "MSRP TLS handshake not completed in time");
                             return;
                         }
                     },
                 };
-                let conn = Arc::new(Conn::new(inner.next_conn.fetch_add(1, Ordering::Relaxed), peer.to_string(), w));
-                // A connection that carries no session's request in time is closed (it would
-                // otherwise hold a socket and a task for nothing).
-                let idle = (conn.clone(), inner.opts.connect_timeout);
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = idle.0.stop.cancelled() => {}
-                        _ = tokio::time::sleep(idle.1) => {
-                            if !idle.0.used.load(Ordering::Relaxed) {
-                                info!(peer = %idle.0.peer, "MSRP connection carried no session in time: closed");
-                                idle.0.stop.cancel();
-                            }
-                        }
-                    }
-                });
+                let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+                let conn = Arc::new(Conn::new(id, peer.to_string(), w, inner.opts.write_timeout));
+                tokio::spawn(close_when_idle(conn.clone(), timeout));
                 read_loop(inner, conn, r).await;
             });
         }
@@ -214,6 +216,10 @@ impl Chat {
         let opts = &inner.opts;
         if !opts.rooms.allows(&req.room) {
             return Err(JoinError::NoSuchRoom);
+        }
+        if inner.sessions().len() >= opts.max_sessions {
+            warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
+            return Err(JoinError::Full);
         }
         let offer = Offer::parse(&req.offer).map_err(|_| JoinError::NotAcceptable("unreadable SDP"))?;
         let stream = offer.chat_stream().ok_or(JoinError::NotAcceptable("no usable MSRP chat stream"))?;
@@ -265,10 +271,13 @@ impl Chat {
             for m in st.recent.iter() {
                 let _ = session.offer(Out { body: judge::replay(&room.uri, m), quiet: false }, true);
             }
+            // Member and known by its session-id in one step under the room lock: fan-out
+            // (under the same lock) either reaches it live or left it in the replay above,
+            // and an end_session can only come after both.
             st.members.push(session.clone());
+            inner.sessions().insert(sid.clone(), session.clone());
             break session;
         };
-        inner.sessions().insert(sid.clone(), session.clone());
         info!(room = %session.room.uri, user = %session.identity.uri, session = %sid, ?connect, "joined");
         let watchdog = (self.inner.clone(), session.clone());
         tokio::spawn(async move {
@@ -290,6 +299,33 @@ impl Chat {
         }
     }
 
+    /// True while the session exists (joined and not ended).
+    pub fn has_session(&self, session_id: &str) -> bool {
+        self.inner.session(session_id).is_some()
+    }
+
+    /// The answer to a new offer in an existing session (a re-INVITE): the same server URI
+    /// and connection roles; `None` when the offer has no usable chat stream of the same
+    /// transport (the session then goes on unchanged).
+    pub fn reanswer(&self, session_id: &str, offer: &[u8]) -> Option<String> {
+        let session = self.inner.session(session_id)?;
+        let offer = Offer::parse(offer).ok()?;
+        let stream = offer.chat_stream()?;
+        if stream.secure != session.stream.secure {
+            return None;
+        }
+        let stream = crate::sdp::ChatStream { connect: session.stream.connect, ..stream };
+        let opts = &self.inner.opts;
+        let params = AnswerParams {
+            local: &session.local,
+            max_size: opts.max_message_size,
+            private_messages: opts.private_messages,
+            wrapped_types: &opts.wrapped_types,
+            version: self.inner.answers.fetch_add(1, Ordering::Relaxed),
+        };
+        Some(crate::sdp::answer(&offer, &stream, &params))
+    }
+
     /// Rooms that exist now.
     pub fn room_count(&self) -> usize {
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -299,6 +335,41 @@ impl Chat {
     pub fn session_count(&self) -> usize {
         self.inner.sessions().len()
     }
+}
+
+/// Closes `conn` once it has no session bound and carried no session's request for
+/// `timeout` (a connection that never binds, or a relay's connection that fell silent).
+async fn close_when_idle(conn: Arc<Conn>, timeout: std::time::Duration) {
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = conn.stop.cancelled() => return,
+            _ = tokio::time::sleep(timeout) => {}
+        }
+        let now = conn.requests.load(Ordering::Relaxed);
+        if now == seen && conn.sessions().is_empty() {
+            info!(conn = conn.id, peer = %conn.peer, "MSRP connection without a session, idle: closed");
+            conn.stop.cancel();
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// Offers `out` to the members `to` selects, without waiting (the caller holds the room lock,
+/// so every member sees the room's messages in one order). Returns how many took it and the
+/// sessions whose queue was full.
+fn offer_all(st: &RoomState, out: &Out, to: impl Fn(&Session) -> bool) -> (usize, Vec<Arc<Session>>) {
+    let mut delivered = 0;
+    let mut overflowed = Vec::new();
+    for m in st.members.iter().filter(|m| to(m)) {
+        match m.offer(Out { body: out.body.clone(), quiet: out.quiet }, false) {
+            Ok(()) => delivered += 1,
+            Err(Overflow::Gone) => {}
+            Err(Overflow::Full) => overflowed.push(m.clone()),
+        }
+    }
+    (delivered, overflowed)
 }
 
 /// Connects to the participant (or its relay): the first URI of its SDP path, over TLS for
@@ -322,19 +393,33 @@ async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
         };
         std::io::Result::Ok(halves)
     };
+    let connected = tokio::time::timeout(inner.opts.connect_timeout, connected);
     let (r, w) = match connected.await {
-        Ok(h) => h,
-        Err(e) => {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
             inner.end_session(&session, &format!("could not connect to {}: {e}", first.as_str()), true);
             return;
         }
+        Err(_) => {
+            inner.end_session(&session, &format!("could not connect to {} in time", first.as_str()), true);
+            return;
+        }
     };
-    let conn = Arc::new(Conn::new(inner.next_conn.fetch_add(1, Ordering::Relaxed), first.as_str().to_owned(), w));
-    conn.sessions().push(session.clone());
+    let conn = Arc::new(Conn::new(
+        inner.next_conn.fetch_add(1, Ordering::Relaxed),
+        first.as_str().to_owned(),
+        w,
+        inner.opts.write_timeout,
+    ));
     {
         let mut link = session.link();
+        if session.has_ended() {
+            // Hung up while connecting: the connection is dropped unused.
+            return;
+        }
         link.conn = Some(conn.clone());
         link.to_path = Some(to.clone());
+        conn.sessions().push(session.clone());
     }
     inner.start_writer(&session, &conn, to, true);
     inner.announce(&session, "joined");
@@ -353,7 +438,9 @@ impl Inner {
     /// The room named `name`, created when missing.
     fn room(&self, name: &str) -> Arc<Room> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        rooms.entry(name.to_lowercase()).or_insert_with(|| Arc::new(Room::new(name, &self.opts.domain))).clone()
+        // One spelling per room: `Lobby` and `lobby` are one room, with one URI and history.
+        let name = name.to_lowercase();
+        rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(&name, &self.opts.domain))).clone()
     }
 
     /// Checks that a request on `conn` belongs to `session`, and binds the session to `conn`
@@ -376,14 +463,19 @@ impl Inner {
         }
         let to = {
             let mut link = session.link();
+            // Checked under the link lock, which end_session takes after marking the session
+            // ended: either this binding is seen there, or the end is seen here.
+            if session.has_ended() {
+                return Err(StatusCode::SESSION_DOES_NOT_EXIST);
+            }
             if link.conn.is_some() {
                 return Ok(());
             }
             link.conn = Some(conn.clone());
             link.to_path = Some(from.clone());
+            conn.sessions().push(session.clone());
             from.clone()
         };
-        conn.sessions().push(session.clone());
         self.start_writer(session, conn, to, false);
         self.announce(session, "joined");
         Ok(())
@@ -408,25 +500,24 @@ impl Inner {
         };
         let who = name.unwrap_or_else(|| session.identity.uri.clone());
         let body = judge::notice(&room.uri, &now_rfc3339(), &format!("{who} {what}"));
-        self.fan_out(session, room, Out { body, quiet: false }, |m| m.id != session.id);
+        self.fan_out(room, Out { body, quiet: false }, |m| m.id != session.id);
     }
 
     /// Offers a message to every member that `to` selects; ends the sessions that cannot take
     /// it. Returns how many got it.
-    fn fan_out(self: &Arc<Self>, _from: &Session, room: &Room, out: Out, to: impl Fn(&Session) -> bool) -> usize {
-        let recipients: Vec<Arc<Session>> = room.lock().members.iter().filter(|m| to(m)).cloned().collect();
-        let mut delivered = 0;
-        for r in recipients {
-            match r.offer(Out { body: out.body.clone(), quiet: out.quiet }, false) {
-                Ok(()) => delivered += 1,
-                Err(Overflow::Gone) => {}
-                Err(Overflow::Full) => {
-                    warn!(room = %room.uri, user = %r.identity.uri, session = %r.id, "outgoing queue full: dropping the participant");
-                    self.end_session(&r, "too slow: outgoing queue full", true);
-                }
-            }
-        }
+    fn fan_out(self: &Arc<Self>, room: &Room, out: Out, to: impl Fn(&Session) -> bool) -> usize {
+        let st = room.lock();
+        let (delivered, overflowed) = offer_all(&st, &out, to);
+        drop(st);
+        self.drop_overflowed(room, overflowed);
         delivered
+    }
+
+    fn drop_overflowed(self: &Arc<Self>, room: &Room, overflowed: Vec<Arc<Session>>) {
+        for r in overflowed {
+            warn!(room = %room.uri, user = %r.identity.uri, session = %r.id, "outgoing queue full: dropping the participant");
+            self.end_session(&r, "too slow: outgoing queue full", true);
+        }
     }
 
     /// A complete message from `session`: judged, then fanned out. Returns the status for the
@@ -440,6 +531,8 @@ impl Inner {
         };
         let ctx = judge::Context {
             room_uri: &room.uri,
+            room_name: &room.name,
+            wrapped_types: &self.opts.wrapped_types,
             sender_uri: &session.identity.uri,
             sender_key: &session.identity.key,
             display: display.as_deref(),
@@ -452,7 +545,7 @@ impl Inner {
                 status
             }
             Verdict::Composing(msg) => {
-                self.fan_out(session, room, Out { body: msg.body, quiet: true }, |m| m.id != session.id);
+                self.fan_out(room, Out { body: msg.body, quiet: true }, |m| m.id != session.id);
                 StatusCode::OK
             }
             Verdict::Public(msg) => {
@@ -463,16 +556,23 @@ impl Inner {
                     content_type: msg.content_type.clone(),
                     body: msg.inner.clone(),
                 };
-                room.lock().remember(stored.clone(), self.opts.history_size);
+                // Remembered, stored and offered in one step under the room lock: a joiner
+                // gets it either in its replay or live, never both, and every member and the
+                // history see the room's messages in the same order.
+                let out = Out { body: msg.body, quiet: false };
+                let mut st = room.lock();
+                st.remember(stored.clone(), self.opts.history_size);
                 if self.history_tx.try_send((room.uri.clone(), stored)).is_err() {
                     self.history_dropped.note(&room.uri);
                 }
-                self.fan_out(session, room, Out { body: msg.body, quiet: false }, |m| m.id != session.id);
+                let (_, overflowed) = offer_all(&st, &out, |m| m.id != session.id);
+                drop(st);
+                self.drop_overflowed(room, overflowed);
                 StatusCode::OK
             }
             Verdict::Private { to, msg } => {
                 let out = Out { body: msg.body, quiet: false };
-                if self.fan_out(session, room, out, |m| m.identity.key == to && m.id != session.id) == 0 {
+                if self.fan_out(room, out, |m| m.identity.key == to && m.id != session.id) == 0 {
                     debug!(room = %room.uri, to, "private message to nobody here: 404");
                     StatusCode::NOT_FOUND
                 } else {
@@ -520,12 +620,15 @@ impl Inner {
         };
         if empty {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            if rooms.get(&room.name.to_lowercase()).is_some_and(|r| std::ptr::eq(r.as_ref(), room.as_ref())) {
-                rooms.remove(&room.name.to_lowercase());
+            if rooms.get(&room.name).is_some_and(|r| std::ptr::eq(r.as_ref(), room.as_ref())) {
+                rooms.remove(&room.name);
             }
         }
         session.stop.cancel();
-        let conn = session.link().conn.clone();
+        // After mark_ended: a bind racing this one has either finished (its connection is
+        // seen here) or will see the session ended.
+        let conn = session.link().conn.take();
+        let was_bound = conn.is_some();
         if let Some(conn) = conn {
             let mut list = conn.sessions();
             list.retain(|s| s.id != session.id);
@@ -537,7 +640,7 @@ impl Inner {
         if bye && let Some(hook) = session.take_on_end() {
             hook();
         }
-        if !empty && session.is_bound() {
+        if !empty && was_bound {
             self.announce(session, "left");
         }
     }

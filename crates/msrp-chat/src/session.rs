@@ -28,6 +28,12 @@ pub(crate) struct Out {
     pub quiet: bool,
 }
 
+/// A queued message and whether it counts against the byte budget.
+pub(crate) struct Queued {
+    out: Out,
+    budgeted: bool,
+}
+
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Overflow {
@@ -50,8 +56,8 @@ pub(crate) struct Session {
     pub identity: Identity,
     pub room: Arc<Room>,
     pub stream: ChatStream,
-    tx: mpsc::Sender<Out>,
-    rx: Mutex<Option<mpsc::Receiver<Out>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     queued_bytes: AtomicUsize,
     queue_bytes: usize,
     pub link: Mutex<Link>,
@@ -105,20 +111,25 @@ impl Session {
         self.link().conn.is_some()
     }
 
-    /// Queues `out` without waiting. `force` skips the byte budget (history replay at join,
-    /// which is bounded by `history_size` on its own).
-    pub fn offer(&self, out: Out, force: bool) -> Result<(), Overflow> {
+    /// Queues `out` without waiting. `replay` (history at join, bounded by `history_size` on
+    /// its own) neither counts against nor is refused by the byte budget, so a room with large
+    /// messages in its history does not get its joiners dropped as slow.
+    pub fn offer(&self, out: Out, replay: bool) -> Result<(), Overflow> {
         if self.has_ended() {
             return Err(Overflow::Gone);
         }
         let len = out.body.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if !force && before + len > self.queue_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(Overflow::Full);
+        if !replay {
+            let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            if before + len > self.queue_bytes {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                return Err(Overflow::Full);
+            }
         }
-        self.tx.try_send(out).map_err(|e| {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.tx.try_send(Queued { out, budgeted: !replay }).map_err(|e| {
+            if !replay {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            }
             match e {
                 mpsc::error::TrySendError::Full(_) => Overflow::Full,
                 mpsc::error::TrySendError::Closed(_) => Overflow::Gone,
@@ -140,7 +151,7 @@ impl Session {
         self.on_end.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    pub fn take_receiver(&self) -> Option<mpsc::Receiver<Out>> {
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<Queued>> {
         self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
@@ -178,6 +189,7 @@ impl Session {
 struct InFlight {
     body: Bytes,
     quiet: bool,
+    budgeted: bool,
     id: MessageId,
     sent: usize,
 }
@@ -192,7 +204,7 @@ pub(crate) async fn write_queue(
     session: Arc<Session>,
     conn: Arc<Conn>,
     to: Path,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: mpsc::Receiver<Queued>,
     chunk_size: usize,
     bind_first: bool,
 ) -> std::io::Result<()> {
@@ -200,7 +212,13 @@ pub(crate) async fn write_queue(
         conn.write(&session.bind_frame(&to)).await?;
     }
     let cpim = Header::ContentType(ContentType::parse(&ByteString::from_static("message/cpim")).expect("valid"));
-    let fresh = |out: Out| InFlight { body: out.body, quiet: out.quiet, id: MessageId::random(), sent: 0 };
+    let fresh = |q: Queued| InFlight {
+        body: q.out.body,
+        quiet: q.out.quiet,
+        budgeted: q.budgeted,
+        id: MessageId::random(),
+        sent: 0,
+    };
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let mut batch = BytesMut::with_capacity(BATCH_BYTES + 1024);
     loop {
@@ -237,16 +255,18 @@ pub(crate) async fn write_queue(
             encode::encode_request(&req, Some(&chunk), flag, &mut batch).map_err(std::io::Error::other)?;
             m.sent = end;
             if end == total {
-                finished += total;
+                finished += if m.budgeted { total } else { 0 };
             } else {
                 flight.push_back(m);
             }
         }
-        tokio::select! {
-            _ = session.stop.cancelled() => return Ok(()),
-            r = conn.write(&batch) => r?,
-        }
+        // Not raced against the session's end: a frame is never left half-written on a
+        // connection other sessions may share (Conn::write has its own timeout).
+        conn.write(&batch).await?;
         batch.clear();
+        if session.stop.is_cancelled() {
+            return Ok(());
+        }
         session.queued_bytes.fetch_sub(finished, Ordering::Relaxed);
     }
 }

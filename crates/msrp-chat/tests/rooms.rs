@@ -157,31 +157,75 @@ async fn is_composing_goes_out_without_reports() {
 
 #[tokio::test]
 async fn large_messages_go_out_in_chunks_and_others_interleave() {
-    let chat = start_chat(ChatOptions { chunk_size: 4096, ..ChatOptions::default() }).await;
-    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let opts =
+        ChatOptions { chunk_size: 4096, max_message_size: 16 << 20, queue_bytes: 64 << 20, ..ChatOptions::default() };
+    let chat = start_chat(opts).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
     let c = Participant::join(&chat, "lobby", CAROL).await;
     let mut b = Participant::join(&chat, "lobby", BOB).await;
-    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    a.send_body("message/cpim", &a.cpim(None, "application/octet-stream", &big)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Bob stops reading, so the server is stuck partway through the 8 MB message for him
+    // (more than the kernel buffers hold) when Carol's short one arrives.
+    b.stall();
+    let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    let tid = a.send_body("message/cpim", &a.cpim(None, "application/octet-stream", &big)).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK, "accepted before the short one is sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     c.say("small").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.resume();
     let mut order = Vec::new();
-    for _ in 0..2 {
+    while order.len() < 2 {
         let (body, chunks) = loop {
             if let Got::Send { body, chunks, .. } = b.next().await {
                 break (body, chunks);
             }
         };
-        if common::is_notice(&body) {
+        if body.is_empty() || common::is_notice(&body) {
             continue;
         }
         let cpim = Cpim::parse(&body).unwrap();
         if cpim.body.len() == big.len() {
-            assert_eq!(&cpim.body[..], &big[..]);
-            assert!(chunks > 40, "sent in chunks of at most 4096 bytes ({chunks})");
+            assert!(cpim.body[..] == big[..], "the large message arrives byte-exact");
+            assert!(chunks > 1000, "sent in chunks of at most 4096 bytes ({chunks})");
         }
         order.push(cpim.body.len());
     }
-    assert_eq!(order.first(), Some(&5), "the small message overtook the large one: {order:?}");
+    assert_eq!(order, [5, big.len()], "the short message went between the large one's chunks");
+}
+
+#[tokio::test]
+async fn every_chunk_of_a_message_too_large_gets_413() {
+    let chat = start_chat(ChatOptions { max_message_size: 1000, ..ChatOptions::default() }).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let body = a.cpim(None, "text/plain", &[b'z'; 3000]);
+    let id = msrp::header::MessageId::random();
+    let total = body.len() as u64;
+    let mut statuses = Vec::new();
+    for (i, piece) in body.chunks(800).enumerate() {
+        let start = (i * 800) as u64 + 1;
+        let last = start - 1 + piece.len() as u64 == total;
+        let req = msrp::Request::new(msrp::message::TransactionId::random(), msrp::Method::Send)
+            .with(msrp::Header::MessageId(id.clone()))
+            .with(msrp::Header::ByteRange(msrp::header::ByteRange::chunk(start, piece.len() as u64, Some(total))));
+        let tid = req.tid;
+        a.send_chunk(req, "message/cpim", piece, last).await;
+        statuses.push(a.status_of(tid).await);
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::MESSAGE_TOO_LARGE), "{statuses:?}");
+    let tid = a.say("small is fine").await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_481_from_the_participant_ends_its_session() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    b.answer_with(Some(StatusCode::SESSION_DOES_NOT_EXIST));
+    a.say("are you there?").await;
+    assert!(b.closed_within(Duration::from_secs(5)).await, "the server ended the session and closed");
+    assert_eq!(chat.session_count(), 1);
 }
 
 #[tokio::test]
@@ -205,6 +249,8 @@ async fn a_stalled_participant_is_dropped_and_the_room_goes_on() {
         sent += 1;
     }
     assert_eq!(chat.session_count(), sessions - 1);
+    let mut slow = slow;
+    assert!(slow.closed_within(Duration::from_secs(10)).await, "the stalled participant's connection is closed");
     for i in sent..sent + 20 {
         a.say(&format!("{i} after")).await;
         assert!(b.message().await.1.ends_with(format!("{i} after").as_bytes()), "the others carry on");

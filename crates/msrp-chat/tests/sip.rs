@@ -136,3 +136,31 @@ async fn the_server_hangs_up_on_a_participant_that_stops_reading() {
     a.say("still going").await;
     assert!(b.message().await.1.ends_with(b"still going"));
 }
+
+#[tokio::test]
+async fn a_full_service_answers_503_and_a_reinvite_without_chat_488() {
+    let server = start_sip_chat(ChatOptions { max_sessions: 1, ..ChatOptions::default() }, true).await;
+    let uac = start_uac(&server.token).await;
+    let target = server.target("lobby", Transport::Tcp);
+    let (dlg, a) = join(&uac, &target, ALICE, None).await;
+    let (_, resp) = uac.invite(&target, BOB, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
+    assert_eq!(resp.status_code.code(), 503, "max_sessions reached");
+    // A re-INVITE that drops the chat stream is refused and changes nothing (RFC 3261 §14.2).
+    let audio = "v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let resp = dlg.reinvite(Some(h), Some(audio.as_bytes().to_vec())).await.unwrap().unwrap();
+    assert_eq!(resp.status_code.code(), 488);
+    let tid = a.say("still in").await;
+    let mut a = a;
+    assert_eq!(a.status_of(tid).await, Msrp::OK);
+    // A new offer with the chat stream in another position gets an answer in that shape.
+    let two = format!(
+        "{audio}{}",
+        &offer(a.local.as_str(), "active")[offer(a.local.as_str(), "active").find("m=").unwrap()..]
+    );
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let resp = dlg.reinvite(Some(h), Some(two.into_bytes())).await.unwrap().unwrap();
+    assert_eq!(resp.status_code, StatusCode::OK);
+    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    assert!(answer.find("m=audio 0").unwrap() < answer.find("m=message").unwrap(), "{answer}");
+}

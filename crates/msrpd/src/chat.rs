@@ -58,6 +58,9 @@ pub async fn start(
         queue_messages: c.queue_messages,
         queue_bytes: c.queue_bytes,
         connect_timeout: Duration::from_secs(c.connect_timeout),
+        write_timeout: Duration::from_secs(c.write_timeout),
+        max_sessions: c.max_sessions,
+        max_connections: c.max_connections,
         msrp_host: host,
         msrp_port: plain,
         msrps_port: secure,
@@ -71,7 +74,11 @@ pub async fn start(
         let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(server_tls.clone()));
         tokio::spawn(async move { chat.serve_msrp(listener, acceptor).await });
     }
-    let mut listeners = SipListeners { tls_config: Some(server_tls.clone()), ..SipListeners::default() };
+    let mut listeners = SipListeners {
+        tls_config: Some(server_tls.clone()),
+        advertised_host: (!c.msrp_host.is_empty()).then(|| c.msrp_host.clone()),
+        ..SipListeners::default()
+    };
     for l in &c.sip_listen {
         let bind = || async { TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {l}: {e}")) };
         match l.transport {
@@ -88,7 +95,8 @@ pub async fn start(
         warn!(networks = ?c.trusted_networks, "chat: callers from these networks are admitted without a challenge");
     }
     let credentials = CachedCredentials::new(store.clone(), Duration::from_secs(config.database.cache_seconds));
-    let auth = Authenticator::new(trust, Some(Arc::new(credentials)), Duration::from_secs(config.relay.nonce_lifetime));
+    let lifetime = Duration::from_secs(config.relay.nonce_lifetime);
+    let auth = Authenticator::new(trust, c.trusted_over_udp, Some(Arc::new(credentials)), lifetime);
     let sip =
         SipServer::start(chat, auth, listeners, token.clone()).await.map_err(|e| format!("cannot start SIP: {e}"))?;
     info!(domain = %c.domain, "chat rooms are sip:ROOM@{}", c.domain);

@@ -337,6 +337,8 @@ pub struct ChatConfig {
     /// Source networks whose SIP requests are admitted without a Digest challenge (identity
     /// from P-Asserted-Identity, else From).
     pub trusted_networks: Vec<Network>,
+    /// Also trust those networks over UDP, whose source address can be forged.
+    pub trusted_over_udp: bool,
     /// `"any"` (created on first INVITE) or a list of room names.
     pub rooms: Rooms,
     /// Public messages stored per room and replayed to joiners.
@@ -349,8 +351,15 @@ pub struct ChatConfig {
     /// Messages and bytes waiting for one participant before it is dropped as too slow.
     pub queue_messages: usize,
     pub queue_bytes: usize,
-    /// Seconds a joined participant has to set up its MSRP connection.
+    /// Seconds a joined participant has to set up its MSRP connection (also TLS handshakes
+    /// and idle connections without a session).
     pub connect_timeout: u64,
+    /// Seconds a write to a participant may wait for it to read.
+    pub write_timeout: u64,
+    /// Sessions at once in all rooms; further INVITEs get 503.
+    pub max_sessions: usize,
+    /// MSRP connections accepted at once.
+    pub max_connections: usize,
 }
 
 impl Default for ChatConfig {
@@ -367,6 +376,7 @@ impl Default for ChatConfig {
             msrp_listen: vec![Listen { tls: true, addr: local(2856) }, Listen { tls: false, addr: local(2857) }],
             msrp_host: String::new(),
             trusted_networks: Vec::new(),
+            trusted_over_udp: false,
             rooms: Rooms::Keyword("any".into()),
             history_size: o.history_size,
             private_messages: o.private_messages,
@@ -375,6 +385,9 @@ impl Default for ChatConfig {
             queue_messages: o.queue_messages,
             queue_bytes: o.queue_bytes,
             connect_timeout: o.connect_timeout.as_secs(),
+            write_timeout: o.write_timeout.as_secs(),
+            max_sessions: o.max_sessions,
+            max_connections: o.max_connections,
         }
     }
 }
@@ -402,13 +415,21 @@ impl ChatConfig {
         if self.sip_listen.is_empty() || self.msrp_listen.is_empty() {
             return Err("chat.sip_listen and chat.msrp_listen need an address each (or chat.enabled = false)".into());
         }
-        if self.msrp_listen.iter().any(|l| l.addr.ip().is_unspecified()) && self.msrp_host.is_empty() {
-            return Err("chat.msrp_host is needed when chat.msrp_listen binds 0.0.0.0 or ::".into());
+        let mut addrs = self.msrp_listen.iter().map(|l| l.addr).chain(self.sip_listen.iter().map(|l| l.addr));
+        if addrs.any(|a| a.ip().is_unspecified()) && self.msrp_host.is_empty() {
+            return Err(
+                "chat.msrp_host is needed when a chat listener binds 0.0.0.0 or :: (it goes into a=path and Contact)"
+                    .into(),
+            );
         }
         for (name, v) in [
             ("chunk_size", self.chunk_size),
             ("queue_messages", self.queue_messages),
             ("queue_bytes", self.queue_bytes),
+            ("max_sessions", self.max_sessions),
+            ("max_connections", self.max_connections),
+            ("connect_timeout", self.connect_timeout as usize),
+            ("write_timeout", self.write_timeout as usize),
         ] {
             if v == 0 {
                 return Err(format!("chat.{name} must be positive"));

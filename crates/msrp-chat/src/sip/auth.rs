@@ -42,6 +42,7 @@ pub struct Authenticator {
     counts: Mutex<NonceCounts>,
     opaque: String,
     nonce_lifetime: Duration,
+    trust_udp: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -54,6 +55,9 @@ impl std::fmt::Debug for Authenticator {
 #[derive(Debug, Clone)]
 pub struct Claims<'a> {
     pub source: IpAddr,
+    /// Arrived over TCP or TLS, whose source address cannot be forged blindly (a UDP
+    /// datagram's can).
+    pub reliable: bool,
     pub method: &'a str,
     /// `From` as (display name, URI).
     pub from: (Option<String>, String),
@@ -70,7 +74,14 @@ fn now() -> u64 {
 
 impl Authenticator {
     /// `store` `None` admits only trusted sources (everyone else is refused with 403).
-    pub fn new(trusted: TrustFn, store: Option<Arc<dyn CredentialStore>>, nonce_lifetime: Duration) -> Self {
+    /// Trusted networks count over UDP only with `trust_udp` (RFC 3325 §2 wants the trusted
+    /// hop secured; a spoofed UDP source is not).
+    pub fn new(
+        trusted: TrustFn,
+        trust_udp: bool,
+        store: Option<Arc<dyn CredentialStore>>,
+        nonce_lifetime: Duration,
+    ) -> Self {
         Authenticator {
             trusted,
             store,
@@ -78,6 +89,7 @@ impl Authenticator {
             counts: Mutex::new(NonceCounts::new(NONCE_COUNT_CAPACITY)),
             opaque: msrp::id::random_ident(),
             nonce_lifetime,
+            trust_udp,
         }
     }
 
@@ -95,7 +107,7 @@ impl Authenticator {
     }
 
     pub async fn check(&self, c: &Claims<'_>) -> Verdict {
-        if (self.trusted)(c.source) {
+        if (c.reliable || self.trust_udp) && (self.trusted)(c.source) {
             let (name, uri) = c.asserted.clone().unwrap_or_else(|| c.from.clone());
             return match Identity::new(&uri, name.as_deref()) {
                 Some(id) => Verdict::Admit(id),
@@ -175,6 +187,7 @@ mod tests {
     fn claims(auth: Option<String>, source: &str) -> Claims<'static> {
         Claims {
             source: source.parse().unwrap(),
+            reliable: true,
             method: "INVITE",
             from: (Some("Alice".into()), "sip:alice@example.com".into()),
             asserted: Some((None, "sip:boss@example.com".into())),
@@ -201,9 +214,11 @@ mod tests {
     #[tokio::test]
     async fn trusted_untrusted_and_digest() {
         let trust: TrustFn = Arc::new(|ip: IpAddr| ip.is_loopback());
-        let auth = Authenticator::new(trust, Some(Arc::new(OneUser)), Duration::from_secs(60));
+        let auth = Authenticator::new(trust, false, Some(Arc::new(OneUser)), Duration::from_secs(60));
         let Verdict::Admit(id) = auth.check(&claims(None, "127.0.0.1")).await else { panic!() };
         assert_eq!(id.uri, "sip:boss@example.com", "trusted: P-Asserted-Identity wins");
+        let over_udp = Claims { reliable: false, ..claims(None, "127.0.0.1") };
+        assert!(matches!(auth.check(&over_udp).await, Verdict::Challenge(_)), "UDP sources can be forged");
         let Verdict::Challenge(ch) = auth.check(&claims(None, "192.0.2.1")).await else { panic!() };
         assert!(ch[0].contains("MD5") && ch[1].contains("SHA-256") && ch[0].contains("realm=\"example.com\""));
         let good = answer(&ch[0], "alice", "pw", 1);

@@ -51,6 +51,8 @@ pub struct SipListeners {
     pub tls: Vec<TcpListener>,
     /// Needed when `tls` is not empty.
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Host for the Contact of answers when a listener is bound to `0.0.0.0` or `::`.
+    pub advertised_host: Option<String>,
 }
 
 impl std::fmt::Debug for SipListeners {
@@ -76,13 +78,12 @@ impl std::fmt::Debug for SipServer {
 /// What a dialog maps to.
 struct Call {
     session_id: String,
-    /// The SDP answer, repeated for re-INVITEs.
-    answer: String,
     contact: String,
 }
 
 struct State {
     chat: Chat,
+    advertised_host: Option<String>,
     auth: Authenticator,
     dialogs: Arc<DialogLayer>,
     calls: Mutex<HashMap<DialogId, Call>>,
@@ -121,8 +122,9 @@ impl SipServer {
         for l in &listeners.tls {
             addrs.push((Transport::Tls, l.local_addr()?));
         }
+        let handshake = chat.options().connect_timeout;
         for l in listeners.tcp {
-            tokio::spawn(accept_loop(l, None, endpoint.inner.clone(), token.clone()));
+            tokio::spawn(accept_loop(l, None, endpoint.inner.clone(), token.clone(), handshake));
         }
         if !listeners.tls.is_empty() {
             let config = listeners
@@ -130,7 +132,7 @@ impl SipServer {
                 .clone()
                 .ok_or_else(|| std::io::Error::other("SIP over TLS needs a certificate"))?;
             for l in listeners.tls {
-                tokio::spawn(accept_loop(l, Some(config.clone()), endpoint.inner.clone(), token.clone()));
+                tokio::spawn(accept_loop(l, Some(config.clone()), endpoint.inner.clone(), token.clone(), handshake));
             }
         }
         let mut incoming = endpoint.incoming_transactions().map_err(io)?;
@@ -138,7 +140,14 @@ impl SipServer {
         tokio::spawn(async move { serving.serve().await });
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let (state_tx, state_rx) = tokio::sync::mpsc::unbounded_channel();
-        let state = Arc::new(State { chat, auth, dialogs, calls: Mutex::default(), state_tx });
+        let state = Arc::new(State {
+            chat,
+            advertised_host: listeners.advertised_host.clone(),
+            auth,
+            dialogs,
+            calls: Mutex::default(),
+            state_tx,
+        });
         tokio::spawn(dialog_states(state.clone(), state_rx));
         let (st, stop) = (state.clone(), token.clone());
         tokio::spawn(async move {
@@ -196,6 +205,7 @@ async fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
     endpoint: EndpointInnerRef,
     token: CancellationToken,
+    handshake: Duration,
 ) {
     let Ok(local) = listener.local_addr() else { return };
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -219,10 +229,14 @@ async fn accept_loop(
                     TcpConnection::from_stream(stream, local, Some(token.child_token())).map(SipConnection::Tcp)
                 }
                 Some(acceptor) => {
-                    let tls = match acceptor.accept(stream).await {
-                        Ok(t) => t,
-                        Err(e) => {
+                    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
                             info!(%peer, error = %e, "SIP TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            info!(%peer, "SIP TLS handshake not completed in time");
                             return;
                         }
                     };
@@ -301,8 +315,10 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
     };
     let room = req.uri.user().map(str::to_owned);
     let from = req.from_header().map(|h| name_addr(h.value())).unwrap_or_default();
+    let reliable = tx.connection.as_ref().is_some_and(|c| c.transport() != Transport::Udp);
     let claims = Claims {
         source: source.ip(),
+        reliable,
         method: "INVITE",
         from: from.clone(),
         asserted: req.header_value("P-Asserted-Identity").map(|v| name_addr(&v)),
@@ -339,7 +355,12 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         Transport::Tls => ("sips", ";transport=tls"),
         _ => ("sip", ""),
     };
-    let contact = format!("{scheme}:{room}@{}{param}", conn.get_addr().addr);
+    let local = conn.get_addr().get_socketaddr().ok();
+    let host = match (&st.advertised_host, local) {
+        (Some(h), Some(a)) if a.ip().is_unspecified() => format!("{h}:{}", a.port()),
+        _ => conn.get_addr().addr.to_string(),
+    };
+    let contact = format!("{scheme}:{room}@{host}{param}");
     let contact_uri: Option<rsipstack::sip::Uri> = contact.as_str().try_into().ok();
     let dialog = match st.dialogs.get_or_create_server_invite(&tx, st.state_tx.clone(), None, contact_uri) {
         Ok(d) => d,
@@ -370,7 +391,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
             st.calls
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), Call { session_id: joined.session_id, answer: joined.answer.clone(), contact });
+                .insert(id.clone(), Call { session_id: joined.session_id, contact });
             let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));
         }
         Err(e) => {
@@ -395,14 +416,25 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&id)
-                    .map(|c| (c.answer.clone(), c.contact.clone()));
+                    .map(|c| (c.session_id.clone(), c.contact.clone()));
                 match (req.method, call) {
-                    (Method::Invite, Some((answer, contact))) => {
-                        let headers = vec![
-                            Header::Contact(format!("<{contact}>;isfocus").into()),
-                            Header::ContentType("application/sdp".into()),
-                        ];
-                        let _ = handle.respond(StatusCode::OK, Some(headers), Some(answer.into_bytes())).await;
+                    (Method::Invite, Some((sid, contact))) => {
+                        // A new offer gets a new answer for the same session (RFC 3264 §8);
+                        // one without a usable chat stream is refused and changes nothing
+                        // (RFC 3261 §14.2).
+                        let answer = st.chat.reanswer(&sid, &req.body);
+                        match answer {
+                            Some(answer) => {
+                                let headers = vec![
+                                    Header::Contact(format!("<{contact}>;isfocus").into()),
+                                    Header::ContentType("application/sdp".into()),
+                                ];
+                                let _ = handle.respond(StatusCode::OK, Some(headers), Some(answer.into_bytes())).await;
+                            }
+                            None => {
+                                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                            }
+                        }
                     }
                     _ => {
                         let _ = handle.reply(StatusCode::MethodNotAllowed).await;
@@ -422,6 +454,19 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
             DialogState::Refer(_, _, handle) => {
                 // RFC-NOTES: a REFER inside a participant's dialog is refused.
                 let _ = handle.reply(StatusCode::Forbidden).await;
+            }
+            DialogState::Confirmed(id, _) => {
+                // The session may have ended before its 200 was even sent (e.g. the server
+                // could not connect to the participant): hang up now that the dialog is up.
+                let sid = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.session_id.clone());
+                if let Some(sid) = sid
+                    && !st.chat.has_session(&sid)
+                    && let Some(Dialog::Invite(d)) = st.dialogs.get_dialog(&id)
+                {
+                    tokio::spawn(async move {
+                        let _ = d.bye().await;
+                    });
+                }
             }
             DialogState::Terminated(id, reason) => {
                 st.dialogs.remove_dialog(&id);

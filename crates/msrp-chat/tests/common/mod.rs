@@ -111,6 +111,8 @@ pub struct Participant {
     pub session_id: String,
     /// Set to false to stop answering and reading (a stalled participant).
     reading: Arc<std::sync::atomic::AtomicBool>,
+    /// The status the participant answers the server's SENDs with.
+    answer: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Participant {
@@ -175,7 +177,8 @@ impl Participant {
         let (tx, rx) = mpsc::unbounded_channel();
         let (resp_tx, mut resp_rx) = mpsc::unbounded_channel::<Bytes>();
         let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        tokio::spawn(read_task(r, tx, resp_tx, reading.clone()));
+        let answer = Arc::new(std::sync::atomic::AtomicU16::new(200));
+        tokio::spawn(read_task(r, tx, resp_tx, reading.clone(), answer.clone()));
         let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
         // Responses written by a task of their own, merged with the test's writes.
         let mut writer: Box<dyn AsyncWrite + Send + Unpin> = w;
@@ -191,12 +194,47 @@ impl Participant {
                 }
             }
         });
-        Participant { identity: user.to_owned(), local, remote, wtx, got: rx, session_id, reading }
+        Participant { identity: user.to_owned(), local, remote, wtx, got: rx, session_id, reading, answer }
     }
 
     /// Stops reading from the socket (the server's writes back up in the kernel).
     pub fn stall(&self) {
         self.reading.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers the server's SENDs with `status` from now on (200 when `None`).
+    pub fn answer_with(&self, status: Option<StatusCode>) {
+        self.answer.store(status.map_or(200, |s| s.0), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sends one chunk of a message (`last`: `$`, else `+`).
+    pub async fn send_chunk(&self, mut req: Request, ctype: &str, piece: &[u8], last: bool) {
+        req.headers.set(Header::ToPath(self.remote.clone()));
+        req.headers.set(Header::FromPath(Path::single(self.local.clone())));
+        req.headers.set(Header::ContentType(ContentType::parse(&ByteString::from(ctype)).unwrap()));
+        let flag = if last { Continuation::Complete } else { Continuation::More };
+        let mut out = BytesMut::new();
+        msrp::encode::encode_request(&req, Some(piece), flag, &mut out).unwrap();
+        self.write(out.freeze()).await;
+    }
+
+    /// Reads again.
+    pub fn resume(&self) {
+        self.reading.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True when the server closes the connection within `within` (what was sent before is
+    /// read and dropped).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        self.resume();
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(end, self.got.recv()).await {
+                Err(_) => return false,
+                Ok(None) => return true,
+                Ok(Some(_)) => {}
+            }
+        }
     }
 
     pub async fn send_raw(&self, mut req: Request, body: Option<(&str, &[u8])>) {
@@ -313,6 +351,7 @@ async fn read_task(
     tx: mpsc::UnboundedSender<Got>,
     resp_tx: mpsc::UnboundedSender<Bytes>,
     reading: Arc<std::sync::atomic::AtomicBool>,
+    answer: Arc<std::sync::atomic::AtomicU16>,
 ) {
     let mut dec = Decoder::new(msrp::Limits::default());
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -344,9 +383,8 @@ async fn read_task(
                         let _ = tx.send(Got::Report(req));
                         continue;
                     }
-                    if let Some(resp) =
-                        msrp::report::response(&req, StatusCode::OK, req.headers.to_path().unwrap().first())
-                    {
+                    let status = StatusCode(answer.load(std::sync::atomic::Ordering::SeqCst));
+                    if let Some(resp) = msrp::report::response(&req, status, req.headers.to_path().unwrap().first()) {
                         let mut out = BytesMut::new();
                         msrp::encode::encode_response(&resp, &mut out);
                         let _ = resp_tx.send(out.freeze());

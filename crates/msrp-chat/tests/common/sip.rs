@@ -82,7 +82,8 @@ pub async fn start_sip_chat_tls(opts: ChatOptions, trusted: bool, tls: Option<Ar
     let chat = super::start_chat_tls(opts, tls.clone()).await;
     let token = CancellationToken::new();
     let trust: TrustFn = Arc::new(move |ip: std::net::IpAddr| trusted && ip.is_loopback());
-    let auth = Authenticator::new(trust, Some(users()), Duration::from_secs(60));
+    // Over UDP too: the tests call from 127.0.0.1 over both transports.
+    let auth = Authenticator::new(trust, true, Some(users()), Duration::from_secs(60));
     let mut listeners = SipListeners {
         udp: vec!["127.0.0.1:0".parse().unwrap()],
         tcp: vec![TcpListener::bind("127.0.0.1:0").await.unwrap()],
