@@ -4,7 +4,7 @@
 //! stops reading after joining, to show what a stalled member costs the others.
 //!
 //! The server must admit the generator's source without a challenge (msrpd:
-//! `[chat] trusted_networks = ["127.0.0.1"]`).
+//! `[chat] trusted_networks = ["127.0.0.1"]` and `trusted_over_udp = true`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
