@@ -192,6 +192,26 @@ impl msrp_relay::CredentialStore for CachedCredentials {
     }
 }
 
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    room: &str,
+    msg: &msrp_chat::Stored,
+) -> Result<(), String> {
+    sqlx::query(
+        "INSERT INTO chat_history (room, sender, display, datetime, content_type, body) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(room)
+    .bind(&msg.sender)
+    .bind(&msg.display)
+    .bind(&msg.datetime)
+    .bind(&msg.content_type)
+    .bind(msg.body.as_ref())
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 /// Forgets all but the newest `keep` messages of `room`.
 async fn trim(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, room: &str, keep: usize) -> Result<(), String> {
     sqlx::query(
@@ -217,18 +237,7 @@ impl msrp_chat::History for Store {
     ) -> msrp_chat::history::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
-            sqlx::query(
-                "INSERT INTO chat_history (room, sender, display, datetime, content_type, body) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(room)
-            .bind(&msg.sender)
-            .bind(&msg.display)
-            .bind(&msg.datetime)
-            .bind(&msg.content_type)
-            .bind(msg.body.as_ref())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
+            insert(&mut tx, room, msg).await?;
             trim(&mut tx, room, keep).await?;
             tx.commit().await.map_err(|e| e.to_string())
         })
@@ -242,18 +251,7 @@ impl msrp_chat::History for Store {
         Box::pin(async move {
             let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
             for (room, msg) in batch {
-                sqlx::query(
-                    "INSERT INTO chat_history (room, sender, display, datetime, content_type, body) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(room)
-                .bind(&msg.sender)
-                .bind(&msg.display)
-                .bind(&msg.datetime)
-                .bind(&msg.content_type)
-                .bind(msg.body.as_ref())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
+                insert(&mut tx, room, msg).await?;
             }
             let mut rooms: Vec<&str> = batch.iter().map(|(r, _)| r.as_str()).collect();
             rooms.sort_unstable();
