@@ -176,35 +176,31 @@ impl Chat {
             };
             let _ = tcp.set_nodelay(true);
             let inner = self.inner.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let timeout = inner.opts.connect_timeout;
-                let (r, w): (BoxRead, BoxWrite) = match tls {
-                    None => {
+            // Two spawns, not one task with a match: a task is as large as its largest state,
+            // and plain connections should not carry room for a TLS stream.
+            match tls.clone() {
+                None => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
                         let (r, w) = tcp.into_split();
-                        (Box::new(r), Box::new(w))
-                    }
-                    Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => {
-                            let (r, w) = tokio::io::split(s);
-                            (Box::new(r), Box::new(w))
+                        run_conn(inner, peer, Box::new(r), Box::new(w)).await;
+                    });
+                }
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let timeout = inner.opts.connect_timeout;
+                        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => {
+                                let (r, w) = tokio::io::split(s);
+                                run_conn(inner, peer, Box::new(r), Box::new(w)).await;
+                            }
+                            Ok(Err(e)) => info!(%peer, error = %e, "MSRP TLS handshake failed"),
+                            Err(_) => info!(%peer, "MSRP TLS handshake not completed in time"),
                         }
-                        Ok(Err(e)) => {
-                            info!(%peer, error = %e, "MSRP TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            info!(%peer, "MSRP TLS handshake not completed in time");
-                            return;
-                        }
-                    },
-                };
-                let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-                let conn = Arc::new(Conn::new(id, peer.to_string(), w, inner.opts.write_timeout));
-                tokio::spawn(close_when_idle(conn.clone(), timeout));
-                read_loop(inner, conn, r).await;
-            });
+                    });
+                }
+            }
         }
     }
 
@@ -335,6 +331,15 @@ impl Chat {
     pub fn session_count(&self) -> usize {
         self.inner.sessions().len()
     }
+}
+
+/// Serves an accepted connection: reads it until it ends, closing it when it stays without
+/// a session.
+async fn run_conn(inner: Arc<Inner>, peer: std::net::SocketAddr, r: BoxRead, w: BoxWrite) {
+    let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(Conn::new(id, peer.to_string(), w, inner.opts.write_timeout));
+    tokio::spawn(close_when_idle(conn.clone(), inner.opts.connect_timeout));
+    read_loop(inner, conn, r).await;
 }
 
 /// Closes `conn` once it has no session bound and carried no session's request for

@@ -116,20 +116,27 @@ impl Relay {
             let _ = stream.set_nodelay(true);
             let port = local.map_or(0, |l| l.port());
             let shared = self.shared.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _guard = guard;
-                match tls {
-                    Some(acceptor) => {
+            // Two spawns, not one task with a match: a task is as large as its largest state,
+            // and plain connections should not carry room for a TLS stream and its handshake
+            // (memory per idle session, issue 5).
+            match tls.clone() {
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        let _guard = guard;
                         match tokio::time::timeout(shared.opts.auth_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => conn::run(shared, s, peer, (true, port), false).await,
                             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
-                    }
-                    None => conn::run(shared, stream, peer, (false, port), false).await,
+                    });
                 }
-            });
+                None => {
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        conn::run(shared, stream, peer, (false, port), false).await
+                    });
+                }
+            }
         }
         info!(listener = ?local, "listener stopped");
     }

@@ -22,6 +22,11 @@ use crate::message::{Continuation, MAX_TID_LEN, Message, Method, Request, Respon
 /// dashes of the end-line. Searching for this fixed needle lets one SIMD searcher serve every
 /// frame; the transaction id is compared only where it matches.
 const END_NEEDLE: &[u8] = b"\r\n-------";
+
+/// The SIMD searcher for [`END_NEEDLE`], built once: it is 288 bytes, which every connection's
+/// decoder would otherwise carry (memory per idle relay session, issue 5).
+static END_FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(END_NEEDLE));
 const DASHES: &[u8] = b"-------";
 
 /// Bounds on what one peer can make the decoder buffer. All are per frame.
@@ -179,7 +184,6 @@ impl State {
 pub struct Decoder {
     limits: Limits,
     state: State,
-    end_finder: memmem::Finder<'static>,
     /// The last To-Path and From-Path seen, by their text: frames of one session repeat them,
     /// and a hit costs a compare and a clone instead of parsing every URI again.
     paths: PathCache,
@@ -205,13 +209,7 @@ enum Scan {
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder {
-            limits,
-            state: State::head(),
-            end_finder: memmem::Finder::new(END_NEEDLE),
-            paths: PathCache::default(),
-            line_ends: Vec::new(),
-        }
+        Decoder { limits, state: State::head(), paths: PathCache::default(), line_ends: Vec::new() }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -311,7 +309,7 @@ impl Decoder {
             if hay.len() < 256 {
                 memchr::memchr_iter(b'\r', hay).find(|&i| hay[i..].starts_with(END_NEEDLE))
             } else {
-                self.end_finder.find(hay)
+                END_FINDER.find(hay)
             }
         };
         while let Some(i) = find(&buf[from..]) {
