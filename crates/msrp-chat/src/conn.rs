@@ -54,8 +54,13 @@ impl Conn {
     /// connection is stopped or the peer has not taken the bytes within `write_timeout`; a
     /// write that did not finish may have left half a frame, so the connection is then closed.
     pub async fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        // Waiting for the writer (other sessions' batches on a shared connection) is not the
+        // peer's fault: only the write itself is timed.
+        let mut w = tokio::select! {
+            _ = self.stop.cancelled() => return Err(std::io::Error::other("connection closed")),
+            w = self.writer.lock() => w,
+        };
         let write = async {
-            let mut w = self.writer.lock().await;
             w.write_all(data).await?;
             w.flush().await
         };
@@ -166,8 +171,9 @@ fn on_response(inner: &Arc<Inner>, conn: &Conn, resp: &Response) {
         return;
     }
     let sid = resp.headers.to_path().and_then(|p| p.last().session_id().map(str::to_owned));
-    let session = sid.and_then(|sid| inner.session(&sid));
-    info!(conn = conn.id, status = %resp.status, session = ?session.as_ref().map(|s| &s.id), "participant refused a message");
+    // Only a session bound to this very connection: a stranger cannot end others' sessions.
+    let session = sid.and_then(|sid| inner.session(&sid)).filter(|s| conn.sessions().iter().any(|b| b.id == s.id));
+    debug!(conn = conn.id, status = %resp.status, session = ?session.as_ref().map(|s| &s.id), "participant refused a message");
     if resp.status == StatusCode::SESSION_DOES_NOT_EXIST
         && let Some(s) = session
     {

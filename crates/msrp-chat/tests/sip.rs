@@ -164,3 +164,14 @@ async fn a_full_service_answers_503_and_a_reinvite_without_chat_488() {
     let answer = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(answer.find("m=audio 0").unwrap() < answer.find("m=message").unwrap(), "{answer}");
 }
+
+#[tokio::test]
+async fn a_reinvite_without_an_offer_gets_the_current_answer() {
+    let server = start_sip_chat(ChatOptions::default(), true).await;
+    let uac = start_uac(&server.token).await;
+    let (dlg, a) = join(&uac, &server.target("lobby", Transport::Udp), ALICE, None).await;
+    let resp = dlg.reinvite(None, None).await.unwrap().unwrap();
+    assert_eq!(resp.status_code, StatusCode::OK);
+    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    assert!(answer.contains(a.remote.last().as_str()), "the 200 carries the session's answer: {answer}");
+}

@@ -3,7 +3,8 @@
 //! membership and a BYE into leaving it (RFC 7701; offer/answer per RFC 3264).
 //!
 //! - INVITE: who is calling ([`auth`]), then [`Chat::join`]; 200 with the SDP answer and a
-//!   Contact with `;isfocus`, or 401/403/404/488. A re-INVITE gets the same answer again.
+//!   Contact with `;isfocus`, or 401/403/404/488. A re-INVITE gets a new answer for its offer
+//!   (the current one when it has none; 488 when its offer has no chat stream).
 //! - BYE, CANCEL and an ACK that never comes end the session; a session the server ends
 //!   (participant too slow, MSRP connection gone) sends BYE.
 //! - OPTIONS: 200 with Allow/Accept. MESSAGE: 405 (chat happens over MSRP).
@@ -78,6 +79,8 @@ impl std::fmt::Debug for SipServer {
 /// What a dialog maps to.
 struct Call {
     session_id: String,
+    /// The last answer, repeated for a re-INVITE without an offer.
+    answer: String,
     contact: String,
 }
 
@@ -357,7 +360,13 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
     };
     let local = conn.get_addr().get_socketaddr().ok();
     let host = match (&st.advertised_host, local) {
-        (Some(h), Some(a)) if a.ip().is_unspecified() => format!("{h}:{}", a.port()),
+        (Some(h), Some(a)) if a.ip().is_unspecified() => {
+            if h.contains(':') && !h.starts_with('[') {
+                format!("[{h}]:{}", a.port())
+            } else {
+                format!("{h}:{}", a.port())
+            }
+        }
         _ => conn.get_addr().addr.to_string(),
     };
     let contact = format!("{scheme}:{room}@{host}{param}");
@@ -391,7 +400,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
             st.calls
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), Call { session_id: joined.session_id, contact });
+                .insert(id.clone(), Call { session_id: joined.session_id, answer: joined.answer.clone(), contact });
             let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));
         }
         Err(e) => {
@@ -416,15 +425,24 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&id)
-                    .map(|c| (c.session_id.clone(), c.contact.clone()));
+                    .map(|c| (c.session_id.clone(), c.answer.clone(), c.contact.clone()));
                 match (req.method, call) {
-                    (Method::Invite, Some((sid, contact))) => {
+                    (Method::Invite, Some((sid, previous, contact))) => {
                         // A new offer gets a new answer for the same session (RFC 3264 §8);
                         // one without a usable chat stream is refused and changes nothing
                         // (RFC 3261 §14.2).
-                        let answer = st.chat.reanswer(&sid, &req.body);
+                        // Without an offer, the 200 carries one: the current answer again
+                        // (RFC 3261 §14.2).
+                        let answer = if req.body.is_empty() {
+                            Some(previous).filter(|_| st.chat.has_session(&sid))
+                        } else {
+                            st.chat.reanswer(&sid, &req.body)
+                        };
                         match answer {
                             Some(answer) => {
+                                if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+                                    c.answer = answer.clone();
+                                }
                                 let headers = vec![
                                     Header::Contact(format!("<{contact}>;isfocus").into()),
                                     Header::ContentType("application/sdp".into()),
