@@ -9,7 +9,7 @@ use crate::nickname::Nickname;
 use crate::session::Session;
 
 pub(crate) struct Room {
-    /// The room's name as first asked for (its key in the room table is lower-case).
+    /// The room's name, lower-cased (also its key in the room table and the user part of its URI).
     pub name: String,
     /// `sip:name@domain`.
     pub uri: String,

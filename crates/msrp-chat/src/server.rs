@@ -498,6 +498,10 @@ impl Inner {
 
     /// Posts a notice from the room about `session` to everyone else in it.
     fn announce(self: &Arc<Self>, session: &Session, what: &str) {
+        if what == "joined" && session.has_ended() {
+            // Ended while binding: its "left" may already be out.
+            return;
+        }
         let room = &session.room;
         let name = {
             let st = room.lock();
