@@ -4,10 +4,6 @@
 
 mod common;
 
-#[path = "../../msrp-relay/tests/common/mod.rs"]
-#[allow(clippy::all)]
-mod relay_common;
-
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -150,9 +146,9 @@ async fn a_success_report_when_asked() {
 async fn a_participant_behind_the_projects_relay() {
     // The relay connects to the server's msrps listener, so it trusts the server's certificate.
     let (chat_tls, _, _, chat_cert) = tls_for("127.0.0.1");
-    let (relay_tls, relay_cert) = relay_common::tls_for(&["127.0.0.1"], &[chat_cert]);
+    let (relay_tls, relay_cert) = common::relay::tls_for(&["127.0.0.1"], &[chat_cert]);
     let relay =
-        relay_common::start_relay(relay_common::options("127.0.0.1", "example.com"), Some(&relay_tls), "example.com")
+        common::relay::start_relay(common::relay::options("127.0.0.1", "example.com"), Some(&relay_tls), "example.com")
             .await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(relay_cert).unwrap();
@@ -194,7 +190,7 @@ async fn a_participant_behind_the_projects_relay() {
             break r.headers.challenges().next().unwrap().clone();
         }
     };
-    let (tid, frame) = auth(Some(relay_common::credentials(&challenge, "bob", "bobpw", &relay_uri, 1, true)));
+    let (tid, frame) = auth(Some(common::relay::credentials(&challenge, "bob", "bobpw", &relay_uri, 1, true)));
     b.write(frame).await;
     let use_path = loop {
         if let Got::Response(r) = b.next().await

@@ -5,6 +5,11 @@
 
 pub mod sip;
 
+/// The relay's test helpers: a relay on port 0, its accounts, Digest credentials.
+#[path = "../../../msrp-relay/tests/common/mod.rs"]
+#[allow(clippy::all)]
+pub mod relay;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

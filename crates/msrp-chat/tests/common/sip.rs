@@ -1,7 +1,6 @@
 //! A SIP user agent client for tests (rsipstack), and a chat service with its SIP front end
 //! on 127.0.0.1 port 0.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +8,6 @@ use std::time::Duration;
 use msrp_chat::sip::auth::{Authenticator, TrustFn};
 use msrp_chat::sip::{SipListeners, SipServer};
 use msrp_chat::{Chat, ChatOptions};
-use msrp_relay::digest::{Algorithm, ha1};
-use msrp_relay::{BoxFuture, CredentialStore};
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::DialogId;
 use rsipstack::dialog::authenticate::Credential;
@@ -25,29 +22,6 @@ use rsipstack::transport::udp::UdpConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
-
-/// Accounts with clear passwords (HA1 computed on lookup).
-pub struct Users(pub HashMap<(String, String), String>);
-
-impl CredentialStore for Users {
-    fn ha1<'a>(
-        &'a self,
-        user: &'a str,
-        realm: &'a str,
-        alg: Algorithm,
-    ) -> BoxFuture<'a, Result<Option<String>, String>> {
-        let found = self.0.get(&(user.to_owned(), realm.to_owned())).map(|p| ha1(alg, user, realm, p));
-        Box::pin(async move { Ok(found) })
-    }
-}
-
-pub fn users() -> Arc<Users> {
-    let mut m = HashMap::new();
-    for u in ["alice", "bob", "carol"] {
-        m.insert((u.to_owned(), "example.com".to_owned()), format!("{u}pw"));
-    }
-    Arc::new(Users(m))
-}
 
 pub struct SipChat {
     pub chat: Chat,
@@ -83,7 +57,7 @@ pub async fn start_sip_chat_tls(opts: ChatOptions, trusted: bool, tls: Option<Ar
     let token = CancellationToken::new();
     let trust: TrustFn = Arc::new(move |ip: std::net::IpAddr| trusted && ip.is_loopback());
     // Over UDP too: the tests call from 127.0.0.1 over both transports.
-    let auth = Authenticator::new(trust, true, Some(users()), Duration::from_secs(60));
+    let auth = Authenticator::new(trust, true, Some(super::relay::users("example.com")), Duration::from_secs(60));
     let mut listeners = SipListeners {
         udp: vec!["127.0.0.1:0".parse().unwrap()],
         tcp: vec![TcpListener::bind("127.0.0.1:0").await.unwrap()],
