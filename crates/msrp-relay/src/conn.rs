@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::auth;
+use crate::fast::{Batch, FastPath};
 use crate::forward::Forwarding;
 use crate::route::{Route, route};
 use crate::server::Shared;
@@ -105,6 +106,18 @@ impl Conn {
         match self.out.lock() {
             Ok(mut out) => {
                 out.extend_from_slice(frame);
+                out.len() >= OUT_HIGH_WATER
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Lets `write` append complete frames to the output; true when enough is queued that
+    /// the caller should flush before producing more (back-pressure).
+    pub(crate) fn queue_with(&self, write: impl FnOnce(&mut BytesMut)) -> bool {
+        match self.out.lock() {
+            Ok(mut out) => {
+                write(&mut out);
                 out.len() >= OUT_HIGH_WATER
             }
             Err(_) => false,
@@ -253,6 +266,7 @@ struct Reader {
     trusted: bool,
     auth_failures: u32,
     frame: Frame,
+    fast: FastPath,
 }
 
 /// The frame being read.
@@ -285,6 +299,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         trusted: outbound,
         auth_failures: 0,
         frame: Frame::Idle,
+        fast: FastPath::default(),
     };
     'conn: loop {
         if buf.capacity() - buf.len() < IDLE_BUFFER / 2 || (busy && buf.capacity() < shared.opts.read_buffer) {
@@ -313,7 +328,25 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 break;
             }
         }
+        let mut batch: Option<Batch> = None;
+        let mut fast_frames = 0;
         loop {
+            // Whole small frames first (`fast`); the decoder takes whatever they are not.
+            if decoder.is_idle() && matches!(reader.frame, Frame::Idle) && !buf.is_empty() {
+                let batch = batch.get_or_insert_with(|| Batch {
+                    now: Instant::now(),
+                    epoch: shared.sessions.lock().map_or(u64::MAX, |s| s.epoch()),
+                });
+                let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, batch);
+                if let Some(handled) = handled {
+                    fast_frames += 1;
+                    reader.trusted |= handled.forwarded;
+                    for c in handled.flush {
+                        c.flush_out(&shared).await;
+                    }
+                    continue;
+                }
+            }
             match decoder.decode(&mut buf) {
                 Ok(None) => break,
                 Ok(Some(event)) => reader.event(event).await,
@@ -333,6 +366,9 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                     }
                 }
             }
+        }
+        if fast_frames > 0 {
+            shared.fast_frames.fetch_add(fast_frames, Ordering::Relaxed);
         }
         // The read batch is used up: never hold a peer's writer, nor its output, while
         // waiting for more.

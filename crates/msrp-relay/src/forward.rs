@@ -75,6 +75,9 @@ impl Forwarding {
         let with_range = body_section || self.req.headers.byte_range().is_some();
         // Small chunks are queued whole with the target's other output (one system call per
         // read batch); large ones are written as head, pieces (no copy), end.
+        // Recorded before the chunk can leave: another task may flush the target's output at
+        // any moment, and the response must find its transaction.
+        self.track(tid, range, shared);
         let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
         self.write_head(tid, with_range.then_some(range), body_section, &mut out);
         let ok = if len < SMALL_CHUNK {
@@ -101,10 +104,12 @@ impl Forwarding {
         };
         if !ok {
             self.failed = true;
+            if let Ok(mut p) = self.target.pending.lock() {
+                p.remove(&tid);
+            }
             return;
         }
         self.next_byte += len;
-        self.track(tid, range, shared);
     }
 
     /// The rewritten head, straight from the received one (no intermediate `Request`: the

@@ -7,6 +7,7 @@
 mod auth;
 mod conn;
 pub mod digest;
+mod fast;
 mod forward;
 pub mod options;
 pub mod route;

@@ -49,14 +49,27 @@ pub fn route(req: &Request, conn: ConnId, sessions: &Sessions, opts: &RelayOptio
     let (Some(to), Some(from)) = (req.headers.to_path(), req.headers.from_path()) else {
         return Route::Reject(StatusCode::BAD_REQUEST, "missing To-Path or From-Path");
     };
+    route_paths(&req.method, to, from, conn, sessions, opts, now)
+}
+
+/// [`route`] from the method and paths alone (the fast path has no `Request`).
+pub fn route_paths(
+    method: &Method,
+    to: &Path,
+    from: &Path,
+    conn: ConnId,
+    sessions: &Sessions,
+    opts: &RelayOptions,
+    now: Instant,
+) -> Route {
     let me = to.first();
     if !is_me(me, opts) {
         return Route::Reject(StatusCode::SESSION_DOES_NOT_EXIST, "To-Path does not start with this relay");
     }
-    if req.method == Method::Auth && to.len() == 1 {
+    if *method == Method::Auth && to.len() == 1 {
         return Route::Auth;
     }
-    if !forwardable(&req.method, opts) {
+    if !forwardable(method, opts) {
         return Route::Reject(StatusCode::NOT_IMPLEMENTED, "method not relayed");
     }
     let Some(session) = me.session_id().and_then(|sid| sessions.get(sid, now)) else {

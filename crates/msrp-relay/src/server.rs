@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     /// Recent AUTH failures per source address, to slow down guessing.
     pub auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     pub shutdown: watch::Receiver<bool>,
+    /// Frames handled by the fast path (`fast`), added once per read batch.
+    pub fast_frames: AtomicU64,
 }
 
 impl Relay {
@@ -88,6 +90,7 @@ impl Relay {
             per_ip: Mutex::new(HashMap::new()),
             auth_failures: Mutex::new(HashMap::new()),
             shutdown,
+            fast_frames: AtomicU64::new(0),
         };
         let relay = Relay { shared: Arc::new(shared) };
         tokio::spawn(housekeeping(Arc::downgrade(&relay.shared)));
@@ -172,6 +175,12 @@ impl Relay {
     /// Live relay sessions (for logs and tests).
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    /// Frames (SENDs and responses) that took the fast path so far: the share of the traffic
+    /// that did tells whether clients send what it expects.
+    pub fn fast_path_frames(&self) -> u64 {
+        self.shared.fast_frames.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Open connections.

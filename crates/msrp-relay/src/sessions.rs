@@ -27,11 +27,20 @@ pub struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_id: HashMap<String, Session>,
+    /// Bumped by every change, so a route remembered under an older value is known stale
+    /// (the fast path's route cache).
+    epoch: u64,
 }
 
 impl Sessions {
     pub fn insert(&mut self, session: Session) {
+        self.epoch += 1;
         self.by_id.insert(session.id.clone(), session);
+    }
+
+    /// Changes whenever a session is added, changed or removed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// A live session (one past its expiry is as good as gone: 481).
@@ -40,18 +49,25 @@ impl Sessions {
     }
 
     pub fn get_mut(&mut self, id: &str, now: Instant) -> Option<&mut Session> {
+        self.epoch += 1;
         self.by_id.get_mut(id).filter(|s| s.expires > now)
     }
 
     /// Removes sessions past their expiry; returns them for logging.
     pub fn expire(&mut self, now: Instant) -> Vec<Session> {
         let gone: Vec<String> = self.by_id.values().filter(|s| s.expires <= now).map(|s| s.id.clone()).collect();
+        if !gone.is_empty() {
+            self.epoch += 1;
+        }
         gone.iter().filter_map(|id| self.by_id.remove(id)).collect()
     }
 
     /// Removes every session of a closed connection.
     pub fn remove_conn(&mut self, conn: ConnId) -> Vec<Session> {
         let gone: Vec<String> = self.by_id.values().filter(|s| s.conn == conn).map(|s| s.id.clone()).collect();
+        if !gone.is_empty() {
+            self.epoch += 1;
+        }
         gone.iter().filter_map(|id| self.by_id.remove(id)).collect()
     }
 

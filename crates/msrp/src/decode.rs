@@ -21,13 +21,13 @@ use crate::message::{Continuation, MAX_TID_LEN, Message, Method, Request, Respon
 /// `"\r\n-------"`: the CRLF that ends the body (RFC 4975 §9 `content-stuff`) plus the seven
 /// dashes of the end-line. Searching for this fixed needle lets one SIMD searcher serve every
 /// frame; the transaction id is compared only where it matches.
-const END_NEEDLE: &[u8] = b"\r\n-------";
+pub(crate) const END_NEEDLE: &[u8] = b"\r\n-------";
 
 /// The SIMD searcher for [`END_NEEDLE`], built once: it is 288 bytes, which every connection's
 /// decoder would otherwise carry (memory per idle relay session, issue 5).
-static END_FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+pub(crate) static END_FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(END_NEEDLE));
-const DASHES: &[u8] = b"-------";
+pub(crate) const DASHES: &[u8] = b"-------";
 
 /// Bounds on what one peer can make the decoder buffer. All are per frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,7 +484,7 @@ fn check_start_prefix(partial: &[u8]) -> Result<(), DecodeError> {
 }
 
 /// Validates `MSRP SP transact-id SP (method / status-code [SP comment])` and returns the tid.
-fn check_start_line(line: &[u8]) -> Result<&[u8], DecodeError> {
+pub(crate) fn check_start_line(line: &[u8]) -> Result<&[u8], DecodeError> {
     let rest = line.strip_prefix(b"MSRP ").ok_or(DecodeError::connection(ErrorKind::BadStartLine))?;
     let sp = memchr::memchr(b' ', rest).ok_or(DecodeError::connection(ErrorKind::BadStartLine))?;
     let tid = &rest[..sp];

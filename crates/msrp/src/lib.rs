@@ -8,6 +8,7 @@
 //! - [`header`]: every registered header, typed; unknown headers kept verbatim.
 //! - [`message`]: requests, responses, methods, status codes.
 //! - [`decode`]: a resumable streaming decoder that hands bodies out in pieces.
+//! - [`lex`]: complete small frames split in place, for a relay's fast path.
 //! - [`encode`]: frames out, with end-line collision checks.
 //! - [`report`]: when to answer, when to REPORT, and how those frames look (RFC 4975 §7).
 //! - [`id`]: random transaction, message and session identifiers.
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod encode;
 pub mod header;
 pub mod id;
+pub mod lex;
 pub mod message;
 pub mod report;
 mod syntax;

@@ -2,8 +2,10 @@
 //! whatever the read sizes, and the decoder never panics on arbitrary input.
 
 use bytes::BytesMut;
+use msrp::Limits;
 use msrp::encode::{body_is_safe, encode_request, encode_response};
 use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport};
+use msrp::lex::{Start, lex_frame};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Decoder, Event, Message, Method, Request, Response, StatusCode, Uri};
 use proptest::prelude::*;
@@ -193,6 +195,40 @@ proptest! {
                 Case::Response(r) => prop_assert_eq!(head, &Message::Response(r.clone())),
             }
         }
+    }
+
+    #[test]
+    fn the_lexer_agrees_with_the_decoder(case in prop_oneof![3 => request(), 1 => response()], tail in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let Some(wire) = encode(&case) else { return Ok(()) };
+        let (head, body, flag) = decode(&wire, &[wire.len()]).remove(0);
+        let mut buf = wire.clone();
+        buf.extend_from_slice(&tail);
+        // The lexer may decline any frame; a frame it takes must be the decoder's.
+        if let Some(l) = lex_frame(&buf, &Limits::default(), 1 << 20) {
+            prop_assert_eq!(l.len, wire.len());
+            prop_assert_eq!(l.tid, *head.tid());
+            prop_assert_eq!(l.flag, flag);
+            prop_assert_eq!(l.body, body.as_deref());
+            prop_assert_eq!(l.headers().len(), head.headers().len());
+            match (&l.start, &head) {
+                (Start::Request(m), Message::Request(r)) => prop_assert_eq!(*m, r.method.as_str().as_bytes()),
+                (Start::Response(code), Message::Response(r)) => prop_assert_eq!(*code, r.status.0),
+                _ => prop_assert!(false, "request and response confused"),
+            }
+            for ((name, value), h) in l.headers().iter().zip(head.headers().iter()) {
+                prop_assert!(name.eq_ignore_ascii_case(h.name().as_bytes()));
+                let parsed = Header::parse(std::str::from_utf8(name).unwrap(), std::str::from_utf8(value).unwrap());
+                prop_assert_eq!(&parsed.unwrap(), h);
+            }
+        }
+    }
+
+    #[test]
+    fn the_lexer_never_panics(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = lex_frame(&input, &Limits::default(), 1 << 20);
+        let mut prefixed = b"MSRP abcd SEND\r\n".to_vec();
+        prefixed.extend_from_slice(&input);
+        let _ = lex_frame(&prefixed, &Limits::default(), 1 << 20);
     }
 
     #[test]

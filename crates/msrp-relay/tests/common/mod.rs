@@ -238,6 +238,20 @@ impl Endpoint {
         }
     }
 
+    /// The next frame's bytes exactly as received, start line to end-line (for comparing
+    /// what the relay wrote byte for byte). Do not mix with a half-read decoded frame.
+    pub async fn raw_frame(&mut self) -> Vec<u8> {
+        let read = async {
+            loop {
+                if let Some(n) = raw_frame_len(&self.buf) {
+                    return self.buf.split_to(n).to_vec();
+                }
+                assert!(self.rd.read_buf(&mut self.buf).await.unwrap() > 0, "connection closed");
+            }
+        };
+        tokio::time::timeout(WAIT, read).await.expect("no frame within the wait")
+    }
+
     /// True when the peer closed the connection (EOF) within `wait`.
     pub async fn closed_within(&mut self, wait: Duration) -> bool {
         let mut scratch = [0u8; 1024];
@@ -334,4 +348,14 @@ pub fn credentials(
         text.push_str(&format!(r#", uri="{}""#, uri.as_str()));
     }
     msrp::header::Credentials::parse(&text).unwrap()
+}
+
+/// Length of the complete frame at the front of `buf`: up to `\n-------<tid><flag>\r\n`.
+fn raw_frame_len(buf: &[u8]) -> Option<usize> {
+    let line = &buf[..buf.iter().position(|&b| b == b'\n')?];
+    let tid = line.split(|&b| b == b' ').nth(1)?;
+    let needle = [&b"\n-------"[..], tid].concat();
+    let at = buf.windows(needle.len()).position(|w| w == needle)?;
+    let end = at + needle.len() + 3;
+    (buf.len() >= end && &buf[end - 2..end] == b"\r\n").then_some(end)
 }

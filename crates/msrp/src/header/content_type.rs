@@ -17,6 +17,13 @@ pub struct ContentType {
 
 impl ContentType {
     pub fn parse(value: &ByteString) -> Result<Self, HeaderError> {
+        let (slash, end) = Self::check(value)?;
+        Ok(ContentType { raw: value.clone(), slash, end })
+    }
+
+    /// Validates a value without keeping it (a relay forwards the text as received);
+    /// returns where the `/` and the media type's end are.
+    pub fn check(value: &str) -> Result<(u16, u16), HeaderError> {
         let bad = |why| HeaderError::new("Content-Type", why);
         let end = value.bytes().position(|b| matches!(b, b';' | b' ' | b'\t')).unwrap_or(value.len());
         let media = &value[..end];
@@ -30,7 +37,7 @@ impl ContentType {
         if value.len() > u16::MAX as usize {
             return Err(bad("too long"));
         }
-        Ok(ContentType { raw: value.clone(), slash: slash as u16, end: end as u16 })
+        Ok((slash as u16, end as u16))
     }
 
     /// `text/plain`, `message/cpim`, … as written.

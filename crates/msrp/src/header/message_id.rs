@@ -18,11 +18,16 @@ pub struct MessageId(ByteString);
 
 impl MessageId {
     pub fn parse(value: &ByteString) -> Result<Self, HeaderError> {
-        if is_ident(value, MAX_MESSAGE_ID_LEN) {
+        if Self::is_valid(value) {
             Ok(MessageId(value.clone()))
         } else {
             Err(HeaderError::new("Message-ID", "not an ident of 4 to 128 characters"))
         }
+    }
+
+    /// Whether `value` would parse (an `ident` of 4 to [`MAX_MESSAGE_ID_LEN`] characters).
+    pub fn is_valid(value: &str) -> bool {
+        is_ident(value, MAX_MESSAGE_ID_LEN)
     }
 
     /// A fresh random id (see [`crate::id`]).

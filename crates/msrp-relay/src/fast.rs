@@ -1,0 +1,428 @@
+//! The relay's fast path for the frames that make up nearly all of its traffic: a small,
+//! complete SEND into a session of this relay, and a 2xx response to a forwarded chunk.
+//!
+//! The general path (`conn` + `forward`) decodes every frame into a typed `Request`, routes it
+//! through the session table and re-encodes it; issue 5's profile put that at ~19k instructions
+//! per relayed SEND and its 200. Here the frame is split in place ([`msrp::lex`]), its route is
+//! remembered per connection (keyed by the To-Path and From-Path text, valid while the session
+//! table is unchanged: [`Sessions::epoch`]), and the forwarded frame and our 200 are written
+//! straight into the two connections' output buffers. The output is the general path's, byte
+//! for byte except for the fresh transaction id (`tests/fast_path.rs` compares them).
+//!
+//! Whatever this path does not recognise it leaves untouched for the general path: frames that
+//! are incomplete, large, not SEND or a response, carry other headers, are malformed, abort
+//! (`#`), go to another relay, or are refused. Responses other than 2xx, and responses to
+//! relayed non-SEND requests, also go the general way (they produce REPORTs or are relayed).
+//!
+//! [`Sessions::epoch`]: crate::sessions::Sessions::epoch
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use msrp::encode::{self, body_is_safe};
+use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport, name};
+use msrp::lex::{Lexed, Start, lex_frame};
+use msrp::message::TransactionId;
+use msrp::{ByteString, Continuation, Method, Uri};
+use tracing::debug;
+
+use crate::conn::{Conn, Pending};
+use crate::route::{Route, route_paths};
+use crate::server::Shared;
+
+/// Largest frame taken by the fast path (bytes): instant messages and small chunks. Larger
+/// chunks are streamed by the general path, whose per-frame cost is small beside their bytes.
+const FAST_MAX: usize = 8 * 1024;
+
+/// Routes remembered per connection: a client's connection carries one or two sessions; a
+/// relay-to-relay or chat-server connection more, which then fall back to parsing paths.
+const ROUTE_CACHE: usize = 4;
+
+/// One remembered routing decision.
+struct CachedRoute {
+    /// The To-Path and From-Path values as received: the key.
+    to: Box<[u8]>,
+    from: Box<[u8]>,
+    /// [`crate::sessions::Sessions::epoch`] when decided; any change to the table voids it.
+    epoch: u64,
+    /// The earliest expiry of the sessions the decision rests on.
+    expires: Instant,
+    target: Arc<Conn>,
+    /// `To-Path: …` and `From-Path: …` lines of the forwarded frame.
+    forward_paths: Box<[u8]>,
+    /// `To-Path: <previous hop>` and `From-Path: <this relay>` lines of our responses.
+    answer_paths: Box<[u8]>,
+    /// The request's From-Path (where a failure REPORT goes) and this relay as addressed.
+    report_to: Path,
+    reporter: Uri,
+}
+
+/// A connection's fast-path state. Empty (one pointer-sized vector) until the first fast
+/// frame: idle sessions pay nothing for it.
+#[derive(Default)]
+pub(crate) struct FastPath {
+    routes: Vec<CachedRoute>,
+    next_slot: usize,
+}
+
+/// What the caller knows of the current read batch.
+pub(crate) struct Batch {
+    pub(crate) now: Instant,
+    pub(crate) epoch: u64,
+}
+
+/// A frame handled here.
+pub(crate) struct Handled {
+    /// A SEND was forwarded: the connection is in use (no AUTH deadline).
+    pub(crate) forwarded: bool,
+    /// Connections whose output passed the high-water mark: flush before going on.
+    pub(crate) flush: Vec<Arc<Conn>>,
+}
+
+/// Headers the fast path understands; any other sends the frame the general way.
+#[derive(Clone, Copy, PartialEq)]
+enum Known {
+    ToPath,
+    FromPath,
+    MessageId,
+    ByteRange,
+    SuccessReport,
+    FailureReport,
+    ContentType,
+}
+
+fn known(hname: &[u8]) -> Option<Known> {
+    let is = |n: &str| hname == n.as_bytes() || hname.eq_ignore_ascii_case(n.as_bytes());
+    Some(match hname.len() {
+        7 if is(name::TO_PATH) => Known::ToPath,
+        9 if is(name::FROM_PATH) => Known::FromPath,
+        10 if is(name::MESSAGE_ID) => Known::MessageId,
+        10 if is(name::BYTE_RANGE) => Known::ByteRange,
+        14 if is(name::SUCCESS_REPORT) => Known::SuccessReport,
+        14 if is(name::FAILURE_REPORT) => Known::FailureReport,
+        12 if is(name::CONTENT_TYPE) => Known::ContentType,
+        _ => return None,
+    })
+}
+
+/// A SEND taken apart and checked, as offsets into the frame so the read buffer can be split
+/// before anything is written.
+struct Plan {
+    tid: TransactionId,
+    to: Range<usize>,
+    from: Range<usize>,
+    message_id: Range<usize>,
+    content_type: Range<usize>,
+    body: Range<usize>,
+    flag: Continuation,
+    range: ByteRange,
+    failure: FailureReport,
+    /// Message-ID, Success-Report and Failure-Report in the order received: they go between
+    /// the paths and Byte-Range, as the general path writes them (RFC 4975 §9 order).
+    middle: [Option<Middle>; 3],
+}
+
+#[derive(Clone, Copy)]
+enum Middle {
+    MessageId,
+    Success(SuccessReport),
+    Failure(FailureReport),
+}
+
+impl FastPath {
+    /// Handles the frame at the front of `buf` if it is one for the fast path; `None` leaves
+    /// `buf` untouched for the general path.
+    pub(crate) fn try_frame(
+        &mut self,
+        shared: &Shared,
+        conn: &Arc<Conn>,
+        touched: &mut Vec<Arc<Conn>>,
+        buf: &mut BytesMut,
+        batch: &Batch,
+    ) -> Option<Handled> {
+        let lexed = lex_frame(buf, &shared.opts.limits, FAST_MAX)?;
+        match lexed.start {
+            Start::Response(code) => response(conn, &lexed, code).map(|len| {
+                bytes::Buf::advance(buf, len);
+                Handled { forwarded: false, flush: Vec::new() }
+            }),
+            Start::Request(b"SEND") => {
+                let plan = plan_send(&lexed, buf, shared)?;
+                let len = lexed.len;
+                let slot = self.route(shared, conn, buf, &plan, batch)?;
+                Some(forward(shared, conn, touched, buf.split_to(len).freeze(), plan, &self.routes[slot], batch))
+            }
+            Start::Request(_) => None,
+        }
+    }
+
+    /// The remembered route for these paths, or a new decision (cached when it is a delivery
+    /// to a session of this relay; anything else goes the general way).
+    fn route(&mut self, shared: &Shared, conn: &Arc<Conn>, buf: &[u8], plan: &Plan, batch: &Batch) -> Option<usize> {
+        let (to, from) = (&buf[plan.to.clone()], &buf[plan.from.clone()]);
+        let hit = self.routes.iter().position(|r| *r.to == *to && *r.from == *from);
+        if let Some(i) = hit {
+            let r = &self.routes[i];
+            if r.epoch == batch.epoch && r.expires > batch.now && !r.target.is_closed() {
+                return Some(i);
+            }
+        }
+        let entry = decide(shared, conn, to, from, batch)?;
+        let slot = match hit {
+            Some(i) => i,
+            None if self.routes.len() < ROUTE_CACHE => {
+                self.routes.push(entry);
+                return Some(self.routes.len() - 1);
+            }
+            None => {
+                self.next_slot = (self.next_slot + 1) % ROUTE_CACHE;
+                self.next_slot
+            }
+        };
+        self.routes[slot] = entry;
+        Some(slot)
+    }
+}
+
+/// A 2xx response to a forwarded chunk settles its transaction; returns the frame's length.
+fn response(conn: &Conn, lexed: &Lexed<'_>, code: u16) -> Option<usize> {
+    // The decoder refuses responses without both paths; so does this path (they then get the
+    // decoder's verdict).
+    let paths = lexed.headers().iter().filter_map(|(n, _)| known(n)).fold((0, 0), |(t, f), k| match k {
+        Known::ToPath => (t + 1, f),
+        Known::FromPath => (t, f + 1),
+        _ => (t, f),
+    });
+    if paths != (1, 1) || lexed.body.is_some() || lexed.flag != Continuation::Complete {
+        return None;
+    }
+    let mut pending = conn.pending.lock().ok()?;
+    match pending.get(&lexed.tid) {
+        // A relayed request's response goes back to its sender; a failure may be reported.
+        Some(Pending::Relay { .. }) => return None,
+        Some(Pending::Send { .. }) if !(200..300).contains(&code) => return None,
+        Some(Pending::Send { .. }) => {
+            pending.remove(&lexed.tid);
+        }
+        None => debug!(conn = conn.id, tid = %lexed.tid, status = code, "response to no pending transaction"),
+    }
+    Some(lexed.len)
+}
+
+/// Checks a SEND's headers with the codec's own parsers; `None` for anything the general path
+/// should see (an unknown or repeated header, a malformed value, no body, an abort).
+fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
+    let body = lexed.body?;
+    if lexed.flag == Continuation::Abort || body.len() > shared.opts.max_chunk {
+        return None;
+    }
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let (mut to, mut from, mut message_id, mut content_type, mut range) = (None, None, None, None, None);
+    let (mut failure, mut success, mut middle, mut n_middle) = (None, None, [None; 3], 0);
+    let mut seen = [false; 7];
+    for &(hname, value) in lexed.headers() {
+        let text = std::str::from_utf8(value).ok()?;
+        let which = known(hname)?;
+        // A repeated header is the decoder's 400.
+        if std::mem::replace(&mut seen[which as usize], true) {
+            return None;
+        }
+        match which {
+            Known::ToPath => to = Some(at(value)),
+            Known::FromPath => from = Some(at(value)),
+            Known::MessageId => {
+                MessageId::is_valid(text).then_some(())?;
+                message_id = Some(at(value));
+                middle[n_middle] = Some(Middle::MessageId);
+                n_middle += 1;
+            }
+            Known::ContentType => {
+                ContentType::check(text).ok()?;
+                content_type = Some(at(value));
+            }
+            Known::ByteRange => range = Some(ByteRange::parse(text).ok()?),
+            Known::FailureReport => {
+                let v = FailureReport::parse(text).ok()?;
+                failure = Some(v);
+                middle[n_middle] = Some(Middle::Failure(v));
+                n_middle += 1;
+            }
+            Known::SuccessReport => {
+                let v = SuccessReport::parse(text).ok()?;
+                success = Some(v);
+                middle[n_middle] = Some(Middle::Success(v));
+                n_middle += 1;
+            }
+        }
+    }
+    let _ = success;
+    Some(Plan {
+        tid: lexed.tid,
+        to: to?,
+        from: from?,
+        message_id: message_id?,
+        content_type: content_type?,
+        body: at(body),
+        flag: lexed.flag,
+        range: range.unwrap_or(ByteRange { start: 1, end: None, total: None }),
+        failure: failure.unwrap_or_default(),
+        middle,
+    })
+}
+
+/// Routes a SEND from scratch; `Some` only for a delivery into a live session of this relay.
+fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -> Option<CachedRoute> {
+    let parse = |hname: &str, value: &[u8]| match Header::parse(hname, std::str::from_utf8(value).ok()?) {
+        Ok(Header::ToPath(p) | Header::FromPath(p)) => Some(p),
+        _ => None,
+    };
+    let (to_path, from_path) = (parse(name::TO_PATH, to)?, parse(name::FROM_PATH, from)?);
+    let sessions = shared.sessions.lock().ok()?;
+    if sessions.epoch() != batch.epoch {
+        return None; // changed since the batch began: let the general path decide
+    }
+    let decision = route_paths(&Method::Send, &to_path, &from_path, conn.id, &sessions, &shared.opts, batch.now);
+    let Route::Deliver { sid, conn: target, to: out_to, from: out_from } = decision else { return None };
+    let expiry = |sid: Option<&str>| sid.and_then(|s| sessions.get(s, batch.now)).map(|s| s.expires);
+    let expires = expiry(Some(&sid))?.min(expiry(to_path.first().session_id())?);
+    drop(sessions);
+    let target = shared.conn(target)?;
+    let reporter = to_path.first().clone();
+    let mut forward_paths = BytesMut::with_capacity(to.len() + from.len() + 64);
+    encode::encode_header(&Header::ToPath(out_to), &mut forward_paths);
+    encode::encode_header(&Header::FromPath(out_from), &mut forward_paths);
+    let mut answer_paths = BytesMut::with_capacity(128);
+    encode::encode_header(&Header::ToPath(Path::single(from_path.first().clone())), &mut answer_paths);
+    encode::encode_header(&Header::FromPath(Path::single(reporter.clone())), &mut answer_paths);
+    Some(CachedRoute {
+        to: to.into(),
+        from: from.into(),
+        epoch: batch.epoch,
+        expires,
+        target,
+        forward_paths: forward_paths.to_vec().into(),
+        answer_paths: answer_paths.to_vec().into(),
+        report_to: from_path,
+        reporter,
+    })
+}
+
+/// Records the transaction the forwarded frame opens, then queues that frame for the target
+/// and our 200 for the sender.
+fn forward(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    touched: &mut Vec<Arc<Conn>>,
+    frame: Bytes,
+    plan: Plan,
+    route: &CachedRoute,
+    batch: &Batch,
+) -> Handled {
+    let body = &frame[plan.body.clone()];
+    let tid = safe_tid(body);
+    let start = plan.range.start;
+    let range = ByteRange { start, end: Some(start + body.len() as u64 - 1), total: plan.range.total };
+    // Recorded before the frame can leave: another task may flush the target's output at
+    // any moment, and the response must find its transaction.
+    if plan.failure != FailureReport::No
+        && let Ok(message_id) =
+            MessageId::parse(&ByteString::try_from(frame.slice(plan.message_id.clone())).unwrap_or_default())
+    {
+        let deadline = batch.now + shared.opts.transaction_timeout;
+        let pending = Pending::Send {
+            source: conn.id,
+            report_to: route.report_to.clone(),
+            reporter: route.reporter.clone(),
+            message_id,
+            range,
+            failure: plan.failure,
+            deadline,
+        };
+        if let Ok(mut p) = route.target.pending.lock() {
+            p.insert(tid, pending);
+        }
+    }
+    let mut flush = Vec::new();
+    let full = route.target.queue_with(|out| {
+        out.reserve(route.forward_paths.len() + body.len() + 256);
+        out.put_slice(b"MSRP ");
+        out.put_slice(tid.as_bytes());
+        out.put_slice(b" SEND\r\n");
+        out.put_slice(&route.forward_paths);
+        for m in plan.middle.iter().flatten() {
+            let (hname, value) = match *m {
+                Middle::MessageId => (name::MESSAGE_ID, &frame[plan.message_id.clone()]),
+                Middle::Success(v) => (name::SUCCESS_REPORT, success_text(v)),
+                Middle::Failure(v) => (name::FAILURE_REPORT, failure_text(v)),
+            };
+            put_header(out, hname, value);
+        }
+        encode::encode_header(&Header::ByteRange(range), out);
+        put_header(out, name::CONTENT_TYPE, &frame[plan.content_type.clone()]);
+        out.put_slice(b"\r\n");
+        out.put_slice(body);
+        encode::encode_body_end(&tid, plan.flag, out);
+    });
+    if full {
+        flush.push(route.target.clone());
+    }
+    touch(touched, &route.target);
+    // Hop-by-hop 200 (RFC 4976 §7), only when Failure-Report asks for it (RFC 4975 §7.1.2).
+    if plan.failure == FailureReport::Yes {
+        let full = conn.queue_with(|out| {
+            out.put_slice(b"MSRP ");
+            out.put_slice(plan.tid.as_bytes());
+            out.put_slice(b" 200 OK\r\n");
+            out.put_slice(&route.answer_paths);
+            encode::encode_end_line(&plan.tid, Continuation::Complete, out);
+        });
+        if full {
+            flush.push(conn.clone());
+        }
+        touch(touched, conn);
+    }
+    Handled { forwarded: true, flush }
+}
+
+fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {
+    if !touched.iter().any(|c| c.id == conn.id) {
+        touched.push(conn.clone());
+    }
+}
+
+fn put_header(out: &mut BytesMut, hname: &str, value: &[u8]) {
+    out.put_slice(hname.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+fn success_text(v: SuccessReport) -> &'static [u8] {
+    match v {
+        SuccessReport::Yes => b"yes",
+        SuccessReport::No => b"no",
+    }
+}
+
+fn failure_text(v: FailureReport) -> &'static [u8] {
+    match v {
+        FailureReport::Yes => b"yes",
+        FailureReport::No => b"no",
+        FailureReport::Partial => b"partial",
+    }
+}
+
+/// A transaction id whose end-line is not in `body` (RFC 4975 §7.1).
+fn safe_tid(body: &[u8]) -> TransactionId {
+    loop {
+        let tid = TransactionId::random();
+        if body_is_safe(body, &tid) {
+            return tid;
+        }
+    }
+}

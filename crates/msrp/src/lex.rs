@@ -1,0 +1,242 @@
+//! Whole small frames taken apart in place, for a relay's fast path.
+//!
+//! A relay forwards most header values untouched and reads only a few (RFC 4976 §7), and a
+//! response it consumes matters only by its transaction id and status. Building a typed
+//! [`Message`](crate::Message) for every frame cost the relay more than its reads and writes
+//! (issue 5's profile), so [`lex_frame`] splits a frame that lies complete at the front of a
+//! buffer into its start line, `(name, value)` slices and body — no allocation, no value parsed.
+//!
+//! It is an optimisation, never a second grammar: anything unusual (an incomplete frame, a
+//! stray CRLF, a bare LF, a limit reached, too many headers, non-UTF-8, an empty body) gives
+//! `None`, and the caller hands the bytes to the streaming [`Decoder`](crate::Decoder), whose
+//! answer is the reference. Callers parse the values they use with the typed parsers.
+
+use crate::decode::{DASHES, END_FINDER, END_NEEDLE, Limits, check_start_line};
+use crate::message::{Continuation, TransactionId};
+use crate::syntax::is_token_char;
+
+/// Most header lines a lexed frame may have (a SEND through two relays has six or seven).
+pub const MAX_LEXED_HEADERS: usize = 16;
+
+/// The start line of a lexed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start<'a> {
+    /// A request's method, as sent (upper-case letters).
+    Request(&'a [u8]),
+    /// A response's status code.
+    Response(u16),
+}
+
+/// A complete frame, borrowed from the buffer it was found in.
+#[derive(Debug)]
+pub struct Lexed<'a> {
+    pub tid: TransactionId,
+    pub start: Start<'a>,
+    headers: [(&'a [u8], &'a [u8]); MAX_LEXED_HEADERS],
+    count: usize,
+    /// The body section's data (RFC 4975 §9 `content-stuff`), without the CRLF before the
+    /// end-line; `None` when the frame has no body section.
+    pub body: Option<&'a [u8]>,
+    pub flag: Continuation,
+    /// Bytes of the whole frame, end-line included.
+    pub len: usize,
+}
+
+impl<'a> Lexed<'a> {
+    /// Header `(name, value)` pairs in the order sent; values trimmed of spaces and tabs.
+    pub fn headers(&self) -> &[(&'a [u8], &'a [u8])] {
+        &self.headers[..self.count]
+    }
+}
+
+/// The frame at the front of `buf`, when it is complete within `max_len` bytes and plain
+/// enough to need no decision of the decoder's (see the module documentation); `None`
+/// otherwise, with nothing consumed.
+pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<Lexed<'a>> {
+    let buf = &buf[..buf.len().min(max_len)];
+    let mut lines = LineIter { buf, pos: 0 };
+    let start_line = lines.next()?;
+    if start_line.len() > limits.max_start_line {
+        return None;
+    }
+    let tid = TransactionId::from_validated(check_start_line(start_line).ok()?);
+    let what = &start_line[5 + tid.as_bytes().len() + 1..];
+    let start = if what[0].is_ascii_digit() {
+        Start::Response(what[..3].iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+    } else {
+        Start::Request(what)
+    };
+    let mut lexed = Lexed {
+        tid,
+        start,
+        headers: [(&[], &[]); MAX_LEXED_HEADERS],
+        count: 0,
+        body: None,
+        flag: Continuation::Complete,
+        len: 0,
+    };
+    loop {
+        let line = lines.next()?;
+        if line.is_empty() {
+            // The blank line: data, then CRLF and the end-line.
+            let head_end = lines.pos;
+            let (at, flag, len) = find_end_line(&buf[head_end..], &tid)?;
+            if at == 0 || head_end > limits.max_head_bytes {
+                return None; // an empty body: the decoder's lenient forms
+            }
+            if matches!(lexed.start, Start::Request(m) if m != b"SEND") && at as u64 > limits.max_non_send_body {
+                return None;
+            }
+            std::str::from_utf8(&buf[..head_end]).ok()?;
+            lexed.body = Some(&buf[head_end..head_end + at]);
+            lexed.flag = flag;
+            lexed.len = head_end + at + len;
+            return Some(lexed);
+        }
+        if let Some(flag) = line.strip_prefix(DASHES).and_then(|r| r.strip_prefix(tid.as_bytes())) {
+            // The end-line right after the headers: a frame without a body section.
+            let [flag] = flag else { return None };
+            lexed.flag = Continuation::from_byte(*flag)?;
+            lexed.len = lines.pos;
+            if lexed.len > limits.max_head_bytes {
+                return None;
+            }
+            std::str::from_utf8(&buf[..lexed.len]).ok()?;
+            return Some(lexed);
+        }
+        if line.len() > limits.max_header_line || lexed.count == MAX_LEXED_HEADERS || lexed.count >= limits.max_headers
+        {
+            return None;
+        }
+        let name_len = line.iter().take_while(|&&b| is_token_char(b)).count();
+        if name_len == 0 || line.get(name_len) != Some(&b':') {
+            return None;
+        }
+        lexed.headers[lexed.count] = (&line[..name_len], trim(&line[name_len + 1..]));
+        lexed.count += 1;
+    }
+}
+
+/// CRLF-terminated lines; ends (`None`) at a bare LF or where the buffer runs out.
+struct LineIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for LineIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.buf[self.pos..];
+        let nl = memchr::memchr(b'\n', rest)?;
+        let line = rest[..nl].strip_suffix(b"\r")?;
+        self.pos += nl + 1;
+        Some(line)
+    }
+}
+
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// The first complete `CRLF -------<tid><flag> CRLF` in `hay`: where it starts, its flag and
+/// its length.
+pub(crate) fn find_end_line(hay: &[u8], tid: &TransactionId) -> Option<(usize, Continuation, usize)> {
+    let tid = tid.as_bytes();
+    let len = END_NEEDLE.len() + tid.len() + 3;
+    let mut from = 0;
+    loop {
+        let rest = &hay[from..];
+        let i = if rest.len() < 256 {
+            memchr::memchr_iter(b'\r', rest).find(|&i| rest[i..].starts_with(END_NEEDLE))?
+        } else {
+            END_FINDER.find(rest)?
+        };
+        let at = from + i;
+        let tail = &hay[at + END_NEEDLE.len()..];
+        if tail.len() >= tid.len() + 3
+            && &tail[..tid.len()] == tid
+            && &tail[tid.len() + 1..tid.len() + 3] == b"\r\n"
+            && let Some(flag) = Continuation::from_byte(tail[tid.len()])
+        {
+            return Some((at, flag, len));
+        }
+        from = at + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEND: &[u8] = b"MSRP a786hjs2 SEND\r\nTo-Path: msrp://b.example.com:7654/jshA7we;tcp\r\n\
+From-Path: msrp://a.example.com:1234/iau39soe2843z;tcp\r\nMessage-ID: 87652491\r\nByte-Range: 1-25/25\r\n\
+Content-Type:  text/plain \r\n\r\nHey Bob, are you there?\r\n\r\n-------a786hjs2$\r\n";
+
+    fn lex(buf: &[u8]) -> Option<Lexed<'_>> {
+        lex_frame(buf, &Limits::default(), 64 * 1024)
+    }
+
+    #[test]
+    fn a_send_is_split_in_place() {
+        let mut buf = SEND.to_vec();
+        buf.extend_from_slice(b"MSRP next");
+        let l = lex(&buf).unwrap();
+        assert_eq!(l.tid.as_str(), "a786hjs2");
+        assert_eq!(l.start, Start::Request(b"SEND"));
+        assert_eq!(l.headers().len(), 5);
+        assert_eq!(l.headers()[4], (&b"Content-Type"[..], &b"text/plain"[..]));
+        assert_eq!(l.body, Some(&b"Hey Bob, are you there?\r\n"[..]));
+        assert_eq!(l.flag, Continuation::Complete);
+        assert_eq!(l.len, SEND.len());
+    }
+
+    #[test]
+    fn a_response_has_no_body_section() {
+        let r = b"MSRP a786hjs2 200 OK\r\nTo-Path: msrp://a.example.com:1234/iau39soe2843z;tcp\r\n\
+From-Path: msrp://b.example.com:7654/jshA7we;tcp\r\n-------a786hjs2$\r\n";
+        let l = lex(r).unwrap();
+        assert_eq!(l.start, Start::Response(200));
+        assert_eq!(l.body, None);
+        assert_eq!(l.len, r.len());
+    }
+
+    #[test]
+    fn an_end_line_of_another_tid_is_body() {
+        let f = b"MSRP abcd SEND\r\nTo-Path: msrp://b:1/x;tcp\r\nFrom-Path: msrp://a:1/y;tcp\r\n\
+Content-Type: text/plain\r\n\r\nx\r\n-------abce$\r\ny\r\n-------abcd+\r\n";
+        let l = lex(f).unwrap();
+        assert_eq!(l.body, Some(&b"x\r\n-------abce$\r\ny"[..]));
+        assert_eq!(l.flag, Continuation::More);
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_the_decoder() {
+        // Every prefix is incomplete.
+        for n in 0..SEND.len() {
+            assert!(lex(&SEND[..n]).is_none(), "prefix of {n} bytes");
+        }
+        let bare_lf = String::from_utf8_lossy(SEND).replacen("Message-ID: 87652491\r\n", "Message-ID: 87652491\n", 1);
+        assert!(lex(bare_lf.as_bytes()).is_none());
+        assert!(lex(&[b"\r\n", SEND].concat()).is_none(), "a stray CRLF first");
+        let empty = b"MSRP abcd SEND\r\nTo-Path: msrp://b:1/x;tcp\r\nFrom-Path: msrp://a:1/y;tcp\r\n\
+Content-Type: text/plain\r\n\r\n\r\n-------abcd$\r\n";
+        assert!(lex(empty).is_none(), "an empty body");
+        let colonless = String::from_utf8_lossy(SEND).replacen("Message-ID:", "Message-ID", 1);
+        assert!(lex(colonless.as_bytes()).is_none());
+        assert!(lex_frame(SEND, &Limits::default(), SEND.len() - 1).is_none(), "over max_len");
+        let few = Limits { max_headers: 4, ..Limits::default() };
+        assert!(lex_frame(SEND, &few, 1 << 16).is_none(), "over max_headers");
+        let mut latin1 = SEND.to_vec();
+        let at = latin1.windows(8).position(|w| w == b"87652491").unwrap();
+        latin1[at] = 0xe9;
+        assert!(lex(&latin1).is_none(), "a head that is not UTF-8");
+        assert!(lex(b"MSRP abcd SEND\r\nTo-Path: x\r\n-------abcd!\r\n").is_none(), "a bad flag");
+    }
+}
