@@ -7,6 +7,7 @@
 mod chat;
 mod client;
 mod load;
+mod pipe;
 mod procfs;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -37,6 +38,12 @@ enum Mode {
     Auth(AuthArgs),
     /// A chat room (RFC 7701) of P participants joined over SIP: deliveries per second.
     Chat(ChatArgs),
+    /// (Used by `--direct --pipe`.) Copies connections to --to and back, byte for byte.
+    #[command(hide = true)]
+    Pipe {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +108,11 @@ struct RelayArgs {
     /// No relay: A connects straight to B (the ceiling of the generator and the machine).
     #[arg(long)]
     direct: bool,
+    /// With --direct (one pair): A's connection passes through a child process that only
+    /// copies bytes (no parsing), whose CPU per message is reported: the floor under any
+    /// relay's on this machine.
+    #[arg(long, requires = "direct")]
+    pipe: bool,
     /// A label for the RESULT line.
     #[arg(long, default_value = "")]
     label: String,
@@ -153,7 +165,15 @@ fn split_user(s: &str) -> Result<(String, String), Error> {
 async fn make_pair(args: &RelayArgs, index: usize) -> Result<(Conn, Conn, Path), Error> {
     if args.direct {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let target = Target { addr: listener.local_addr()?, host: "127.0.0.1".into(), tls: None };
+        let mut target = Target { addr: listener.local_addr()?, host: "127.0.0.1".into(), tls: None };
+        if args.pipe {
+            if PIPE_PID.get().is_some() {
+                return Err("--pipe takes one pair".into());
+            }
+            let (pid, addr) = pipe::spawn(target.addr)?;
+            let _ = PIPE_PID.set(pid);
+            target.addr = addr;
+        }
         let name = format!("a{index}");
         let (a, accepted) = tokio::join!(Conn::connect(&target, &name, None), listener.accept());
         let (stream, _) = accepted?;
@@ -186,8 +206,11 @@ async fn make_pair(args: &RelayArgs, index: usize) -> Result<(Conn, Conn, Path),
     Ok((a, b, Path::new(hops).ok_or("empty path")?))
 }
 
+/// The `--pipe` child, measured as the relay is.
+static PIPE_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 fn cpu(pid: Option<u32>) -> f64 {
-    pid.map_or(0.0, procfs::cpu_seconds)
+    pid.or(PIPE_PID.get().copied()).map_or(0.0, procfs::cpu_seconds)
 }
 
 async fn small(args: SmallArgs) -> Result<(), Error> {
@@ -218,7 +241,8 @@ async fn small(args: SmallArgs) -> Result<(), Error> {
     let sent = args.messages * args.pairs as u64;
     let lost = sent - received;
     let rate = received as f64 / secs;
-    let cpu_us = if args.relay.relay_pid.is_some() { cpu_used * 1e6 / received.max(1) as f64 } else { f64::NAN };
+    let measured = args.relay.relay_pid.is_some() || PIPE_PID.get().is_some();
+    let cpu_us = if measured { cpu_used * 1e6 / received.max(1) as f64 } else { f64::NAN };
     println!(
         "small: {} pairs × {} SENDs of {} B, window {}: {:.0} msg/s, {:.1} MB/s; latency p50 {} µs p99 {} µs max {} µs; \
          relay CPU {:.2} µs/msg; lost {lost} dup {dup} reordered {reordered} failure-reports {reports} unanswered {}",
@@ -416,6 +440,7 @@ async fn main() {
         Mode::Sessions(a) => sessions(a).await,
         Mode::Auth(a) => auth(a).await,
         Mode::Chat(a) => chat(a).await,
+        Mode::Pipe { to } => pipe::run(to).await,
     };
     if let Err(e) = result {
         eprintln!("msrp-bench: {e}");
