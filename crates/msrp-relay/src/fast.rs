@@ -93,8 +93,8 @@ enum Known {
     ContentType,
 }
 
-fn known(hname: &[u8]) -> Option<Known> {
-    let is = |n: &str| hname == n.as_bytes() || hname.eq_ignore_ascii_case(n.as_bytes());
+fn known(hname: &str) -> Option<Known> {
+    let is = |n: &str| hname == n || hname.eq_ignore_ascii_case(n);
     Some(match hname.len() {
         7 if is(name::TO_PATH) => Known::ToPath,
         9 if is(name::FROM_PATH) => Known::FromPath,
@@ -219,14 +219,15 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
         return None;
     }
     let at = |s: &[u8]| {
+        // Every slice of `lexed` lies in `buf`.
         let start = s.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + s.len()
     };
     let (mut to, mut from, mut message_id, mut content_type, mut range) = (None, None, None, None, None);
     let (mut failure, mut success, mut middle, mut n_middle) = (None, None, [None; 3], 0);
     let mut seen = [false; 7];
-    for &(hname, value) in lexed.headers() {
-        let text = std::str::from_utf8(value).ok()?;
+    for &(hname, text) in lexed.headers() {
+        let value = text.as_bytes();
         let which = known(hname)?;
         // A repeated header is the decoder's 400.
         if std::mem::replace(&mut seen[which as usize], true) {

@@ -32,7 +32,7 @@ pub enum Start<'a> {
 pub struct Lexed<'a> {
     pub tid: TransactionId,
     pub start: Start<'a>,
-    headers: [(&'a [u8], &'a [u8]); MAX_LEXED_HEADERS],
+    headers: [(&'a str, &'a str); MAX_LEXED_HEADERS],
     count: usize,
     /// The body section's data (RFC 4975 §9 `content-stuff`), without the CRLF before the
     /// end-line; `None` when the frame has no body section.
@@ -44,7 +44,8 @@ pub struct Lexed<'a> {
 
 impl<'a> Lexed<'a> {
     /// Header `(name, value)` pairs in the order sent; values trimmed of spaces and tabs.
-    pub fn headers(&self) -> &[(&'a [u8], &'a [u8])] {
+    /// The head was checked to be UTF-8 once, so no caller needs to check a value again.
+    pub fn headers(&self) -> &[(&'a str, &'a str)] {
         &self.headers[..self.count]
     }
 }
@@ -69,12 +70,15 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
     let mut lexed = Lexed {
         tid,
         start,
-        headers: [(&[], &[]); MAX_LEXED_HEADERS],
+        headers: [("", ""); MAX_LEXED_HEADERS],
         count: 0,
         body: None,
         flag: Continuation::Complete,
         len: 0,
     };
+    // Where each header's name and value lie; made `&str`s once the head is known UTF-8.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_LEXED_HEADERS];
+    let offset = |s: &[u8]| (s.as_ptr() as usize - buf.as_ptr() as usize) as u32;
     loop {
         let line = lines.next()?;
         if line.is_empty() {
@@ -87,7 +91,7 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
             if matches!(lexed.start, Start::Request(m) if m != b"SEND") && at as u64 > limits.max_non_send_body {
                 return None;
             }
-            std::str::from_utf8(&buf[..head_end]).ok()?;
+            lexed.headers_from(std::str::from_utf8(&buf[..head_end]).ok()?, &spans)?;
             lexed.body = Some(&buf[head_end..head_end + at]);
             lexed.flag = flag;
             lexed.len = head_end + at + len;
@@ -101,7 +105,7 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
             if lexed.len > limits.max_head_bytes {
                 return None;
             }
-            std::str::from_utf8(&buf[..lexed.len]).ok()?;
+            lexed.headers_from(std::str::from_utf8(&buf[..lexed.len]).ok()?, &spans)?;
             return Some(lexed);
         }
         if line.len() > limits.max_header_line || lexed.count == MAX_LEXED_HEADERS || lexed.count >= limits.max_headers
@@ -112,8 +116,20 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
         if name_len == 0 || line.get(name_len) != Some(&b':') {
             return None;
         }
-        lexed.headers[lexed.count] = (&line[..name_len], trim(&line[name_len + 1..]));
+        let value = trim(&line[name_len + 1..]);
+        let (line_at, value_at) = (offset(line), offset(value));
+        spans[lexed.count] = (line_at, line_at + name_len as u32, value_at, value_at + value.len() as u32);
         lexed.count += 1;
+    }
+}
+
+impl<'a> Lexed<'a> {
+    /// Fills `headers` from their spans in the validated head.
+    fn headers_from(&mut self, head: &'a str, spans: &[(u32, u32, u32, u32)]) -> Option<()> {
+        for (slot, &(n0, n1, v0, v1)) in self.headers.iter_mut().zip(&spans[..self.count]) {
+            *slot = (head.get(n0 as usize..n1 as usize)?, head.get(v0 as usize..v1 as usize)?);
+        }
+        Some(())
     }
 }
 
@@ -191,7 +207,7 @@ Content-Type:  text/plain \r\n\r\nHey Bob, are you there?\r\n\r\n-------a786hjs2
         assert_eq!(l.tid.as_str(), "a786hjs2");
         assert_eq!(l.start, Start::Request(b"SEND"));
         assert_eq!(l.headers().len(), 5);
-        assert_eq!(l.headers()[4], (&b"Content-Type"[..], &b"text/plain"[..]));
+        assert_eq!(l.headers()[4], ("Content-Type", "text/plain"));
         assert_eq!(l.body, Some(&b"Hey Bob, are you there?\r\n"[..]));
         assert_eq!(l.flag, Continuation::Complete);
         assert_eq!(l.len, SEND.len());
