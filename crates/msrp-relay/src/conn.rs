@@ -39,6 +39,10 @@ pub(crate) type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 /// 12.7 KB at 4 KiB).
 const IDLE_BUFFER: usize = 1024;
 
+/// Largest Byte-Range start relayed (2^62): far beyond any real message, and low enough that
+/// no chunk's end position can overflow. Larger ones are refused with 400.
+pub(crate) const MAX_START: u64 = 1 << 62;
+
 /// Body bytes of an unfinished frame kept across reads rather than sent as a `+` chunk.
 const HOLD_BACK: usize = 16 * 1024;
 
@@ -267,6 +271,8 @@ struct Reader {
     auth_failures: u32,
     frame: Frame,
     fast: FastPath,
+    /// Frames the fast path took since the last flush, for [`crate::Relay::fast_path_frames`].
+    fast_frames: u64,
 }
 
 /// The frame being read.
@@ -300,6 +306,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         auth_failures: 0,
         frame: Frame::Idle,
         fast: FastPath::default(),
+        fast_frames: 0,
     };
     'conn: loop {
         if buf.capacity() - buf.len() < IDLE_BUFFER / 2 || (busy && buf.capacity() < shared.opts.read_buffer) {
@@ -328,25 +335,28 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 break;
             }
         }
+        // The clock and the session table's epoch, read once for a run of fast frames and
+        // forgotten at every await (a write can block for long; the table can change).
         let mut batch: Option<Batch> = None;
-        let mut fast_frames = 0;
         loop {
             // Whole small frames first (`fast`); the decoder takes whatever they are not.
             if decoder.is_idle() && matches!(reader.frame, Frame::Idle) && !buf.is_empty() {
-                let batch = batch.get_or_insert_with(|| Batch {
+                let current = batch.get_or_insert_with(|| Batch {
                     now: Instant::now(),
                     epoch: shared.sessions.lock().map_or(u64::MAX, |s| s.epoch()),
                 });
-                let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, batch);
+                let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, current);
                 if let Some(handled) = handled {
-                    fast_frames += 1;
+                    reader.fast_frames += 1;
                     reader.trusted |= handled.forwarded;
                     for c in handled.flush {
+                        batch = None;
                         c.flush_out(&shared).await;
                     }
                     continue;
                 }
             }
+            batch = None;
             match decoder.decode(&mut buf) {
                 Ok(None) => break,
                 Ok(Some(event)) => reader.event(event).await,
@@ -366,9 +376,6 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                     }
                 }
             }
-        }
-        if fast_frames > 0 {
-            shared.fast_frames.fetch_add(fast_frames, Ordering::Relaxed);
         }
         // The read batch is used up: never hold a peer's writer, nor its output, while
         // waiting for more.
@@ -439,8 +446,13 @@ impl Reader {
                 return;
             }
         };
-        self.trusted = true;
         let range = req.headers.byte_range().copied().unwrap_or(ByteRange { start: 1, end: None, total: None });
+        if range.start > MAX_START {
+            self.frame =
+                Frame::Local(Box::new(req), Route::Reject(StatusCode::BAD_REQUEST, "Byte-Range start too large"));
+            return;
+        }
+        self.trusted = true;
         let reporter = req.headers.to_path().map(|p| p.first().clone()).expect("routed requests have a To-Path");
         self.frame = Frame::Forward(Box::new(Forwarding {
             source: self.conn.id,
@@ -519,6 +531,9 @@ impl Reader {
     }
 
     async fn flush_touched(&mut self) {
+        if self.fast_frames > 0 {
+            self.shared.fast_frames.fetch_add(std::mem::take(&mut self.fast_frames), Ordering::Relaxed);
+        }
         for conn in std::mem::take(&mut self.touched) {
             conn.flush_out(&self.shared).await;
         }

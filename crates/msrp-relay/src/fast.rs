@@ -14,21 +14,26 @@
 //! (`#`), go to another relay, or are refused. Responses other than 2xx, and responses to
 //! relayed non-SEND requests, also go the general way (they produce REPORTs or are relayed).
 //!
+//! One leniency, on purpose: a 2xx response settles its transaction once it has one To-Path
+//! and one From-Path, without their URIs being parsed. The general path would drop a response
+//! with a malformed path and, 30 s later, report the chunk as failed (408); but the next hop
+//! did say it took the chunk, and the relay only needs the transaction id and the status.
+//!
 //! [`Sessions::epoch`]: crate::sessions::Sessions::epoch
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use msrp::encode::{self, body_is_safe};
 use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport, name};
 use msrp::lex::{Lexed, Start, lex_frame};
 use msrp::message::TransactionId;
-use msrp::{ByteString, Continuation, Method, Uri};
+use msrp::{ByteString, Continuation, Method, StatusCode, Uri};
 use tracing::debug;
 
-use crate::conn::{Conn, Pending};
+use crate::conn::{Conn, MAX_START, Pending};
 use crate::route::{Route, route_paths};
 use crate::server::Shared;
 
@@ -40,6 +45,11 @@ const FAST_MAX: usize = 8 * 1024;
 /// relay-to-relay or chat-server connection more, which then fall back to parsing paths.
 const ROUTE_CACHE: usize = 4;
 
+/// How long a decision to leave these paths to the general path (another relay, a refusal)
+/// is remembered: it spares re-parsing them on every frame of a busy link, and a decision
+/// that changes (a session appears) is picked up this late at most.
+const DECLINE_FOR: Duration = Duration::from_secs(1);
+
 /// One remembered routing decision.
 struct CachedRoute {
     /// The To-Path and From-Path values as received: the key.
@@ -49,6 +59,12 @@ struct CachedRoute {
     epoch: u64,
     /// The earliest expiry of the sessions the decision rests on.
     expires: Instant,
+    /// `None`: not for the fast path.
+    deliver: Option<Deliver>,
+}
+
+/// A delivery into a session of this relay, ready to write.
+struct Deliver {
     target: Arc<Conn>,
     /// `To-Path: …` and `From-Path: …` lines of the forwarded frame.
     forward_paths: Box<[u8]>,
@@ -59,8 +75,8 @@ struct CachedRoute {
     reporter: Uri,
 }
 
-/// A connection's fast-path state. Empty (one pointer-sized vector) until the first fast
-/// frame: idle sessions pay nothing for it.
+/// A connection's fast-path state: an empty vector until its first SEND, then its remembered
+/// routes (a few hundred bytes each) until it closes.
 #[derive(Default)]
 pub(crate) struct FastPath {
     routes: Vec<CachedRoute>,
@@ -152,37 +168,37 @@ impl FastPath {
                 let plan = plan_send(&lexed, buf, shared)?;
                 let len = lexed.len;
                 let slot = self.route(shared, conn, buf, &plan, batch)?;
-                Some(forward(shared, conn, touched, buf.split_to(len).freeze(), plan, &self.routes[slot], batch))
+                let deliver = self.routes[slot].deliver.as_ref()?;
+                let handled = forward(shared, conn, touched, &buf[..len], plan, deliver, batch);
+                bytes::Buf::advance(buf, len);
+                Some(handled)
             }
             Start::Request(_) => None,
         }
     }
 
-    /// The remembered route for these paths, or a new decision (cached when it is a delivery
-    /// to a session of this relay; anything else goes the general way).
+    /// The remembered decision for these paths, or a new one. Stale entries are dropped (a
+    /// closed target's connection is not kept alive by them).
     fn route(&mut self, shared: &Shared, conn: &Arc<Conn>, buf: &[u8], plan: &Plan, batch: &Batch) -> Option<usize> {
         let (to, from) = (&buf[plan.to.clone()], &buf[plan.from.clone()]);
-        let hit = self.routes.iter().position(|r| *r.to == *to && *r.from == *from);
-        if let Some(i) = hit {
+        if let Some(i) = self.routes.iter().position(|r| *r.to == *to && *r.from == *from) {
             let r = &self.routes[i];
-            if r.epoch == batch.epoch && r.expires > batch.now && !r.target.is_closed() {
+            let live = r.deliver.as_ref().is_none_or(|d| !d.target.is_closed());
+            if r.epoch == batch.epoch && r.expires > batch.now && live {
                 return Some(i);
             }
+            self.routes.swap_remove(i);
         }
         let entry = decide(shared, conn, to, from, batch)?;
-        let slot = match hit {
-            Some(i) => i,
-            None if self.routes.len() < ROUTE_CACHE => {
-                self.routes.push(entry);
-                return Some(self.routes.len() - 1);
-            }
-            None => {
-                self.next_slot = (self.next_slot + 1) % ROUTE_CACHE;
-                self.next_slot
-            }
-        };
-        self.routes[slot] = entry;
-        Some(slot)
+        if self.routes.len() < ROUTE_CACHE {
+            // Most connections carry one route: no room for four until a second one comes.
+            self.routes.reserve_exact(1);
+            self.routes.push(entry);
+            return Some(self.routes.len() - 1);
+        }
+        self.next_slot = (self.next_slot + 1) % ROUTE_CACHE;
+        self.routes[self.next_slot] = entry;
+        Some(self.next_slot)
     }
 }
 
@@ -215,7 +231,8 @@ fn response(conn: &Conn, lexed: &Lexed<'_>, code: u16) -> Option<usize> {
 /// should see (an unknown or repeated header, a malformed value, no body, an abort).
 fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
     let body = lexed.body?;
-    if lexed.flag == Continuation::Abort || body.len() > shared.opts.max_chunk {
+    // A body of `max_chunk` or more is cut into chunks by the general path.
+    if lexed.flag == Continuation::Abort || body.len() >= shared.opts.max_chunk {
         return None;
     }
     let at = |s: &[u8]| {
@@ -262,6 +279,10 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
         }
     }
     let _ = success;
+    let range = range.unwrap_or(ByteRange { start: 1, end: None, total: None });
+    if range.start > MAX_START {
+        return None; // the general path refuses it
+    }
     Some(Plan {
         tid: lexed.tid,
         to: to?,
@@ -270,13 +291,15 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
         content_type: content_type?,
         body: at(body),
         flag: lexed.flag,
-        range: range.unwrap_or(ByteRange { start: 1, end: None, total: None }),
+        range,
         failure: failure.unwrap_or_default(),
         middle,
     })
 }
 
-/// Routes a SEND from scratch; `Some` only for a delivery into a live session of this relay.
+/// Routes a SEND from scratch. A delivery into a live session of this relay is remembered as
+/// such; any other decision as "general path" for [`DECLINE_FOR`]. `None` (nothing remembered)
+/// when the paths do not parse or the table changed since the batch began.
 fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -> Option<CachedRoute> {
     let parse = |hname: &str, value: &[u8]| match Header::parse(hname, std::str::from_utf8(value).ok()?) {
         Ok(Header::ToPath(p) | Header::FromPath(p)) => Some(p),
@@ -285,14 +308,23 @@ fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -
     let (to_path, from_path) = (parse(name::TO_PATH, to)?, parse(name::FROM_PATH, from)?);
     let sessions = shared.sessions.lock().ok()?;
     if sessions.epoch() != batch.epoch {
-        return None; // changed since the batch began: let the general path decide
+        return None;
     }
     let decision = route_paths(&Method::Send, &to_path, &from_path, conn.id, &sessions, &shared.opts, batch.now);
-    let Route::Deliver { sid, conn: target, to: out_to, from: out_from } = decision else { return None };
+    let declined = CachedRoute {
+        to: to.into(),
+        from: from.into(),
+        epoch: batch.epoch,
+        expires: batch.now + DECLINE_FOR,
+        deliver: None,
+    };
+    let Route::Deliver { sid, conn: target, to: out_to, from: out_from } = decision else { return Some(declined) };
     let expiry = |sid: Option<&str>| sid.and_then(|s| sessions.get(s, batch.now)).map(|s| s.expires);
-    let expires = expiry(Some(&sid))?.min(expiry(to_path.first().session_id())?);
+    let Some(expires) = expiry(Some(&sid)).zip(expiry(to_path.first().session_id())).map(|(a, b)| a.min(b)) else {
+        return Some(declined);
+    };
     drop(sessions);
-    let target = shared.conn(target)?;
+    let Some(target) = shared.conn(target).filter(|t| !t.is_closed()) else { return Some(declined) };
     let reporter = to_path.first().clone();
     let mut forward_paths = BytesMut::with_capacity(to.len() + from.len() + 64);
     encode::encode_header(&Header::ToPath(out_to), &mut forward_paths);
@@ -301,40 +333,43 @@ fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -
     encode::encode_header(&Header::ToPath(Path::single(from_path.first().clone())), &mut answer_paths);
     encode::encode_header(&Header::FromPath(Path::single(reporter.clone())), &mut answer_paths);
     Some(CachedRoute {
-        to: to.into(),
-        from: from.into(),
-        epoch: batch.epoch,
+        deliver: Some(Deliver {
+            target,
+            forward_paths: forward_paths.to_vec().into(),
+            answer_paths: answer_paths.to_vec().into(),
+            report_to: from_path,
+            reporter,
+        }),
         expires,
-        target,
-        forward_paths: forward_paths.to_vec().into(),
-        answer_paths: answer_paths.to_vec().into(),
-        report_to: from_path,
-        reporter,
+        ..declined
     })
 }
 
 /// Records the transaction the forwarded frame opens, then queues that frame for the target
-/// and our 200 for the sender.
+/// and our answer for the sender (the caller then drops `frame` from its buffer: nothing here
+/// keeps a reference to the read buffer).
 fn forward(
     shared: &Shared,
     conn: &Arc<Conn>,
     touched: &mut Vec<Arc<Conn>>,
-    frame: Bytes,
+    frame: &[u8],
     plan: Plan,
-    route: &CachedRoute,
+    route: &Deliver,
     batch: &Batch,
 ) -> Handled {
     let body = &frame[plan.body.clone()];
     let tid = safe_tid(body);
     let start = plan.range.start;
+    // `plan_send` bounded `start`, so this cannot overflow.
     let range = ByteRange { start, end: Some(start + body.len() as u64 - 1), total: plan.range.total };
     // Recorded before the frame can leave: another task may flush the target's output at
-    // any moment, and the response must find its transaction.
-    if plan.failure != FailureReport::No
-        && let Ok(message_id) =
-            MessageId::parse(&ByteString::try_from(frame.slice(plan.message_id.clone())).unwrap_or_default())
+    // any moment, and the response must find its transaction. The Message-ID is copied (a
+    // slice would pin the whole read buffer until the response).
+    let message_id = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().map(ByteString::from);
+    let tracked = if plan.failure != FailureReport::No
+        && let Some(Ok(message_id)) = message_id.as_ref().map(MessageId::parse)
+        && let Ok(mut p) = route.target.pending.lock()
     {
-        let deadline = batch.now + shared.opts.transaction_timeout;
         let pending = Pending::Send {
             source: conn.id,
             report_to: route.report_to.clone(),
@@ -342,12 +377,13 @@ fn forward(
             message_id,
             range,
             failure: plan.failure,
-            deadline,
+            deadline: batch.now + shared.opts.transaction_timeout,
         };
-        if let Ok(mut p) = route.target.pending.lock() {
-            p.insert(tid, pending);
-        }
-    }
+        p.insert(tid, pending);
+        true
+    } else {
+        false
+    };
     let mut flush = Vec::new();
     let full = route.target.queue_with(|out| {
         out.reserve(route.forward_paths.len() + body.len() + 256);
@@ -373,12 +409,24 @@ fn forward(
         flush.push(route.target.clone());
     }
     touch(touched, &route.target);
-    // Hop-by-hop 200 (RFC 4976 §7), only when Failure-Report asks for it (RFC 4975 §7.1.2).
-    if plan.failure == FailureReport::Yes {
+    // The target closed meanwhile: unless its closing already reported this transaction (it
+    // took it from the table), the sender gets the general path's 481 instead of 200.
+    let lost =
+        route.target.is_closed() && tracked && route.target.pending.lock().is_ok_and(|mut p| p.remove(&tid).is_some());
+    // Hop-by-hop answer (RFC 4976 §7) as Failure-Report asks (RFC 4975 §7.1.2): `yes` every
+    // time, `partial` only for a failure.
+    let status = if lost { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };
+    if plan.failure == FailureReport::Yes || (lost && plan.failure == FailureReport::Partial) {
         let full = conn.queue_with(|out| {
             out.put_slice(b"MSRP ");
             out.put_slice(plan.tid.as_bytes());
-            out.put_slice(b" 200 OK\r\n");
+            let code = status.0;
+            out.put_slice(&[b' ', b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8]);
+            if let Some(reason) = status.reason() {
+                out.put_slice(b" ");
+                out.put_slice(reason.as_bytes());
+            }
+            out.put_slice(b"\r\n");
             out.put_slice(&route.answer_paths);
             encode::encode_end_line(&plan.tid, Continuation::Complete, out);
         });
@@ -387,7 +435,7 @@ fn forward(
         }
         touch(touched, conn);
     }
-    Handled { forwarded: true, flush }
+    Handled { forwarded: !lost, flush }
 }
 
 fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {

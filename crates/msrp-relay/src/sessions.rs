@@ -27,15 +27,17 @@ pub struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_id: HashMap<String, Session>,
-    /// Bumped by every change, so a route remembered under an older value is known stale
-    /// (the fast path's route cache).
+    /// Bumped by every change that can void a routing decision — a session removed, replaced
+    /// or refreshed (its expiry moves) — so a route remembered under an older value is known
+    /// stale (the fast path's route cache). A new session, under a fresh random id, voids none.
     epoch: u64,
 }
 
 impl Sessions {
     pub fn insert(&mut self, session: Session) {
-        self.epoch += 1;
-        self.by_id.insert(session.id.clone(), session);
+        if self.by_id.insert(session.id.clone(), session).is_some() {
+            self.epoch += 1;
+        }
     }
 
     /// Changes whenever a session is added, changed or removed.
@@ -48,9 +50,13 @@ impl Sessions {
         self.by_id.get(id).filter(|s| s.expires > now)
     }
 
+    /// A live session to change (counts as a change to the table).
     pub fn get_mut(&mut self, id: &str, now: Instant) -> Option<&mut Session> {
-        self.epoch += 1;
-        self.by_id.get_mut(id).filter(|s| s.expires > now)
+        let found = self.by_id.get_mut(id).filter(|s| s.expires > now);
+        if found.is_some() {
+            self.epoch += 1;
+        }
+        found
     }
 
     /// Removes sessions past their expiry; returns them for logging.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use msrp::{Continuation, Decoder, Event, Message, StatusCode};
+use msrp_relay::RelayOptions;
 
 const REALM: &str = "example.com";
 
@@ -16,22 +17,33 @@ struct Pair {
     relay: TestRelay,
     a: Endpoint,
     b: Endpoint,
-    /// `<B's Use-Path> <B>`, as text.
+    /// `<B's Use-Path> <B>`, as text (the form that arrives as if from elsewhere).
     to: String,
+    /// `<A's Use-Path> <B's Use-Path> <B>`: from A's own session, whose From-Path is checked.
+    full: String,
 }
 
 async fn pair() -> Pair {
-    let relay = start_relay(options("127.0.0.1", REALM), None, REALM).await;
+    pair_with(options("127.0.0.1", REALM), None).await
+}
+
+/// A and B authenticated at a relay with `opts`; B asks for `expires` seconds.
+async fn pair_with(opts: RelayOptions, expires: Option<u32>) -> Pair {
+    let relay = start_relay(opts, None, REALM).await;
     let mut a = Endpoint::connect(&relay, "alice", None).await;
     let mut b = Endpoint::connect(&relay, "bob", None).await;
-    a.authenticate(&relay.uri(), "alice", "alicepw").await;
-    let rb = b.authenticate(&relay.uri(), "bob", "bobpw").await.headers.use_path().unwrap().clone();
+    let ra = a.authenticate(&relay.uri(), "alice", "alicepw").await.headers.use_path().unwrap().clone();
+    let rb = b.try_authenticate(&relay.uri(), "bob", "bobpw", expires, true).await;
+    assert_eq!(rb.status, StatusCode::OK);
+    let rb = rb.headers.use_path().unwrap().clone();
     let to = format!("{} {}", rb.first(), b.uri);
-    Pair { relay, a, b, to }
+    let full = format!("{} {}", ra.first(), to);
+    Pair { relay, a, b, to, full }
 }
 
 fn text(template: &str, p: &Pair) -> Vec<u8> {
-    template.replace("{to}", &p.to).replace("{from}", &p.a.uri.to_string()).into_bytes()
+    let template = template.replace("{full}", &p.full).replace("{to}", &p.to);
+    template.replace("{from}", &p.a.uri.to_string()).into_bytes()
 }
 
 /// The request at the start of a raw frame.
@@ -123,7 +135,10 @@ Byte-Range: 1-5/5\r\nContent-Type: text/plain\r\n\r\nhello\r\n-------t1234$\r\n"
             false,
         ),
     ];
-    for (template, answered) in cases {
+    let full_form = cases.map(|(t, a)| (t.replacen("To-Path: {to}", "To-Path: {full}", 1), a));
+    let short_form = cases.map(|(t, a)| (t.to_owned(), a));
+    for (template, answered) in short_form.iter().chain(&full_form) {
+        let (template, answered) = (template.as_str(), *answered);
         let frame = text(template, &p);
         let before = p.relay.relay.fast_path_frames();
         let whole = through(&mut p, &frame, false, answered).await;
@@ -198,4 +213,60 @@ Content-Type: text/plain\r\n\r\nhello\r\n-------t1234$\r\n",
         let fast = p.relay.relay.fast_path_frames() - before;
         assert!(fast <= 1, "only B's 200 may take the fast path:\n{template}");
     }
+}
+
+#[tokio::test]
+async fn a_remembered_route_ends_when_its_session_expires() {
+    let opts = RelayOptions { min_expires: 1, ..options("127.0.0.1", REALM) };
+    let mut p = pair_with(opts, Some(1)).await;
+    let frame = text(PLAIN, &p);
+    through(&mut p, &frame, false, true).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    p.a.write(&frame).await;
+    assert_eq!(p.a.frame().await.response().status, StatusCode::SESSION_DOES_NOT_EXIST, "B's session expired");
+}
+
+#[tokio::test]
+async fn a_body_of_max_chunk_bytes_is_cut_as_the_general_path_cuts_it() {
+    let opts = RelayOptions { max_chunk: 5, ..options("127.0.0.1", REALM) };
+    let mut p = pair_with(opts, None).await;
+    let frame = text(PLAIN, &p);
+    let mut outputs = Vec::new();
+    for split in [false, true] {
+        if split {
+            p.a.write(&frame[..20]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p.a.write(&frame[20..]).await;
+        } else {
+            p.a.write(&frame).await;
+        }
+        // Five bytes fill a chunk: `+` with them, then an empty `$`.
+        let first = p.b.raw_frame().await;
+        let last = p.b.raw_frame().await;
+        p.b.ok(&head(&first)).await;
+        p.b.ok(&head(&last)).await;
+        assert_eq!(p.a.frame().await.response().status, StatusCode::OK);
+        outputs.push((without_tid(&first), without_tid(&last)));
+    }
+    assert!(outputs[0].0.ends_with("Byte-Range: 1-5/5\r\nContent-Type: text/plain\r\n\r\nhello\r\n-------TID+\r\n"));
+    assert!(outputs[0].1.contains("Byte-Range: 6-5/5\r\n"), "{}", outputs[0].1);
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+#[tokio::test]
+async fn a_byte_range_start_beyond_2_62_is_refused() {
+    let mut p = pair().await;
+    let huge = PLAIN.replace("Byte-Range: 1-5/5", "Byte-Range: 18446744073709551615-*/*");
+    for split in [false, true] {
+        let frame = text(&huge, &p);
+        if split {
+            p.a.write(&frame[..20]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p.a.write(&frame[20..]).await;
+        } else {
+            p.a.write(&frame).await;
+        }
+        assert_eq!(p.a.frame().await.response().status, StatusCode::BAD_REQUEST);
+    }
+    assert!(p.b.try_frame(Duration::from_millis(200)).await.is_none(), "nothing forwarded");
 }

@@ -84,11 +84,16 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
         if line.is_empty() {
             // The blank line: data, then CRLF and the end-line.
             let head_end = lines.pos;
+            // Dashes first: the decoder may read them as an end-line right after the blank
+            // line (its lenient empty body), which would end the frame here.
+            if buf[head_end..].starts_with(b"-") {
+                return None;
+            }
             let (at, flag, len) = find_end_line(&buf[head_end..], &tid)?;
             if at == 0 || head_end > limits.max_head_bytes {
-                return None; // an empty body: the decoder's lenient forms
+                return None; // an empty body
             }
-            if matches!(lexed.start, Start::Request(m) if m != b"SEND") && at as u64 > limits.max_non_send_body {
+            if !matches!(lexed.start, Start::Request(b"SEND")) && at as u64 > limits.max_non_send_body {
                 return None;
             }
             lexed.headers_from(std::str::from_utf8(&buf[..head_end]).ok()?, &spans)?;
@@ -244,6 +249,12 @@ Content-Type: text/plain\r\n\r\nx\r\n-------abce$\r\ny\r\n-------abcd+\r\n";
         let empty = b"MSRP abcd SEND\r\nTo-Path: msrp://b:1/x;tcp\r\nFrom-Path: msrp://a:1/y;tcp\r\n\
 Content-Type: text/plain\r\n\r\n\r\n-------abcd$\r\n";
         assert!(lex(empty).is_none(), "an empty body");
+        // The decoder's lenient empty body ends the frame at the first end-line; a later one
+        // (here in the next frame, which reuses the tid) must not be taken for this frame's.
+        let lenient = b"MSRP abcd SEND\r\nTo-Path: msrp://b:1/x;tcp\r\nFrom-Path: msrp://a:1/y;tcp\r\n\
+Content-Type: text/plain\r\n\r\n-------abcd$\r\nMSRP abcd SEND\r\nTo-Path: msrp://b:1/x;tcp\r\n\
+From-Path: msrp://a:1/y;tcp\r\nContent-Type: text/plain\r\n\r\nx\r\n-------abcd$\r\n";
+        assert!(lex(lenient).is_none(), "a lenient empty body");
         let colonless = String::from_utf8_lossy(SEND).replacen("Message-ID:", "Message-ID", 1);
         assert!(lex(colonless.as_bytes()).is_none());
         assert!(lex_frame(SEND, &Limits::default(), SEND.len() - 1).is_none(), "over max_len");
