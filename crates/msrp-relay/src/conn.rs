@@ -55,7 +55,7 @@ pub(crate) enum Pending {
         source: ConnId,
         report_to: Path,
         reporter: Uri,
-        message_id: MessageId,
+        message_id: KeptId,
         range: ByteRange,
         failure: FailureReport,
         deadline: Instant,
@@ -63,6 +63,42 @@ pub(crate) enum Pending {
     /// Another method (NICKNAME, a chained AUTH, …): the next hop's response is relayed back
     /// as the response to `tid`.
     Relay { source: ConnId, tid: TransactionId, reply_to: Uri, reporter: Uri, deadline: Instant },
+}
+
+/// A Message-ID kept for a failure REPORT that is rarely sent: inline when short (UUIDs are 36
+/// characters), so recording a transaction allocates nothing (the fast path's profile showed
+/// the copy's malloc and free).
+#[derive(Debug)]
+pub(crate) enum KeptId {
+    Inline { len: u8, bytes: [u8; KEPT_INLINE] },
+    Shared(MessageId),
+}
+
+const KEPT_INLINE: usize = 40;
+
+impl KeptId {
+    /// `None` when `id` is not a valid Message-ID.
+    pub(crate) fn new(id: &str) -> Option<KeptId> {
+        if !MessageId::is_valid(id) {
+            return None;
+        }
+        if id.len() <= KEPT_INLINE {
+            let mut bytes = [0; KEPT_INLINE];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            return Some(KeptId::Inline { len: id.len() as u8, bytes });
+        }
+        MessageId::parse(&msrp::ByteString::from(id)).ok().map(KeptId::Shared)
+    }
+
+    fn message_id(&self) -> MessageId {
+        match self {
+            KeptId::Shared(id) => id.clone(),
+            KeptId::Inline { len, bytes } => {
+                let text = std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default();
+                MessageId::parse(&msrp::ByteString::from(text)).unwrap_or_else(|_| MessageId::random())
+            }
+        }
+    }
 }
 
 /// A connection's shared half: its writer and its outstanding transactions.
@@ -600,10 +636,11 @@ async fn send_report(
     source: ConnId,
     report_to: Path,
     reporter: Uri,
-    message_id: MessageId,
+    message_id: KeptId,
     range: ByteRange,
     status: StatusCode,
 ) {
+    let message_id = message_id.message_id();
     let Some(src) = shared.conn(source) else { return };
     let report = Request::new(TransactionId::random(), Method::Report)
         .with(Header::ToPath(report_to))
@@ -681,4 +718,18 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
     }
     debug!(conn = conn.id, peer = %conn.peer, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeptId;
+
+    #[test]
+    fn kept_ids_come_back_whole() {
+        for id in ["m1234", "0123456789abcdef0123456789abcdef01234567", &"x".repeat(100)] {
+            assert_eq!(KeptId::new(id).unwrap().message_id().as_str(), id);
+        }
+        assert!(matches!(KeptId::new("4f2e1b3c-8d9a-4b5c-9e7f-123456789abc"), Some(KeptId::Inline { .. })));
+        assert!(KeptId::new("no spaces").is_none());
+    }
 }

@@ -30,10 +30,10 @@ use msrp::encode::{self, body_is_safe};
 use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport, name};
 use msrp::lex::{Lexed, Start, lex_frame};
 use msrp::message::TransactionId;
-use msrp::{ByteString, Continuation, Method, StatusCode, Uri};
+use msrp::{Continuation, Method, StatusCode, Uri};
 use tracing::debug;
 
-use crate::conn::{Conn, MAX_START, Pending};
+use crate::conn::{Conn, KeptId, MAX_START, Pending};
 use crate::route::{Route, route_paths};
 use crate::server::Shared;
 
@@ -365,9 +365,8 @@ fn forward(
     // Recorded before the frame can leave: another task may flush the target's output at
     // any moment, and the response must find its transaction. The Message-ID is copied (a
     // slice would pin the whole read buffer until the response).
-    let message_id = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().map(ByteString::from);
     let tracked = if plan.failure != FailureReport::No
-        && let Some(Ok(message_id)) = message_id.as_ref().map(MessageId::parse)
+        && let Some(message_id) = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().and_then(KeptId::new)
         && let Ok(mut p) = route.target.pending.lock()
     {
         let pending = Pending::Send {

@@ -12,7 +12,7 @@ use msrp::header::{ByteRange, FailureReport, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
-use crate::conn::{Conn, Pending, queue_frame, write_timed};
+use crate::conn::{Conn, KeptId, Pending, queue_frame, write_timed};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -145,9 +145,10 @@ impl Forwarding {
             Method::Report => return,
             Method::Send => {
                 let failure = self.req.headers.failure_report();
-                let (Some(report_to), Some(message_id)) =
-                    (self.req.headers.from_path().cloned(), self.req.headers.message_id().cloned())
-                else {
+                let (Some(report_to), Some(message_id)) = (
+                    self.req.headers.from_path().cloned(),
+                    self.req.headers.message_id().and_then(|m| KeptId::new(m.as_str())),
+                ) else {
                     return;
                 };
                 if failure == FailureReport::No {

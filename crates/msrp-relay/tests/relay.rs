@@ -349,6 +349,7 @@ async fn a_refusal_downstream_becomes_a_failure_report_with_its_code() {
     assert_eq!(r.method, Method::Report);
     assert_eq!(r.headers.status().unwrap().code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(r.headers.byte_range().unwrap().to_string(), "1-6/6");
+    assert_eq!(r.headers.message_id(), send.headers.message_id(), "the REPORT names the message");
     assert!(a.try_frame(Duration::from_millis(300)).await.is_none(), "a REPORT is never answered, nor repeated");
 }
 
