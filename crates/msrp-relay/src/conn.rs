@@ -50,11 +50,10 @@ const HOLD_BACK: usize = 16 * 1024;
 /// fails to, or goes away.
 #[derive(Debug)]
 pub(crate) enum Pending {
-    /// A chunk of a SEND: a failure REPORT toward `report_to` when Failure-Report allows.
+    /// A chunk of a SEND: a failure REPORT along `reporting` when Failure-Report allows.
     Send {
         source: ConnId,
-        report_to: Path,
-        reporter: Uri,
+        reporting: Arc<Reporting>,
         message_id: KeptId,
         range: ByteRange,
         failure: FailureReport,
@@ -63,6 +62,15 @@ pub(crate) enum Pending {
     /// Another method (NICKNAME, a chained AUTH, …): the next hop's response is relayed back
     /// as the response to `tid`.
     Relay { source: ConnId, tid: TransactionId, reply_to: Uri, reporter: Uri, deadline: Instant },
+}
+
+/// Where failure REPORTs about a sender's chunks go (its From-Path) and whom they come from (this
+/// relay as the sender addressed it). One per route, shared by its pending transactions:
+/// recording one costs a reference count, not a copy of two paths.
+#[derive(Debug)]
+pub(crate) struct Reporting {
+    pub(crate) report_to: Path,
+    pub(crate) reporter: Uri,
 }
 
 /// A Message-ID kept for a failure REPORT that is rarely sent: inline when short (UUIDs are 36
@@ -383,7 +391,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 });
                 let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, current);
                 if let Some(handled) = handled {
-                    reader.fast_frames += 1;
+                    reader.fast_frames += handled.frames;
                     reader.trusted |= handled.forwarded;
                     for c in handled.flush {
                         batch = None;
@@ -606,9 +614,9 @@ async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Response) {
     let pending = conn.pending.lock().ok().and_then(|mut p| p.remove(&resp.tid));
     match pending {
         None => debug!(conn = conn.id, tid = %resp.tid, status = resp.status.0, "response to no pending transaction"),
-        Some(Pending::Send { source, report_to, reporter, message_id, range, failure, .. }) => {
+        Some(Pending::Send { source, reporting, message_id, range, failure, .. }) => {
             if !resp.status.is_success() && failure != FailureReport::No {
-                send_report(shared, source, report_to, reporter, message_id, range, resp.status).await;
+                send_report(shared, source, &reporting, message_id, range, resp.status).await;
             }
         }
         Some(Pending::Relay { source, tid, reply_to, reporter, .. }) => {
@@ -634,8 +642,7 @@ async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Response) {
 async fn send_report(
     shared: &Shared,
     source: ConnId,
-    report_to: Path,
-    reporter: Uri,
+    reporting: &Reporting,
     message_id: KeptId,
     range: ByteRange,
     status: StatusCode,
@@ -643,8 +650,8 @@ async fn send_report(
     let message_id = message_id.message_id();
     let Some(src) = shared.conn(source) else { return };
     let report = Request::new(TransactionId::random(), Method::Report)
-        .with(Header::ToPath(report_to))
-        .with(Header::FromPath(Path::single(reporter)))
+        .with(Header::ToPath(reporting.report_to.clone()))
+        .with(Header::FromPath(Path::single(reporting.reporter.clone())))
         .with(Header::MessageId(message_id.clone()))
         .with(Header::ByteRange(range))
         .with(Header::Status(Status::new(status)));
@@ -679,9 +686,9 @@ fn deadline(p: &Pending) -> Instant {
 /// reports (with `partial`, silence means success); on a lost connection both do.
 async fn fail(shared: &Arc<Shared>, p: Pending, lost: bool) {
     match p {
-        Pending::Send { source, report_to, reporter, message_id, range, failure, .. } => {
+        Pending::Send { source, reporting, message_id, range, failure, .. } => {
             if failure == FailureReport::Yes || (lost && failure == FailureReport::Partial) {
-                send_report(shared, source, report_to, reporter, message_id, range, StatusCode::REQUEST_TIMEOUT).await;
+                send_report(shared, source, &reporting, message_id, range, StatusCode::REQUEST_TIMEOUT).await;
             }
         }
         Pending::Relay { tid, .. } => {

@@ -26,14 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
+use msrp::Limits;
 use msrp::encode::{self, body_is_safe};
 use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport, name};
 use msrp::lex::{Lexed, Start, lex_frame};
 use msrp::message::TransactionId;
-use msrp::{Continuation, Method, StatusCode, Uri};
+use msrp::{Continuation, Method, StatusCode};
 use tracing::debug;
 
-use crate::conn::{Conn, KeptId, MAX_START, Pending};
+use crate::conn::{Conn, KeptId, MAX_START, Pending, Reporting};
 use crate::route::{Route, route_paths};
 use crate::server::Shared;
 
@@ -71,8 +72,7 @@ struct Deliver {
     /// `To-Path: <previous hop>` and `From-Path: <this relay>` lines of our responses.
     answer_paths: Box<[u8]>,
     /// The request's From-Path (where a failure REPORT goes) and this relay as addressed.
-    report_to: Path,
-    reporter: Uri,
+    reporting: Arc<Reporting>,
 }
 
 /// A connection's fast-path state: an empty vector until its first SEND, then its remembered
@@ -91,6 +91,8 @@ pub(crate) struct Batch {
 
 /// A frame handled here.
 pub(crate) struct Handled {
+    /// How many frames were taken (consecutive responses are taken together).
+    pub(crate) frames: u64,
     /// A SEND was forwarded: the connection is in use (no AUTH deadline).
     pub(crate) forwarded: bool,
     /// Connections whose output passed the high-water mark: flush before going on.
@@ -160,10 +162,11 @@ impl FastPath {
     ) -> Option<Handled> {
         let lexed = lex_frame(buf, &shared.opts.limits, FAST_MAX)?;
         match lexed.start {
-            Start::Response(code) => response(conn, &lexed, code).map(|len| {
+            Start::Response(_) => {
+                let (len, frames) = responses(conn, buf, lexed, &shared.opts.limits)?;
                 bytes::Buf::advance(buf, len);
-                Handled { forwarded: false, flush: Vec::new() }
-            }),
+                Some(Handled { frames, forwarded: false, flush: Vec::new() })
+            }
             Start::Request(b"SEND") => {
                 let plan = plan_send(&lexed, buf, shared)?;
                 let len = lexed.len;
@@ -202,29 +205,42 @@ impl FastPath {
     }
 }
 
-/// A 2xx response to a forwarded chunk settles its transaction; returns the frame's length.
-fn response(conn: &Conn, lexed: &Lexed<'_>, code: u16) -> Option<usize> {
-    // The decoder refuses responses without both paths; so does this path (they then get the
-    // decoder's verdict).
-    let paths = lexed.headers().iter().filter_map(|(n, _)| known(n)).fold((0, 0), |(t, f), k| match k {
-        Known::ToPath => (t + 1, f),
-        Known::FromPath => (t, f + 1),
-        _ => (t, f),
-    });
-    if paths != (1, 1) || lexed.body.is_some() || lexed.flag != Continuation::Complete {
-        return None;
-    }
+/// Settles the transactions of consecutive 2xx responses to forwarded chunks, under one lock
+/// of the pending table (the sender's task inserts into it at the same time: one lock per
+/// read batch instead of one per response). Returns the bytes and frames taken; `None` when
+/// the first frame is for the general path.
+fn responses<'a>(conn: &Conn, buf: &'a [u8], first: Lexed<'a>, limits: &Limits) -> Option<(usize, u64)> {
+    let (mut taken, mut frames) = (0, 0);
+    let mut lexed = first;
     let mut pending = conn.pending.lock().ok()?;
-    match pending.get(&lexed.tid) {
-        // A relayed request's response goes back to its sender; a failure may be reported.
-        Some(Pending::Relay { .. }) => return None,
-        Some(Pending::Send { .. }) if !(200..300).contains(&code) => return None,
-        Some(Pending::Send { .. }) => {
-            pending.remove(&lexed.tid);
+    while let Start::Response(code) = lexed.start {
+        // The decoder refuses responses without both paths; so does this path (they then
+        // get the decoder's verdict).
+        let paths = lexed.headers().iter().filter_map(|(n, _)| known(n)).fold((0, 0), |(t, f), k| match k {
+            Known::ToPath => (t + 1, f),
+            Known::FromPath => (t, f + 1),
+            _ => (t, f),
+        });
+        if paths != (1, 1) || lexed.body.is_some() || lexed.flag != Continuation::Complete {
+            break;
         }
-        None => debug!(conn = conn.id, tid = %lexed.tid, status = code, "response to no pending transaction"),
+        match pending.get(&lexed.tid) {
+            // A relayed request's response goes back to its sender; a failure may be reported.
+            Some(Pending::Relay { .. }) => break,
+            Some(Pending::Send { .. }) if !(200..300).contains(&code) => break,
+            Some(Pending::Send { .. }) => {
+                pending.remove(&lexed.tid);
+            }
+            None => debug!(conn = conn.id, tid = %lexed.tid, status = code, "response to no pending transaction"),
+        }
+        taken += lexed.len;
+        frames += 1;
+        match lex_frame(&buf[taken..], limits, FAST_MAX) {
+            Some(next) => lexed = next,
+            None => break,
+        }
     }
-    Some(lexed.len)
+    (frames > 0).then_some((taken, frames))
 }
 
 /// Checks a SEND's headers with the codec's own parsers; `None` for anything the general path
@@ -337,8 +353,7 @@ fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -
             target,
             forward_paths: forward_paths.to_vec().into(),
             answer_paths: answer_paths.to_vec().into(),
-            report_to: from_path,
-            reporter,
+            reporting: Arc::new(Reporting { report_to: from_path, reporter }),
         }),
         expires,
         ..declined
@@ -371,8 +386,7 @@ fn forward(
     {
         let pending = Pending::Send {
             source: conn.id,
-            report_to: route.report_to.clone(),
-            reporter: route.reporter.clone(),
+            reporting: route.reporting.clone(),
             message_id,
             range,
             failure: plan.failure,
@@ -434,7 +448,7 @@ fn forward(
         }
         touch(touched, conn);
     }
-    Handled { forwarded: !lost, flush }
+    Handled { frames: 1, forwarded: !lost, flush }
 }
 
 fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {

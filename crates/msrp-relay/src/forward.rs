@@ -12,7 +12,7 @@ use msrp::header::{ByteRange, FailureReport, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
-use crate::conn::{Conn, KeptId, Pending, queue_frame, write_timed};
+use crate::conn::{Conn, KeptId, Pending, Reporting, queue_frame, write_timed};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -156,8 +156,7 @@ impl Forwarding {
                 }
                 Pending::Send {
                     source: self.source,
-                    report_to,
-                    reporter: self.reporter.clone(),
+                    reporting: Arc::new(Reporting { report_to, reporter: self.reporter.clone() }),
                     message_id,
                     range,
                     failure,
