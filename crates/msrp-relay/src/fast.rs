@@ -216,7 +216,7 @@ fn responses<'a>(conn: &Conn, buf: &'a [u8], first: Lexed<'a>, limits: &Limits) 
     while let Start::Response(code) = lexed.start {
         // The decoder refuses responses without both paths; so does this path (they then
         // get the decoder's verdict).
-        let paths = lexed.headers().iter().filter_map(|(n, _)| known(n)).fold((0, 0), |(t, f), k| match k {
+        let paths = lexed.headers().filter_map(|(n, _)| known(n)).fold((0, 0), |(t, f), k| match k {
             Known::ToPath => (t + 1, f),
             Known::FromPath => (t, f + 1),
             _ => (t, f),
@@ -259,7 +259,7 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
     let (mut to, mut from, mut message_id, mut content_type, mut range) = (None, None, None, None, None);
     let (mut failure, mut success, mut middle, mut n_middle) = (None, None, [None; 3], 0);
     let mut seen = [false; 7];
-    for &(hname, text) in lexed.headers() {
+    for (hname, text) in lexed.headers() {
         let value = text.as_bytes();
         let which = known(hname)?;
         // A repeated header is the decoder's 400.

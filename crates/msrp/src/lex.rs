@@ -32,7 +32,10 @@ pub enum Start<'a> {
 pub struct Lexed<'a> {
     pub tid: TransactionId,
     pub start: Start<'a>,
-    headers: [(&'a str, &'a str); MAX_LEXED_HEADERS],
+    /// The head, checked to be UTF-8 once (so no caller checks a value again).
+    head: &'a str,
+    /// Where each header's name and value lie in `head` (offsets fit: see [`lex_frame`]).
+    spans: [[u16; 4]; MAX_LEXED_HEADERS],
     count: usize,
     /// The body section's data (RFC 4975 §9 `content-stuff`), without the CRLF before the
     /// end-line; `None` when the frame has no body section.
@@ -44,18 +47,25 @@ pub struct Lexed<'a> {
 
 impl<'a> Lexed<'a> {
     /// Header `(name, value)` pairs in the order sent; values trimmed of spaces and tabs.
-    /// The head was checked to be UTF-8 once, so no caller needs to check a value again.
-    pub fn headers(&self) -> &[(&'a str, &'a str)] {
-        &self.headers[..self.count]
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + Clone + '_ {
+        let head = self.head;
+        let span = move |a: u16, b: u16| head.get(a as usize..b as usize).unwrap_or_default();
+        self.spans[..self.count].iter().map(move |&[n0, n1, v0, v1]| (span(n0, n1), span(v0, v1)))
+    }
+
+    pub fn header_count(&self) -> usize {
+        self.count
     }
 }
 
 /// The frame at the front of `buf`, when it is complete within `max_len` bytes and plain
 /// enough to need no decision of the decoder's (see the module documentation); `None`
 /// otherwise, with nothing consumed.
+///
+/// Frames longer than 64 KiB are never taken (offsets are kept in 16 bits).
 pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<Lexed<'a>> {
-    let buf = &buf[..buf.len().min(max_len)];
-    let mut lines = LineIter { buf, pos: 0 };
+    let buf = &buf[..buf.len().min(max_len).min(u16::MAX as usize)];
+    let mut lines = LineIter { buf, pos: 0, newlines: memchr::memchr_iter(b'\n', buf) };
     let start_line = lines.next()?;
     if start_line.len() > limits.max_start_line {
         return None;
@@ -70,15 +80,14 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
     let mut lexed = Lexed {
         tid,
         start,
-        headers: [("", ""); MAX_LEXED_HEADERS],
+        head: "",
+        spans: [[0; 4]; MAX_LEXED_HEADERS],
         count: 0,
         body: None,
         flag: Continuation::Complete,
         len: 0,
     };
-    // Where each header's name and value lie; made `&str`s once the head is known UTF-8.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_LEXED_HEADERS];
-    let offset = |s: &[u8]| (s.as_ptr() as usize - buf.as_ptr() as usize) as u32;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - buf.as_ptr() as usize) as u16;
     loop {
         let line = lines.next()?;
         if line.is_empty() {
@@ -96,7 +105,7 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
             if !matches!(lexed.start, Start::Request(b"SEND")) && at as u64 > limits.max_non_send_body {
                 return None;
             }
-            lexed.headers_from(std::str::from_utf8(&buf[..head_end]).ok()?, &spans)?;
+            lexed.head = std::str::from_utf8(&buf[..head_end]).ok()?;
             lexed.body = Some(&buf[head_end..head_end + at]);
             lexed.flag = flag;
             lexed.len = head_end + at + len;
@@ -110,7 +119,7 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
             if lexed.len > limits.max_head_bytes {
                 return None;
             }
-            lexed.headers_from(std::str::from_utf8(&buf[..lexed.len]).ok()?, &spans)?;
+            lexed.head = std::str::from_utf8(&buf[..lexed.len]).ok()?;
             return Some(lexed);
         }
         if line.len() > limits.max_header_line || lexed.count == MAX_LEXED_HEADERS || lexed.count >= limits.max_headers
@@ -123,35 +132,26 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
         }
         let value = trim(&line[name_len + 1..]);
         let (line_at, value_at) = (offset(line), offset(value));
-        spans[lexed.count] = (line_at, line_at + name_len as u32, value_at, value_at + value.len() as u32);
+        lexed.spans[lexed.count] = [line_at, line_at + name_len as u16, value_at, value_at + value.len() as u16];
         lexed.count += 1;
     }
 }
 
-impl<'a> Lexed<'a> {
-    /// Fills `headers` from their spans in the validated head.
-    fn headers_from(&mut self, head: &'a str, spans: &[(u32, u32, u32, u32)]) -> Option<()> {
-        for (slot, &(n0, n1, v0, v1)) in self.headers.iter_mut().zip(&spans[..self.count]) {
-            *slot = (head.get(n0 as usize..n1 as usize)?, head.get(v0 as usize..v1 as usize)?);
-        }
-        Some(())
-    }
-}
-
-/// CRLF-terminated lines; ends (`None`) at a bare LF or where the buffer runs out.
+/// CRLF-terminated lines; ends (`None`) at a bare LF or where the buffer runs out. One
+/// newline iterator for the whole head keeps its SIMD set-up from line to line.
 struct LineIter<'a> {
     buf: &'a [u8],
     pos: usize,
+    newlines: memchr::Memchr<'a>,
 }
 
 impl<'a> Iterator for LineIter<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = &self.buf[self.pos..];
-        let nl = memchr::memchr(b'\n', rest)?;
-        let line = rest[..nl].strip_suffix(b"\r")?;
-        self.pos += nl + 1;
+        let nl = self.newlines.next()?;
+        let line = self.buf[self.pos..nl].strip_suffix(b"\r")?;
+        self.pos = nl + 1;
         Some(line)
     }
 }
@@ -211,8 +211,8 @@ Content-Type:  text/plain \r\n\r\nHey Bob, are you there?\r\n\r\n-------a786hjs2
         let l = lex(&buf).unwrap();
         assert_eq!(l.tid.as_str(), "a786hjs2");
         assert_eq!(l.start, Start::Request(b"SEND"));
-        assert_eq!(l.headers().len(), 5);
-        assert_eq!(l.headers()[4], ("Content-Type", "text/plain"));
+        assert_eq!(l.header_count(), 5);
+        assert_eq!(l.headers().nth(4), Some(("Content-Type", "text/plain")));
         assert_eq!(l.body, Some(&b"Hey Bob, are you there?\r\n"[..]));
         assert_eq!(l.flag, Continuation::Complete);
         assert_eq!(l.len, SEND.len());
