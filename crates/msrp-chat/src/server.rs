@@ -427,7 +427,7 @@ async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
         conn.sessions().push(session.clone());
     }
     inner.start_writer(&session, &conn, to, true);
-    inner.announce(&session, "joined");
+    inner.announce(&session, "joined", None);
     read_loop(inner, conn, r).await;
 }
 
@@ -482,7 +482,7 @@ impl Inner {
             from.clone()
         };
         self.start_writer(session, conn, to, false);
-        self.announce(session, "joined");
+        self.announce(session, "joined", None);
         Ok(())
     }
 
@@ -497,16 +497,18 @@ impl Inner {
     }
 
     /// Posts a notice from the room about `session` to everyone else in it.
-    fn announce(self: &Arc<Self>, session: &Session, what: &str) {
+    /// Tells the room that `session` `what` ("joined", "left"), naming it by `name` (its
+    /// nickname or display name as the room knew it; looked up now when `None`), else its URI.
+    fn announce(self: &Arc<Self>, session: &Session, what: &str, name: Option<String>) {
         if what == "joined" && session.has_ended() {
             // Ended while binding: its "left" may already be out.
             return;
         }
         let room = &session.room;
-        let name = {
+        let name = name.or_else(|| {
             let st = room.lock();
             st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned)
-        };
+        });
         let who = name.unwrap_or_else(|| session.identity.uri.clone());
         let body = judge::notice(&room.uri, &now_rfc3339(), &format!("{who} {what}"));
         self.fan_out(room, Out { body, quiet: false }, |m| m.id != session.id);
@@ -621,11 +623,13 @@ impl Inner {
         }
         self.sessions().remove(&session.id);
         let room = &session.room;
-        let empty = {
+        let (empty, name) = {
             let mut st = room.lock();
+            // The name the room knew it by, before leaving releases its nickname.
+            let name = st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned);
             st.remove(session);
             st.closed = st.members.is_empty();
-            st.closed
+            (st.closed, name)
         };
         if empty {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -650,7 +654,7 @@ impl Inner {
             hook();
         }
         if !empty && was_bound {
-            self.announce(session, "left");
+            self.announce(session, "left", name);
         }
     }
 }

@@ -260,17 +260,25 @@ async fn a_stalled_participant_is_dropped_and_the_room_goes_on() {
 #[tokio::test]
 async fn the_room_empties_when_the_last_one_leaves() {
     let chat = start_chat(ChatOptions::default()).await;
-    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
     let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let c = Participant::join(&chat, "lobby", CAROL).await;
     assert_eq!(chat.room_count(), 1);
+    let tid = a.nickname(Some("Ally")).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
     chat.leave(&a.session_id);
-    loop {
-        if let Got::Send { body, .. } = b.next().await
-            && String::from_utf8_lossy(&body).contains("alice@example.com left")
-        {
-            break;
+    chat.leave(&c.session_id);
+    // Named as the room knew them: by nickname (released by leaving), else by URI.
+    let mut left = Vec::new();
+    while left.len() < 2 {
+        if let Got::Send { body, .. } = b.next().await {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if let Some(who) = text.lines().last().and_then(|l| l.strip_suffix(" left")) {
+                left.push(who.to_owned());
+            }
         }
     }
+    assert_eq!(left, ["Ally", "sip:carol@example.com"]);
     chat.leave(&b.session_id);
     assert_eq!((chat.room_count(), chat.session_count()), (0, 0));
 }

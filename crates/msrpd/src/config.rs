@@ -441,7 +441,34 @@ impl ChatConfig {
         if self.max_message_size == 0 {
             return Err("chat.max_message_size must be positive".into());
         }
-        Ok(())
+        let caps: [(&str, u64, u64); 9] = [
+            ("history_size", self.history_size as u64, 100_000),
+            ("max_message_size", self.max_message_size, GIB),
+            ("chunk_size", self.chunk_size as u64, 64 * MIB),
+            ("queue_messages", self.queue_messages as u64, 1_000_000),
+            ("queue_bytes", self.queue_bytes as u64, 4 * GIB),
+            ("connect_timeout", self.connect_timeout, HOUR),
+            ("write_timeout", self.write_timeout, HOUR),
+            ("max_sessions", self.max_sessions as u64, MAX_CONNECTIONS),
+            ("max_connections", self.max_connections as u64, MAX_CONNECTIONS),
+        ];
+        at_most("chat", &caps)
+    }
+}
+
+/// Upper bounds of the numeric keys (docs/CONFIG.md, "Bounds"): far above any real deployment,
+/// and low enough that no value can overflow a timer, exhaust memory at start-up, or panic a
+/// runtime primitive (tokio's semaphores and channels refuse more than 2^61 permits).
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+const MAX_CONNECTIONS: u64 = 10_000_000;
+
+fn at_most(section: &str, caps: &[(&str, u64, u64)]) -> Result<(), String> {
+    match caps.iter().find(|(_, v, max)| v > max) {
+        Some((name, v, max)) => Err(format!("{section}.{name} = {v} is above its bound of {max}")),
+        None => Ok(()),
     }
 }
 
@@ -511,6 +538,24 @@ impl Config {
         if r.max_connections == 0 || r.max_connections_per_ip == 0 {
             return bad("relay.max_connections and max_connections_per_ip must be positive".into());
         }
+        let caps: [(&str, u64, u64); 14] = [
+            ("max_expires", u64::from(r.max_expires), 7 * DAY),
+            ("nonce_lifetime", r.nonce_lifetime, DAY),
+            ("auth_timeout", r.auth_timeout, HOUR),
+            ("transaction_timeout", r.transaction_timeout, HOUR),
+            ("max_connections", r.max_connections as u64, MAX_CONNECTIONS),
+            ("max_connections_per_ip", r.max_connections_per_ip as u64, MAX_CONNECTIONS),
+            ("read_buffer", r.read_buffer as u64, 64 * MIB),
+            ("max_chunk", r.max_chunk as u64, 64 * MIB),
+            ("max_start_line", r.max_start_line as u64, MIB),
+            ("max_header_line", r.max_header_line as u64, MIB),
+            ("max_headers", r.max_headers as u64, 1024),
+            ("max_head_bytes", r.max_head_bytes as u64, MIB),
+            ("max_non_send_body", r.max_non_send_body, 64 * MIB),
+            ("max_auth_failures", u64::from(r.max_auth_failures), 1000),
+        ];
+        at_most("relay", &caps).map_err(ConfigError::Invalid)?;
+        at_most("database", &[("cache_seconds", self.database.cache_seconds, DAY)]).map_err(ConfigError::Invalid)?;
         self.chat.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database.url
             && !url.starts_with("sqlite:")
@@ -585,6 +630,18 @@ mod tests {
         assert!(Config::parse("[chat]\ntrusted_networks = [\"10.0.0.0/33\"]").is_err());
         assert!(Config::parse("[chat]\nmsrp_listen = [\"msrp://0.0.0.0:2857\"]").is_err(), "needs msrp_host");
         assert!(Config::parse("[chat]\nhistory_size = 5000").is_err());
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_with_their_bound() {
+        let e = Config::parse("[chat]\nmax_connections = 4611686018427387904").unwrap_err().to_string();
+        assert!(e.contains("chat.max_connections") && e.contains("10000000"), "{e}");
+        let e = Config::parse("[relay]\ntransaction_timeout = 18446744073709551615").unwrap_err().to_string();
+        assert!(e.contains("relay.transaction_timeout"), "{e}");
+        let e = Config::parse("[relay]\nread_buffer = 1000000000000").unwrap_err().to_string();
+        assert!(e.contains("relay.read_buffer"), "{e}");
+        assert!(Config::parse("[database]\ncache_seconds = 999999999").is_err());
+        assert!(Config::parse("[chat]\nqueue_messages = 1000000").is_ok(), "the bound itself is allowed");
     }
 
     #[test]
