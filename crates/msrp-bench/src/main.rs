@@ -153,6 +153,11 @@ struct SessionArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     parallel: usize,
+    /// Sessions authenticated on each connection (RFC 4976 lets one connection carry several):
+    /// shows the session table at sizes the open-files limit would not allow one connection
+    /// per session for; memory per session then excludes most of a connection's.
+    #[arg(long, default_value_t = 1)]
+    per_connection: usize,
 }
 
 fn split_user(s: &str) -> Result<(String, String), Error> {
@@ -289,22 +294,28 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
     let (user, password) = split_user(&args.relay.user_a)?;
     let before = procfs::pss_kib(pid);
     let started = Instant::now();
-    let mut held = Vec::with_capacity(args.count);
+    let per_connection = args.per_connection.max(1);
+    let connections = args.count.div_ceil(per_connection);
+    let mut held = Vec::with_capacity(connections);
+    let mut sessions = 0usize;
     let mut failed = 0usize;
     let mut first_error = None;
     let mut next = 0usize;
     // Stop opening more once a whole batch fails (the relay is out of something).
-    while next < args.count {
-        let batch: Vec<_> = (next..(next + args.parallel).min(args.count))
+    while next < connections {
+        let batch: Vec<_> = (next..(next + args.parallel).min(connections))
             .map(|i| {
                 let (target, relay_uri, user, password) =
                     (target.clone(), relay_uri.clone(), user.clone(), password.clone());
                 // Spread sources over 127.0.0.0/8 so that ephemeral ports do not run out.
                 let source = IpAddr::V4(Ipv4Addr::new(127, 0, (i / 250 % 250) as u8, (i % 250 + 2) as u8));
+                let here = per_connection.min(args.count - i * per_connection);
                 tokio::spawn(async move {
                     let mut c = Conn::connect(&target, &format!("s{i}"), Some(source)).await?;
-                    c.authenticate(&relay_uri, &user, &password).await?;
-                    Ok::<_, Error>(c)
+                    for _ in 0..here {
+                        c.authenticate(&relay_uri, &user, &password).await?;
+                    }
+                    Ok::<_, Error>((c, here))
                 })
             })
             .collect();
@@ -312,8 +323,9 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
         let mut batch_ok = 0;
         for t in batch {
             match t.await? {
-                Ok(c) => {
+                Ok((c, here)) => {
                     held.push(c);
+                    sessions += here;
                     batch_ok += 1;
                 }
                 Err(e) => {
@@ -328,15 +340,20 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = procfs::pss_kib(pid);
-    let ok = held.len();
+    let ok = sessions;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / ok.max(1) as f64;
     println!(
-        "sessions: {ok} of {} authenticated sessions in {:.1} s ({failed} failed{}); relay PSS {before} → {after} KiB: {per:.0} bytes per session",
+        "sessions: {ok} of {} authenticated sessions over {} connections in {:.1} s ({failed} connections failed{}); relay PSS {before} → {after} KiB: {per:.0} bytes per session",
         args.count,
+        held.len(),
         started.elapsed().as_secs_f64(),
         first_error.map(|e| format!(", first: {e}")).unwrap_or_default(),
     );
-    println!("RESULT mode=sessions label={} count={ok} failed={failed} bytes_per_session={per:.0}", args.relay.label);
+    println!(
+        "RESULT mode=sessions label={} count={ok} connections={} failed={failed} bytes_per_session={per:.0}",
+        args.relay.label,
+        held.len()
+    );
     drop(held);
     Ok(())
 }

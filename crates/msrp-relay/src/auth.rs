@@ -204,11 +204,12 @@ fn create_or_refresh(
 ) -> Result<Uri, StatusCode> {
     let mut sessions = shared.sessions.lock().map_err(|_| StatusCode(500))?;
     if let Some(sid) = local.session_id() {
-        let s = sessions.get_mut(sid, Instant::now()).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
+        let now = Instant::now();
+        let s = sessions.get(sid, now).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
         if s.conn != conn.id || s.user != user || !s.realm.eq_ignore_ascii_case(realm) {
             return Err(StatusCode::FORBIDDEN);
         }
-        s.expires = until;
+        let s = sessions.refresh(sid, now, until).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
         return Ok(s.uri.clone());
     }
     let sid = msrp::id::random_session_id();

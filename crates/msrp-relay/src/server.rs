@@ -60,7 +60,7 @@ pub(crate) struct Shared {
     pub outbound: tokio::sync::Mutex<HashMap<(bool, String, u16), Arc<Conn>>>,
     pub connector: Option<TlsConnector>,
     pub next_id: AtomicU64,
-    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub admitted: Mutex<Admitted>,
     /// Recent AUTH failures per source address, to slow down guessing.
     pub auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     pub shutdown: watch::Receiver<bool>,
@@ -87,7 +87,7 @@ impl Relay {
             outbound: tokio::sync::Mutex::new(HashMap::new()),
             connector,
             next_id: AtomicU64::new(1),
-            per_ip: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(Admitted::default()),
             auth_failures: Mutex::new(HashMap::new()),
             shutdown,
             fast_frames: AtomicU64::new(0),
@@ -147,18 +147,20 @@ impl Relay {
     /// Applies the connection caps; `None` (and a log line) when the peer is over one.
     fn admit(&self, peer: SocketAddr) -> Option<ConnGuard> {
         let opts = &self.shared.opts;
-        let total: usize = self.shared.per_ip.lock().ok()?.values().sum();
-        if total >= opts.max_connections {
+        // One lock for both caps, and a running total: summing the per-address counts on every
+        // accept made accepting O(addresses), which overflowed the listen queue at 10k clients.
+        let mut admitted = self.shared.admitted.lock().ok()?;
+        if admitted.total >= opts.max_connections {
             warn!(%peer, limit = opts.max_connections, "connection refused: max_connections reached");
             return None;
         }
-        let mut per_ip = self.shared.per_ip.lock().ok()?;
-        let n = per_ip.entry(peer.ip()).or_insert(0);
+        let n = admitted.per_ip.entry(peer.ip()).or_insert(0);
         if *n >= opts.max_connections_per_ip {
             warn!(%peer, limit = opts.max_connections_per_ip, "connection refused: max_connections_per_ip reached");
             return None;
         }
         *n += 1;
+        admitted.total += 1;
         Some(ConnGuard { shared: self.shared.clone(), ip: peer.ip() })
     }
 
@@ -189,6 +191,14 @@ impl Relay {
     }
 }
 
+/// Accepted connections: in all, and per source address (`max_connections`,
+/// `max_connections_per_ip`).
+#[derive(Default)]
+pub(crate) struct Admitted {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
 /// Releases a connection's slot in the per-address count when the connection ends.
 struct ConnGuard {
     shared: Arc<Shared>,
@@ -197,13 +207,14 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if let Ok(mut per_ip) = self.shared.per_ip.lock()
-            && let Some(n) = per_ip.get_mut(&self.ip)
+        if let Ok(mut admitted) = self.shared.admitted.lock()
+            && let Some(n) = admitted.per_ip.get_mut(&self.ip)
         {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.ip);
+                admitted.per_ip.remove(&self.ip);
             }
+            admitted.total -= 1;
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_id: HashMap<String, Session>,
+    /// Session-ids per connection: a closing connection's sessions are found without scanning
+    /// the table (which made mass disconnects quadratic).
+    by_conn: HashMap<ConnId, Vec<String>>,
     /// Bumped by every change that can void a routing decision — a session removed, replaced
     /// or refreshed (its expiry moves) — so a route remembered under an older value is known
     /// stale (the fast path's route cache). A new session, under a fresh random id, voids none.
@@ -35,9 +38,12 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn insert(&mut self, session: Session) {
-        if self.by_id.insert(session.id.clone(), session).is_some() {
+        if let Some(old) = self.by_id.remove(&session.id) {
+            self.unindex(&old);
             self.epoch += 1;
         }
+        self.by_conn.entry(session.conn).or_default().push(session.id.clone());
+        self.by_id.insert(session.id.clone(), session);
     }
 
     /// Changes whenever a session is added, changed or removed.
@@ -50,13 +56,13 @@ impl Sessions {
         self.by_id.get(id).filter(|s| s.expires > now)
     }
 
-    /// A live session to change (counts as a change to the table).
-    pub fn get_mut(&mut self, id: &str, now: Instant) -> Option<&mut Session> {
-        let found = self.by_id.get_mut(id).filter(|s| s.expires > now);
-        if found.is_some() {
-            self.epoch += 1;
-        }
-        found
+    /// Moves a live session's expiry (an AUTH refresh, RFC 4976 §5.1); the only change a
+    /// session takes in place, so its connection index stays right.
+    pub fn refresh(&mut self, id: &str, now: Instant, until: Instant) -> Option<&Session> {
+        let s = self.by_id.get_mut(id).filter(|s| s.expires > now)?;
+        s.expires = until;
+        self.epoch += 1;
+        Some(s)
     }
 
     /// Removes sessions past their expiry; returns them for logging.
@@ -65,16 +71,29 @@ impl Sessions {
         if !gone.is_empty() {
             self.epoch += 1;
         }
-        gone.iter().filter_map(|id| self.by_id.remove(id)).collect()
+        let gone: Vec<Session> = gone.iter().filter_map(|id| self.by_id.remove(id)).collect();
+        for s in &gone {
+            self.unindex(s);
+        }
+        gone
     }
 
     /// Removes every session of a closed connection.
     pub fn remove_conn(&mut self, conn: ConnId) -> Vec<Session> {
-        let gone: Vec<String> = self.by_id.values().filter(|s| s.conn == conn).map(|s| s.id.clone()).collect();
-        if !gone.is_empty() {
+        let ids = self.by_conn.remove(&conn).unwrap_or_default();
+        if !ids.is_empty() {
             self.epoch += 1;
         }
-        gone.iter().filter_map(|id| self.by_id.remove(id)).collect()
+        ids.iter().filter_map(|id| self.by_id.remove(id)).collect()
+    }
+
+    fn unindex(&mut self, s: &Session) {
+        if let Some(ids) = self.by_conn.get_mut(&s.conn) {
+            ids.retain(|id| *id != s.id);
+            if ids.is_empty() {
+                self.by_conn.remove(&s.conn);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,5 +102,53 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn session(id: &str, conn: ConnId, expires: Instant) -> Session {
+        Session {
+            id: id.into(),
+            uri: format!("msrp://relay.example.com:2855/{id};tcp").parse().unwrap(),
+            conn,
+            client: Path::single("msrp://a.example.com:1/a;tcp".parse().unwrap()),
+            user: "alice".into(),
+            realm: "example.com".into(),
+            expires,
+        }
+    }
+
+    #[test]
+    fn a_connection_takes_exactly_its_sessions_with_it() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut t = Sessions::default();
+        for (id, conn) in [("a1", 1), ("a2", 1), ("b1", 2), ("c1", 3)] {
+            t.insert(session(id, conn, later));
+        }
+        t.insert(session("b1", 2, later)); // replaced, not indexed twice
+        let epoch = t.epoch();
+        let mut gone: Vec<String> = t.remove_conn(1).into_iter().map(|s| s.id).collect();
+        gone.sort();
+        assert_eq!(gone, ["a1", "a2"]);
+        assert!(t.epoch() > epoch, "removals void remembered routes");
+        assert_eq!(t.remove_conn(2).len(), 1);
+        assert!(t.remove_conn(2).is_empty());
+        // Expired sessions leave the index too.
+        t.insert(session("c2", 3, now));
+        assert_eq!(t.expire(now + Duration::from_millis(1)).len(), 1);
+        assert_eq!(t.remove_conn(3).iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["c1"]);
+        assert!(t.is_empty() && t.by_conn.is_empty());
+        // A refresh moves the expiry and voids routes; an unknown or expired id is refused.
+        t.insert(session("d1", 4, later));
+        let epoch = t.epoch();
+        assert!(t.refresh("d1", now, later + Duration::from_secs(60)).is_some());
+        assert!(t.epoch() > epoch);
+        assert!(t.refresh("nope", now, later).is_none());
+        assert!(t.refresh("d1", later + Duration::from_secs(61), later).is_none());
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use msrp_chat::sip::auth::{Authenticator, TrustFn};
 use msrp_chat::sip::{SipListeners, SipServer};
 use msrp_chat::{Chat, ChatOptions};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -40,7 +39,7 @@ pub async fn start(
     let mut msrp = Vec::new();
     let (mut plain, mut secure) = (None, None);
     for l in &c.msrp_listen {
-        let listener = TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {l}: {e}"))?;
+        let listener = crate::listen::bind(l.addr).map_err(|e| format!("cannot listen on {l}: {e}"))?;
         let port = listener.local_addr()?.port();
         *(if l.tls { &mut secure } else { &mut plain }) = Some(port);
         msrp.push((listener, l.tls));
@@ -80,7 +79,7 @@ pub async fn start(
         ..SipListeners::default()
     };
     for l in &c.sip_listen {
-        let bind = || async { TcpListener::bind(l.addr).await.map_err(|e| format!("cannot listen on {l}: {e}")) };
+        let bind = || async { crate::listen::bind(l.addr).map_err(|e| format!("cannot listen on {l}: {e}")) };
         match l.transport {
             SipTransport::Udp => listeners.udp.push(l.addr),
             SipTransport::Tcp => listeners.tcp.push(bind().await?),

@@ -3,6 +3,7 @@
 mod chat;
 mod cli;
 mod config;
+mod listen;
 mod logging;
 mod store;
 mod tls;
@@ -139,9 +140,7 @@ async fn serve(config: Config) -> Result<(), AnyError> {
         );
         relays.push(relay.clone());
         for listen in &config.relay.listen {
-            let listener = tokio::net::TcpListener::bind(listen.addr)
-                .await
-                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let listener = listen::bind(listen.addr).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             if listen.tls {
                 info!(%listen, hostname = %config.relay.hostname, "relay listening");
             } else {
