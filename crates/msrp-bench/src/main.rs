@@ -350,7 +350,7 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
         first_error.map(|e| format!(", first: {e}")).unwrap_or_default(),
     );
     println!(
-        "RESULT mode=sessions label={} count={ok} connections={} failed={failed} bytes_per_session={per:.0}",
+        "RESULT mode=sessions label={} count={ok} connections={} failed={failed} bytes_per_session={per:.0} pss_kib={after}",
         args.relay.label,
         held.len()
     );

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use msrp::header::Path;
 use msrp::{Request, StatusCode, Uri};
+use msrp_relay::log_throttle::LogThrottle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -33,24 +34,6 @@ const HISTORY_BACKLOG: usize = 10_000;
 /// Most history messages written in one transaction.
 const HISTORY_BATCH: usize = 1000;
 
-/// Counts an event that would flood the log, and says so at most once a second.
-#[derive(Default)]
-struct RateLimitedWarning {
-    count: AtomicU64,
-    last: Mutex<Option<std::time::Instant>>,
-}
-
-impl RateLimitedWarning {
-    fn note(&self, room: &str) {
-        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
-            *last = Some(std::time::Instant::now());
-            warn!(room, dropped_so_far = n, "history backlog full ({HISTORY_BACKLOG} messages): messages not stored");
-        }
-    }
-}
-
 /// The chat service. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
@@ -63,7 +46,8 @@ pub(crate) struct Inner {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     history: Arc<dyn History>,
     history_tx: mpsc::Sender<(String, Stored)>,
-    history_dropped: RateLimitedWarning,
+    history_dropped: LogThrottle,
+    refused: LogThrottle,
     next_conn: AtomicU64,
     answers: AtomicU64,
 }
@@ -146,7 +130,8 @@ impl Chat {
             sessions: Mutex::default(),
             history,
             history_tx,
-            history_dropped: RateLimitedWarning::default(),
+            history_dropped: LogThrottle::default(),
+            refused: LogThrottle::default(),
             next_conn: AtomicU64::new(1),
             answers: AtomicU64::new(1),
         };
@@ -171,7 +156,10 @@ impl Chat {
                 }
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                warn!(%peer, max_connections = self.inner.opts.max_connections, "MSRP connection refused: too many");
+                if let Some(n) = self.inner.refused.note() {
+                    let max_connections = self.inner.opts.max_connections;
+                    warn!(%peer, max_connections, refused_so_far = n, "MSRP connection refused: too many");
+                }
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -573,8 +561,15 @@ impl Inner {
                 let out = Out { body: msg.body, quiet: false };
                 let mut st = room.lock();
                 st.remember(stored.clone(), self.opts.history_size);
-                if self.history_tx.try_send((room.uri.clone(), stored)).is_err() {
-                    self.history_dropped.note(&room.uri);
+                if self.history_tx.try_send((room.uri.clone(), stored)).is_err()
+                    && let Some(n) = self.history_dropped.note()
+                {
+                    let room = &room.uri;
+                    warn!(
+                        room,
+                        dropped_so_far = n,
+                        "history backlog full ({HISTORY_BACKLOG} messages): messages not stored"
+                    );
                 }
                 let (_, overflowed) = offer_all(&st, &out, |m| m.id != session.id);
                 drop(st);

@@ -9,6 +9,7 @@ mod conn;
 pub mod digest;
 mod fast;
 mod forward;
+pub mod log_throttle;
 pub mod options;
 pub mod route;
 mod server;

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::conn::{self, Conn};
 use crate::digest::{Algorithm, NonceCounts, NonceKey};
+use crate::log_throttle::LogThrottle;
 use crate::options::RelayOptions;
 use crate::sessions::{ConnId, Sessions};
 
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Frames handled by the fast path (`fast`), added once per read batch.
     pub fast_frames: AtomicU64,
+    /// Connections refused over a cap (logged at most once a second).
+    pub refused: LogThrottle,
 }
 
 impl Relay {
@@ -91,6 +94,7 @@ impl Relay {
             auth_failures: Mutex::new(HashMap::new()),
             shutdown,
             fast_frames: AtomicU64::new(0),
+            refused: LogThrottle::default(),
         };
         let relay = Relay { shared: Arc::new(shared) };
         tokio::spawn(housekeeping(Arc::downgrade(&relay.shared)));
@@ -151,12 +155,16 @@ impl Relay {
         // accept made accepting O(addresses), which overflowed the listen queue at 10k clients.
         let mut admitted = self.shared.admitted.lock().ok()?;
         if admitted.total >= opts.max_connections {
-            warn!(%peer, limit = opts.max_connections, "connection refused: max_connections reached");
+            if let Some(n) = self.shared.refused.note() {
+                warn!(%peer, limit = opts.max_connections, refused_so_far = n, "connection refused: max_connections reached");
+            }
             return None;
         }
         let n = admitted.per_ip.entry(peer.ip()).or_insert(0);
         if *n >= opts.max_connections_per_ip {
-            warn!(%peer, limit = opts.max_connections_per_ip, "connection refused: max_connections_per_ip reached");
+            if let Some(n) = self.shared.refused.note() {
+                warn!(%peer, limit = opts.max_connections_per_ip, refused_so_far = n, "connection refused: max_connections_per_ip reached");
+            }
             return None;
         }
         *n += 1;
