@@ -242,6 +242,19 @@ impl Chat {
             if st.closed {
                 continue;
             }
+            // Counted and inserted under one lock of the session table (taken after the room
+            // lock, as everywhere): concurrent INVITEs cannot overshoot `max_sessions`.
+            let mut table = inner.sessions();
+            if table.len() >= opts.max_sessions {
+                drop(table);
+                if st.members.is_empty() {
+                    st.closed = true;
+                    drop(st);
+                    inner.forget_room(&room);
+                }
+                warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
+                return Err(JoinError::Full);
+            }
             let session = Arc::new(Session::new(
                 sid.clone(),
                 local.clone(),
@@ -259,7 +272,7 @@ impl Chat {
             // (under the same lock) either reaches it live or left it in the replay above,
             // and an end_session can only come after both.
             st.members.push(session.clone());
-            inner.sessions().insert(sid.clone(), session.clone());
+            table.insert(sid.clone(), session.clone());
             break session;
         };
         info!(room = %session.room.uri, user = %session.identity.uri, session = %sid, ?connect, "joined");
@@ -609,6 +622,14 @@ impl Inner {
         }
     }
 
+    /// Takes a closed room out of the room table (unless a new room of that name replaced it).
+    fn forget_room(&self, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if rooms.get(&room.name).is_some_and(|r| std::ptr::eq(r.as_ref(), room.as_ref())) {
+            rooms.remove(&room.name);
+        }
+    }
+
     /// Ends a session once: out of the room and the session table, its writer stopped, its
     /// connection closed when nothing else uses it, a BYE sent when `bye`, and a notice to
     /// the room.
@@ -627,10 +648,7 @@ impl Inner {
             (st.closed, name)
         };
         if empty {
-            let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            if rooms.get(&room.name).is_some_and(|r| std::ptr::eq(r.as_ref(), room.as_ref())) {
-                rooms.remove(&room.name);
-            }
+            self.forget_room(room);
         }
         session.stop.cancel();
         // After mark_ended: a bind racing this one has either finished (its connection is

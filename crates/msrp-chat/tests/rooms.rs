@@ -308,3 +308,34 @@ async fn a_connection_that_carries_no_session_is_closed() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(chat.session_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_never_overshoot_max_sessions() {
+    let chat = start_chat(ChatOptions { max_sessions: 5, ..ChatOptions::default() }).await;
+    // Twenty INVITEs at once on a multi-threaded runtime, half of them to a room that does not
+    // exist yet: exactly five get in.
+    let joins: Vec<_> = (0..20)
+        .map(|i| {
+            let chat = chat.clone();
+            tokio::spawn(async move {
+                let local = Participant::local_uri();
+                let room = if i % 2 == 0 { "lobby".to_owned() } else { format!("room{i}") };
+                chat.join(msrp_chat::JoinRequest {
+                    room,
+                    identity: msrp_chat::Identity::new(&format!("sip:u{i}@example.com"), None).unwrap(),
+                    offer: msrp::Bytes::from(common::offer(local.as_str(), "active")),
+                    on_end: Box::new(|| {}),
+                })
+                .await
+                .is_ok()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for j in joins {
+        admitted += usize::from(j.await.unwrap());
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(chat.session_count(), 5);
+    assert!(chat.room_count() <= 5, "refused joins leave no empty rooms behind");
+}
