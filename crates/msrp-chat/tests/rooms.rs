@@ -339,3 +339,47 @@ async fn concurrent_joins_never_overshoot_max_sessions() {
     assert_eq!(chat.session_count(), 5);
     assert!(chat.room_count() <= 5, "refused joins leave no empty rooms behind");
 }
+
+#[tokio::test]
+async fn a_participant_that_stops_reading_is_dropped_by_the_write_timeout() {
+    // Queues far larger than what is sent: only the write timeout can end the session.
+    let opts = ChatOptions {
+        write_timeout: Duration::from_millis(500),
+        queue_messages: 100_000,
+        queue_bytes: 1 << 30,
+        ..ChatOptions::default()
+    };
+    let chat = start_chat(opts).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let slow = Participant::join(&chat, "lobby", BOB).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    slow.stall();
+    let filler = "x".repeat(512 * 1024);
+    let mut sent = 0;
+    // 512 KiB at a time until the kernel's buffers are full and a write waits past the timeout.
+    while chat.session_count() == 2 {
+        assert!(sent < 200, "the write timeout never fired");
+        a.say(&filler).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(chat.session_count(), 1, "only the stalled participant's session ended");
+    let mut slow = slow;
+    assert!(slow.closed_within(Duration::from_secs(5)).await, "its connection is closed");
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let chat = start_chat(ChatOptions { max_connections: 1, ..ChatOptions::default() }).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let port = a.remote.first().port().unwrap();
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await.expect("closed at once").unwrap();
+    assert_eq!(n, 0, "the second connection is closed");
+    // The first still works.
+    let tid = a.say("still here").await;
+    let mut a = a;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+}
