@@ -303,12 +303,23 @@ impl Chat {
 
     /// The answer to a new offer in an existing session (a re-INVITE): the same server URI
     /// and connection roles; `None` when the offer has no usable chat stream of the same
-    /// transport (the session then goes on unchanged).
+    /// transport, or names another MSRP session of the participant (the session then goes on
+    /// unchanged, and the SIP layer answers 488).
+    ///
+    /// A path may change its hosts (RFC 6714: the session is matched by the session-id of the
+    /// path's last URI, so an address rewritten by a NAT or a new relay hop still works), but
+    /// not its session-id: moving the chat to another MSRP session in mid-call is not
+    /// supported, and saying so beats answering 200 and going on with the old one.
     pub fn reanswer(&self, session_id: &str, offer: &[u8]) -> Option<String> {
         let session = self.inner.session(session_id)?;
         let offer = Offer::parse(offer).ok()?;
         let stream = offer.chat_stream()?;
         if stream.secure != session.stream.secure {
+            return None;
+        }
+        let theirs = |path: &[Uri]| path.last().and_then(|u| u.session_id().map(str::to_owned));
+        if theirs(&stream.path) != theirs(&session.stream.path) {
+            info!(session = %session.id, "re-INVITE moves the chat to another MSRP session: refused");
             return None;
         }
         let stream = crate::sdp::ChatStream { connect: session.stream.connect, ..stream };

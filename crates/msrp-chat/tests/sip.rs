@@ -163,6 +163,18 @@ async fn a_full_service_answers_503_and_a_reinvite_without_chat_488() {
     assert_eq!(resp.status_code, StatusCode::OK);
     let answer = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(answer.find("m=audio 0").unwrap() < answer.find("m=message").unwrap(), "{answer}");
+    // Another host with the same MSRP session-id (a NAT or relay rewrote it) is fine; another
+    // session-id is refused and the chat goes on over the old one.
+    let moved = a.local.as_str().replace("127.0.0.1", "192.0.2.7");
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let resp = dlg.reinvite(Some(h), Some(offer(&moved, "active").into_bytes())).await.unwrap().unwrap();
+    assert_eq!(resp.status_code, StatusCode::OK, "same session-id, new address");
+    let other = Participant::local_uri();
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let resp = dlg.reinvite(Some(h), Some(offer(other.as_str(), "active").into_bytes())).await.unwrap().unwrap();
+    assert_eq!(resp.status_code.code(), 488, "another MSRP session");
+    let tid = a.say("still in after the refused move").await;
+    assert_eq!(a.status_of(tid).await, Msrp::OK);
 }
 
 #[tokio::test]
