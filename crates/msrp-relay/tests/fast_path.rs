@@ -62,9 +62,9 @@ fn without_tid(raw: &[u8]) -> String {
     s.replace(&tid, "TID")
 }
 
-/// Sends `frame` from A (whole, or in two writes), lets B answer 200, and returns what B got
-/// and what A got back (None when no answer is due).
-async fn through(p: &mut Pair, frame: &[u8], split: bool, answered: bool) -> (String, Option<String>) {
+/// Writes `frame` from A whole (the fast path can take it), or in two halves with a pause
+/// between (the relay reads half a frame: the streaming decoder takes it).
+async fn send(p: &mut Pair, frame: &[u8], split: bool) {
     if split {
         p.a.write(&frame[..frame.len() / 2]).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -72,6 +72,12 @@ async fn through(p: &mut Pair, frame: &[u8], split: bool, answered: bool) -> (St
     } else {
         p.a.write(frame).await;
     }
+}
+
+/// Sends `frame` from A (whole, or in two writes), lets B answer 200, and returns what B got
+/// and what A got back (None when no answer is due).
+async fn through(p: &mut Pair, frame: &[u8], split: bool, answered: bool) -> (String, Option<String>) {
+    send(p, frame, split).await;
     let forwarded = p.b.raw_frame().await;
     p.b.ok(&head(&forwarded)).await;
     let answer = if answered {
@@ -233,13 +239,7 @@ async fn a_body_of_max_chunk_bytes_is_cut_as_the_general_path_cuts_it() {
     let frame = text(PLAIN, &p);
     let mut outputs = Vec::new();
     for split in [false, true] {
-        if split {
-            p.a.write(&frame[..20]).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            p.a.write(&frame[20..]).await;
-        } else {
-            p.a.write(&frame).await;
-        }
+        send(&mut p, &frame, split).await;
         // Five bytes fill a chunk: `+` with them, then an empty `$`.
         let first = p.b.raw_frame().await;
         let last = p.b.raw_frame().await;
@@ -259,13 +259,7 @@ async fn a_byte_range_start_beyond_2_62_is_refused() {
     let huge = PLAIN.replace("Byte-Range: 1-5/5", "Byte-Range: 18446744073709551615-*/*");
     for split in [false, true] {
         let frame = text(&huge, &p);
-        if split {
-            p.a.write(&frame[..20]).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            p.a.write(&frame[20..]).await;
-        } else {
-            p.a.write(&frame).await;
-        }
+        send(&mut p, &frame, split).await;
         assert_eq!(p.a.frame().await.response().status, StatusCode::BAD_REQUEST);
     }
     assert!(p.b.try_frame(Duration::from_millis(200)).await.is_none(), "nothing forwarded");
