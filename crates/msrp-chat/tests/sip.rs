@@ -187,3 +187,22 @@ async fn a_reinvite_without_an_offer_gets_the_current_answer() {
     let answer = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(answer.contains(a.remote.last().as_str()), "the 200 carries the session's answer: {answer}");
 }
+
+#[tokio::test]
+async fn a_wildcard_listener_advertises_its_configured_host() {
+    // UDP bound to 0.0.0.0: the socket's own address would put 0.0.0.0 in the Contact.
+    let listeners = msrp_chat::sip::SipListeners {
+        udp: vec!["0.0.0.0:0".parse().unwrap()],
+        advertised_host: Some("127.0.0.1".into()),
+        ..msrp_chat::sip::SipListeners::default()
+    };
+    let server = common::sip::start_sip_chat_on(ChatOptions::default(), true, None, listeners).await;
+    let uac = start_uac(&server.token).await;
+    let port = server.addr(Transport::Udp).port();
+    let local = Participant::local_uri();
+    let target = format!("sip:lobby@127.0.0.1:{port}");
+    let (_, resp) = uac.invite(&target, ALICE, Some(offer(local.as_str(), "active")), None).await;
+    assert_eq!(resp.status_code, StatusCode::OK);
+    let contact = resp.contact_header().unwrap().value().to_owned();
+    assert!(contact.contains(&format!("@127.0.0.1:{port}")) && !contact.contains("0.0.0.0"), "Contact {contact}");
+}

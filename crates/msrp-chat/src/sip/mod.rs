@@ -87,6 +87,9 @@ struct Call {
 struct State {
     chat: Chat,
     advertised_host: Option<String>,
+    /// Ports of UDP listeners bound to a wildcard address: rsipstack reports such a socket
+    /// under an interface address it picked, so the wildcard is not visible on it later.
+    udp_wildcard_ports: Vec<u16>,
     auth: Authenticator,
     dialogs: Arc<DialogLayer>,
     calls: Mutex<HashMap<DialogId, Call>>,
@@ -107,9 +110,14 @@ impl SipServer {
         // open for the BYE (RFC 5923-style connection reuse), so no idle timeout.
         layer.set_stream_idle_timeout(Duration::ZERO);
         let mut addrs = Vec::new();
+        let mut udp_wildcard_ports = Vec::new();
         for addr in &listeners.udp {
             let udp = UdpConnection::create_connection(*addr, None, Some(token.child_token())).await.map_err(io)?;
-            addrs.push((Transport::Udp, udp.get_addr().get_socketaddr().map_err(io)?));
+            let bound = udp.get_addr().get_socketaddr().map_err(io)?;
+            if addr.ip().is_unspecified() {
+                udp_wildcard_ports.push(bound.port());
+            }
+            addrs.push((Transport::Udp, bound));
             layer.add_transport(udp.into());
         }
         let option = EndpointOption { callid_suffix: Some(chat.options().domain.clone()), ..Default::default() };
@@ -146,6 +154,7 @@ impl SipServer {
         let state = Arc::new(State {
             chat,
             advertised_host: listeners.advertised_host.clone(),
+            udp_wildcard_ports,
             auth,
             dialogs,
             calls: Mutex::default(),
@@ -359,8 +368,11 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         _ => ("sip", ""),
     };
     let local = conn.get_addr().get_socketaddr().ok();
+    let wildcard = |a: &std::net::SocketAddr| {
+        a.ip().is_unspecified() || (conn.transport() == Transport::Udp && st.udp_wildcard_ports.contains(&a.port()))
+    };
     let host = match (&st.advertised_host, local) {
-        (Some(h), Some(a)) if a.ip().is_unspecified() => {
+        (Some(h), Some(a)) if wildcard(&a) => {
             if h.contains(':') && !h.starts_with('[') {
                 format!("[{h}]:{}", a.port())
             } else {

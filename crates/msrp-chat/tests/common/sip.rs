@@ -53,16 +53,26 @@ pub async fn start_sip_chat(opts: ChatOptions, trusted: bool) -> SipChat {
 
 /// The same, plus SIP over TLS and MSRP over TLS with `tls`.
 pub async fn start_sip_chat_tls(opts: ChatOptions, trusted: bool, tls: Option<Arc<rustls::ServerConfig>>) -> SipChat {
+    let listeners = SipListeners {
+        udp: vec!["127.0.0.1:0".parse().unwrap()],
+        tcp: vec![TcpListener::bind("127.0.0.1:0").await.unwrap()],
+        ..SipListeners::default()
+    };
+    start_sip_chat_on(opts, trusted, tls, listeners).await
+}
+
+/// The same on the given SIP listeners (TLS added when `tls` is given).
+pub async fn start_sip_chat_on(
+    opts: ChatOptions,
+    trusted: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut listeners: SipListeners,
+) -> SipChat {
     let chat = super::start_chat_tls(opts, tls.clone()).await;
     let token = CancellationToken::new();
     let trust: TrustFn = Arc::new(move |ip: std::net::IpAddr| trusted && ip.is_loopback());
     // Over UDP too: the tests call from 127.0.0.1 over both transports.
     let auth = Authenticator::new(trust, true, Some(super::relay::users("example.com")), Duration::from_secs(60));
-    let mut listeners = SipListeners {
-        udp: vec!["127.0.0.1:0".parse().unwrap()],
-        tcp: vec![TcpListener::bind("127.0.0.1:0").await.unwrap()],
-        ..SipListeners::default()
-    };
     if tls.is_some() {
         listeners.tls.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
         listeners.tls_config = tls;
