@@ -193,7 +193,9 @@ async fn a_wildcard_listener_advertises_its_configured_host() {
     // UDP bound to 0.0.0.0: the socket's own address would put 0.0.0.0 in the Contact.
     let listeners = msrp_chat::sip::SipListeners {
         udp: vec!["0.0.0.0:0".parse().unwrap()],
-        advertised_host: Some("127.0.0.1".into()),
+        // Not an address this machine has: rsipstack falls back to 127.0.0.1 for a wildcard
+        // socket on a machine without another interface, which must not pass for the fix.
+        advertised_host: Some("192.0.2.1".into()),
         ..msrp_chat::sip::SipListeners::default()
     };
     let server = common::sip::start_sip_chat_on(ChatOptions::default(), true, None, listeners).await;
@@ -204,5 +206,5 @@ async fn a_wildcard_listener_advertises_its_configured_host() {
     let (_, resp) = uac.invite(&target, ALICE, Some(offer(local.as_str(), "active")), None).await;
     assert_eq!(resp.status_code, StatusCode::OK);
     let contact = resp.contact_header().unwrap().value().to_owned();
-    assert!(contact.contains(&format!("@127.0.0.1:{port}")) && !contact.contains("0.0.0.0"), "Contact {contact}");
+    assert!(contact.contains(&format!("@192.0.2.1:{port}")), "Contact {contact}");
 }

@@ -212,6 +212,10 @@ fn create_or_refresh(
         let s = sessions.refresh(sid, now, until).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
         return Ok(s.uri.clone());
     }
+    if sessions.count_on(conn.id) >= shared.opts.max_sessions_per_connection {
+        info!(conn = conn.id, peer = %conn.peer, limit = shared.opts.max_sessions_per_connection, "AUTH refused: too many sessions on this connection");
+        return Err(StatusCode::FORBIDDEN);
+    }
     let sid = msrp::id::random_session_id();
     let (secure, port) = conn.local;
     let uri = Uri::new(secure, &shared.opts.hostname, (port != 0).then_some(port), Some(&sid))

@@ -458,6 +458,13 @@ impl Reader {
     }
 
     async fn request_head(&mut self, req: Request) {
+        let range = req.headers.byte_range().copied().unwrap_or(ByteRange { start: 1, end: None, total: None });
+        if range.start > MAX_START {
+            // Refused before routing: no connection to a next hop is opened for it.
+            let why = "Byte-Range start too large";
+            self.frame = Frame::Local(Box::new(req), Route::Reject(StatusCode::BAD_REQUEST, why));
+            return;
+        }
         let now = Instant::now();
         let decision = match self.shared.sessions.lock() {
             Ok(s) => route(&req, self.conn.id, &s, &self.shared.opts, now),
@@ -488,12 +495,6 @@ impl Reader {
                 return;
             }
         };
-        let range = req.headers.byte_range().copied().unwrap_or(ByteRange { start: 1, end: None, total: None });
-        if range.start > MAX_START {
-            self.frame =
-                Frame::Local(Box::new(req), Route::Reject(StatusCode::BAD_REQUEST, "Byte-Range start too large"));
-            return;
-        }
         self.trusted = true;
         let reporter = req.headers.to_path().map(|p| p.first().clone()).expect("routed requests have a To-Path");
         self.frame = Frame::Forward(Box::new(Forwarding {
@@ -721,6 +722,12 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
     }
     if let Ok(mut w) = tokio::time::timeout(std::time::Duration::from_secs(1), conn.writer.lock()).await {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
+        // Others may still hold this `Conn` (a route remembered by a sender's fast path, a
+        // task finishing a write): what stays with it must not include the socket or output.
+        *w = Box::new(tokio::io::sink());
+    }
+    if let Ok(mut out) = conn.out.lock() {
+        *out = BytesMut::new();
     }
     debug!(conn = conn.id, peer = %conn.peer, "connection closed");
 }

@@ -11,8 +11,9 @@
 //!
 //! Whatever this path does not recognise it leaves untouched for the general path: frames that
 //! are incomplete, large, not SEND or a response, carry other headers, are malformed, abort
-//! (`#`), go to another relay, or are refused. Responses other than 2xx, and responses to
-//! relayed non-SEND requests, also go the general way (they produce REPORTs or are relayed).
+//! (`#`), go to another relay, or are refused. Responses other than 2xx to a forwarded chunk,
+//! and responses to relayed non-SEND requests, also go the general way (they produce REPORTs
+//! or are relayed); a response to no pending transaction is dropped here as it would be there.
 //!
 //! One leniency, on purpose: a 2xx response settles its transaction once it has one To-Path
 //! and one From-Path, without their URIs being parsed. The general path would drop a response
@@ -56,7 +57,8 @@ struct CachedRoute {
     /// The To-Path and From-Path values as received: the key.
     to: Box<[u8]>,
     from: Box<[u8]>,
-    /// [`crate::sessions::Sessions::epoch`] when decided; any change to the table voids it.
+    /// [`crate::sessions::Sessions::epoch`] when decided; a session replaced, refreshed or
+    /// removed voids it (a new session cannot change an existing route).
     epoch: u64,
     /// The earliest expiry of the sessions the decision rests on.
     expires: Instant,
@@ -180,18 +182,20 @@ impl FastPath {
         }
     }
 
-    /// The remembered decision for these paths, or a new one. Stale entries are dropped (a
-    /// closed target's connection is not kept alive by them).
+    /// The remembered decision for these paths, or a new one. On every miss all stale entries
+    /// go; a closed target is kept only as a small husk (its socket and output are released
+    /// when it closes) until then.
     fn route(&mut self, shared: &Shared, conn: &Arc<Conn>, buf: &[u8], plan: &Plan, batch: &Batch) -> Option<usize> {
         let (to, from) = (&buf[plan.to.clone()], &buf[plan.from.clone()]);
-        if let Some(i) = self.routes.iter().position(|r| *r.to == *to && *r.from == *from) {
-            let r = &self.routes[i];
-            let live = r.deliver.as_ref().is_none_or(|d| !d.target.is_closed());
-            if r.epoch == batch.epoch && r.expires > batch.now && live {
-                return Some(i);
-            }
-            self.routes.swap_remove(i);
+        let live = |r: &CachedRoute| {
+            r.epoch == batch.epoch && r.expires > batch.now && r.deliver.as_ref().is_none_or(|d| !d.target.is_closed())
+        };
+        if let Some(i) = self.routes.iter().position(|r| *r.to == *to && *r.from == *from)
+            && live(&self.routes[i])
+        {
+            return Some(i);
         }
+        self.routes.retain(live); // the key's own entry, if any, was stale: decided anew below
         let entry = decide(shared, conn, to, from, batch)?;
         if self.routes.len() < ROUTE_CACHE {
             // Most connections carry one route: no room for four until a second one comes.

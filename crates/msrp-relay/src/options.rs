@@ -26,6 +26,9 @@ pub struct RelayOptions {
     pub transaction_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Sessions one connection may hold (RFC 4976 lets a connection AUTH several times); more
+    /// AUTHs get 403. Bounds the session table at `max_connections` times this.
+    pub max_sessions_per_connection: usize,
     pub basic_auth_domains: Vec<String>,
     pub extra_methods: Vec<String>,
     pub limits: Limits,
@@ -51,6 +54,7 @@ impl Default for RelayOptions {
             transaction_timeout: Duration::from_secs(30),
             max_connections: 100_000,
             max_connections_per_ip: 1000,
+            max_sessions_per_connection: 16,
             basic_auth_domains: Vec::new(),
             extra_methods: Vec::new(),
             limits: Limits::default(),

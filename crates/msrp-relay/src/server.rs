@@ -67,8 +67,9 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Frames handled by the fast path (`fast`), added once per read batch.
     pub fast_frames: AtomicU64,
-    /// Connections refused over a cap (logged at most once a second).
-    pub refused: LogThrottle,
+    /// Connections refused over each cap (logged at most once a second per cap).
+    pub refused_total: LogThrottle,
+    pub refused_per_ip: LogThrottle,
 }
 
 impl Relay {
@@ -94,7 +95,8 @@ impl Relay {
             auth_failures: Mutex::new(HashMap::new()),
             shutdown,
             fast_frames: AtomicU64::new(0),
-            refused: LogThrottle::default(),
+            refused_total: LogThrottle::default(),
+            refused_per_ip: LogThrottle::default(),
         };
         let relay = Relay { shared: Arc::new(shared) };
         tokio::spawn(housekeeping(Arc::downgrade(&relay.shared)));
@@ -155,19 +157,19 @@ impl Relay {
         // accept made accepting O(addresses), which overflowed the listen queue at 10k clients.
         let mut admitted = self.shared.admitted.lock().ok()?;
         if admitted.total >= opts.max_connections {
-            if let Some(n) = self.shared.refused.note() {
+            if let Some(n) = self.shared.refused_total.note() {
                 warn!(%peer, limit = opts.max_connections, refused_so_far = n, "connection refused: max_connections reached");
             }
             return None;
         }
-        let n = admitted.per_ip.entry(peer.ip()).or_insert(0);
-        if *n >= opts.max_connections_per_ip {
-            if let Some(n) = self.shared.refused.note() {
+        // Looked up before inserting: a refused address leaves no entry behind.
+        if admitted.per_ip.get(&peer.ip()).copied().unwrap_or(0) >= opts.max_connections_per_ip {
+            if let Some(n) = self.shared.refused_per_ip.note() {
                 warn!(%peer, limit = opts.max_connections_per_ip, refused_so_far = n, "connection refused: max_connections_per_ip reached");
             }
             return None;
         }
-        *n += 1;
+        *admitted.per_ip.entry(peer.ip()).or_insert(0) += 1;
         admitted.total += 1;
         Some(ConnGuard { shared: self.shared.clone(), ip: peer.ip() })
     }

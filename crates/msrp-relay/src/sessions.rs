@@ -46,7 +46,7 @@ impl Sessions {
         self.by_id.insert(session.id.clone(), session);
     }
 
-    /// Changes whenever a session is added, changed or removed.
+    /// Changes whenever a session is replaced, refreshed or removed (see the field).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -85,6 +85,11 @@ impl Sessions {
             self.epoch += 1;
         }
         ids.iter().filter_map(|id| self.by_id.remove(id)).collect()
+    }
+
+    /// Sessions held by connection `conn`.
+    pub fn count_on(&self, conn: ConnId) -> usize {
+        self.by_conn.get(&conn).map_or(0, Vec::len)
     }
 
     fn unindex(&mut self, s: &Session) {

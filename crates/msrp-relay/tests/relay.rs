@@ -537,3 +537,20 @@ async fn shutdown_reports_what_is_in_flight() {
     assert_eq!(report.request().headers.status().unwrap().code, StatusCode::REQUEST_TIMEOUT);
     assert!(a.closed_within(Duration::from_secs(3)).await, "connections end after the drain");
 }
+
+#[tokio::test]
+async fn a_connection_holds_at_most_max_sessions_per_connection() {
+    let opts = RelayOptions { max_sessions_per_connection: 2, ..options("127.0.0.1", REALM) };
+    let relay = start_relay(opts, None, REALM).await;
+    let mut a = Endpoint::connect(&relay, "alice", None).await;
+    for _ in 0..2 {
+        a.authenticate(&relay.uri(), "alice", "alicepw").await;
+    }
+    let third = a.try_authenticate(&relay.uri(), "alice", "alicepw", None, true).await;
+    assert_eq!(third.status, StatusCode::FORBIDDEN, "a third session on one connection");
+    assert_eq!(relay.relay.session_count(), 2);
+    // Another connection has its own allowance.
+    let mut b = Endpoint::connect(&relay, "bob", None).await;
+    b.authenticate(&relay.uri(), "bob", "bobpw").await;
+    assert_eq!(relay.relay.session_count(), 3);
+}

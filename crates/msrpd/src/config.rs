@@ -152,6 +152,8 @@ pub struct RelayConfig {
     /// Most simultaneous connections, and most per source address.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Sessions one connection may authenticate (more AUTHs get 403).
+    pub max_sessions_per_connection: usize,
     /// Domains where `Authorization: Basic` is accepted over TLS (off everywhere by default).
     pub basic_auth_domains: Vec<String>,
     /// Methods forwarded besides SEND, REPORT and NICKNAME (others get 501).
@@ -189,6 +191,7 @@ impl Default for RelayConfig {
             transaction_timeout: 30,
             max_connections: 100_000,
             max_connections_per_ip: 1000,
+            max_sessions_per_connection: 16,
             basic_auth_domains: Vec::new(),
             extra_methods: Vec::new(),
             read_buffer: 256 * 1024,
@@ -535,16 +538,31 @@ impl Config {
                 return bad(format!("relay.{name} must be positive"));
             }
         }
-        if r.max_connections == 0 || r.max_connections_per_ip == 0 {
-            return bad("relay.max_connections and max_connections_per_ip must be positive".into());
+        if r.max_connections == 0 || r.max_connections_per_ip == 0 || r.max_sessions_per_connection == 0 {
+            return bad(
+                "relay.max_connections, max_connections_per_ip and max_sessions_per_connection must be positive".into(),
+            );
         }
-        let caps: [(&str, u64, u64); 14] = [
+        // Lower bounds where a tiny value would refuse every client (docs/CONFIG.md, Bounds).
+        for (name, v, min) in [
+            ("max_auth_failures", r.max_auth_failures as usize, 1),
+            ("max_start_line", r.max_start_line, 64),
+            ("max_header_line", r.max_header_line, 256),
+            ("max_headers", r.max_headers, 8),
+            ("max_head_bytes", r.max_head_bytes, 1024),
+        ] {
+            if v < min {
+                return bad(format!("relay.{name} = {v} is below its bound of {min}"));
+            }
+        }
+        let caps: [(&str, u64, u64); 15] = [
             ("max_expires", u64::from(r.max_expires), 7 * DAY),
             ("nonce_lifetime", r.nonce_lifetime, DAY),
             ("auth_timeout", r.auth_timeout, HOUR),
             ("transaction_timeout", r.transaction_timeout, HOUR),
             ("max_connections", r.max_connections as u64, MAX_CONNECTIONS),
             ("max_connections_per_ip", r.max_connections_per_ip as u64, MAX_CONNECTIONS),
+            ("max_sessions_per_connection", r.max_sessions_per_connection as u64, 1000),
             ("read_buffer", r.read_buffer as u64, 64 * MIB),
             ("max_chunk", r.max_chunk as u64, 64 * MIB),
             ("max_start_line", r.max_start_line as u64, MIB),
@@ -642,6 +660,9 @@ mod tests {
         assert!(e.contains("relay.read_buffer"), "{e}");
         assert!(Config::parse("[database]\ncache_seconds = 999999999").is_err());
         assert!(Config::parse("[chat]\nqueue_messages = 1000000").is_ok(), "the bound itself is allowed");
+        let e = Config::parse("[relay]\nmax_auth_failures = 0").unwrap_err().to_string();
+        assert!(e.contains("relay.max_auth_failures"), "{e}");
+        assert!(Config::parse("[relay]\nmax_head_bytes = 10").is_err());
     }
 
     #[test]

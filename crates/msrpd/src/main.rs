@@ -216,6 +216,7 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         transaction_timeout: secs(r.transaction_timeout),
         max_connections: r.max_connections,
         max_connections_per_ip: r.max_connections_per_ip,
+        max_sessions_per_connection: r.max_sessions_per_connection,
         basic_auth_domains: r.basic_auth_domains.clone(),
         extra_methods: r.extra_methods.clone(),
         limits: r.limits(),

@@ -87,9 +87,9 @@ struct Call {
 struct State {
     chat: Chat,
     advertised_host: Option<String>,
-    /// Ports of UDP listeners bound to a wildcard address: rsipstack reports such a socket
-    /// under an interface address it picked, so the wildcard is not visible on it later.
-    udp_wildcard_ports: Vec<u16>,
+    /// (IPv4?, port) of UDP listeners bound to a wildcard address: rsipstack reports such a
+    /// socket under an interface address it picked, so the wildcard is not visible on it later.
+    udp_wildcards: Vec<(bool, u16)>,
     auth: Authenticator,
     dialogs: Arc<DialogLayer>,
     calls: Mutex<HashMap<DialogId, Call>>,
@@ -110,12 +110,12 @@ impl SipServer {
         // open for the BYE (RFC 5923-style connection reuse), so no idle timeout.
         layer.set_stream_idle_timeout(Duration::ZERO);
         let mut addrs = Vec::new();
-        let mut udp_wildcard_ports = Vec::new();
+        let mut udp_wildcards = Vec::new();
         for addr in &listeners.udp {
             let udp = UdpConnection::create_connection(*addr, None, Some(token.child_token())).await.map_err(io)?;
             let bound = udp.get_addr().get_socketaddr().map_err(io)?;
             if addr.ip().is_unspecified() {
-                udp_wildcard_ports.push(bound.port());
+                udp_wildcards.push((addr.is_ipv4(), bound.port()));
             }
             addrs.push((Transport::Udp, bound));
             layer.add_transport(udp.into());
@@ -154,7 +154,7 @@ impl SipServer {
         let state = Arc::new(State {
             chat,
             advertised_host: listeners.advertised_host.clone(),
-            udp_wildcard_ports,
+            udp_wildcards,
             auth,
             dialogs,
             calls: Mutex::default(),
@@ -369,7 +369,8 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
     };
     let local = conn.get_addr().get_socketaddr().ok();
     let wildcard = |a: &std::net::SocketAddr| {
-        a.ip().is_unspecified() || (conn.transport() == Transport::Udp && st.udp_wildcard_ports.contains(&a.port()))
+        a.ip().is_unspecified()
+            || (conn.transport() == Transport::Udp && st.udp_wildcards.contains(&(a.is_ipv4(), a.port())))
     };
     let host = match (&st.advertised_host, local) {
         (Some(h), Some(a)) if wildcard(&a) => {
