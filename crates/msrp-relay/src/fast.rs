@@ -127,8 +127,8 @@ fn known(hname: &str) -> Option<Known> {
     })
 }
 
-/// A SEND taken apart and checked, as offsets into the frame so the read buffer can be split
-/// before anything is written.
+/// A SEND taken apart and checked, as offsets into the frame (no borrow of the lexed frame
+/// outlives the planning).
 struct Plan {
     tid: TransactionId,
     to: Range<usize>,
@@ -261,7 +261,7 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
         start..start + s.len()
     };
     let (mut to, mut from, mut message_id, mut content_type, mut range) = (None, None, None, None, None);
-    let (mut failure, mut success, mut middle, mut n_middle) = (None, None, [None; 3], 0);
+    let (mut failure, mut middle, mut n_middle) = (None, [None; 3], 0);
     let mut seen = [false; 7];
     for (hname, text) in lexed.headers() {
         let value = text.as_bytes();
@@ -292,13 +292,11 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
             }
             Known::SuccessReport => {
                 let v = SuccessReport::parse(text).ok()?;
-                success = Some(v);
                 middle[n_middle] = Some(Middle::Success(v));
                 n_middle += 1;
             }
         }
     }
-    let _ = success;
     let range = range.unwrap_or(ByteRange { start: 1, end: None, total: None });
     if range.start > MAX_START {
         return None; // the general path refuses it
@@ -411,8 +409,8 @@ fn forward(
         for m in plan.middle.iter().flatten() {
             let (hname, value) = match *m {
                 Middle::MessageId => (name::MESSAGE_ID, &frame[plan.message_id.clone()]),
-                Middle::Success(v) => (name::SUCCESS_REPORT, success_text(v)),
-                Middle::Failure(v) => (name::FAILURE_REPORT, failure_text(v)),
+                Middle::Success(v) => (name::SUCCESS_REPORT, v.as_str().as_bytes()),
+                Middle::Failure(v) => (name::FAILURE_REPORT, v.as_str().as_bytes()),
             };
             put_header(out, hname, value);
         }
@@ -435,15 +433,8 @@ fn forward(
     let status = if lost { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };
     if plan.failure == FailureReport::Yes || (lost && plan.failure == FailureReport::Partial) {
         let full = conn.queue_with(|out| {
-            out.put_slice(b"MSRP ");
-            out.put_slice(plan.tid.as_bytes());
-            let code = status.0;
-            out.put_slice(&[b' ', b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8]);
-            if let Some(reason) = status.reason() {
-                out.put_slice(b" ");
-                out.put_slice(reason.as_bytes());
-            }
-            out.put_slice(b"\r\n");
+            // The comment is the reason phrase, as in the general path's `Response::new`.
+            encode::encode_status_line(&plan.tid, status, status.reason(), out);
             out.put_slice(&route.answer_paths);
             encode::encode_end_line(&plan.tid, Continuation::Complete, out);
         });
@@ -466,21 +457,6 @@ fn put_header(out: &mut BytesMut, hname: &str, value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
-}
-
-fn success_text(v: SuccessReport) -> &'static [u8] {
-    match v {
-        SuccessReport::Yes => b"yes",
-        SuccessReport::No => b"no",
-    }
-}
-
-fn failure_text(v: FailureReport) -> &'static [u8] {
-    match v {
-        FailureReport::Yes => b"yes",
-        FailureReport::No => b"no",
-        FailureReport::Partial => b"partial",
-    }
 }
 
 /// A transaction id whose end-line is not in `body` (RFC 4975 §7.1).

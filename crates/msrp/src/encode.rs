@@ -12,7 +12,7 @@ use memchr::memmem;
 use thiserror::Error;
 
 use crate::header::Header;
-use crate::message::{Continuation, Request, Response, TransactionId};
+use crate::message::{Continuation, Request, Response, StatusCode, TransactionId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EncodeError {
@@ -191,18 +191,23 @@ fn request_line(req: &Request, out: &mut BytesMut) {
 
 /// Writes a response frame (responses never carry a body).
 pub fn encode_response(resp: &Response, out: &mut BytesMut) {
+    encode_status_line(&resp.tid, resp.status, resp.comment.as_deref(), out);
+    write_headers(out, resp.headers.iter());
+    encode_end_line(&resp.tid, Continuation::Complete, out);
+}
+
+/// `MSRP <tid> <code>[ <comment>]` CRLF: a response's start line.
+pub fn encode_status_line(tid: &TransactionId, status: StatusCode, comment: Option<&str>, out: &mut BytesMut) {
     out.put_slice(b"MSRP ");
-    out.put_slice(resp.tid.as_bytes());
+    out.put_slice(tid.as_bytes());
     out.put_u8(b' ');
-    let code = resp.status.0.min(999);
+    let code = status.0.min(999);
     out.put_slice(&[b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8]);
-    if let Some(c) = &resp.comment {
+    if let Some(c) = comment {
         out.put_u8(b' ');
         out.put_slice(c.as_bytes());
     }
     out.put_slice(b"\r\n");
-    write_headers(out, resp.headers.iter());
-    encode_end_line(&resp.tid, Continuation::Complete, out);
 }
 
 /// `"-------" transact-id continuation-flag CRLF`.

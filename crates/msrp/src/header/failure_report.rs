@@ -29,13 +29,20 @@ impl FailureReport {
     }
 }
 
-impl fmt::Display for FailureReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl FailureReport {
+    /// The value as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
             FailureReport::Yes => "yes",
             FailureReport::No => "no",
             FailureReport::Partial => "partial",
-        })
+        }
+    }
+}
+
+impl fmt::Display for FailureReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

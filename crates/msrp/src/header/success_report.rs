@@ -24,12 +24,19 @@ impl SuccessReport {
     }
 }
 
-impl fmt::Display for SuccessReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl SuccessReport {
+    /// The value as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
             SuccessReport::Yes => "yes",
             SuccessReport::No => "no",
-        })
+        }
+    }
+}
+
+impl fmt::Display for SuccessReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
