@@ -57,8 +57,9 @@ struct CachedRoute {
     /// The To-Path and From-Path values as received: the key.
     to: Box<[u8]>,
     from: Box<[u8]>,
-    /// [`crate::sessions::Sessions::epoch`] when decided; a session replaced, refreshed or
-    /// removed voids it (a new session cannot change an existing route).
+    /// [`crate::sessions::Sessions::epoch`] when decided: a session replaced or its expiry
+    /// brought forward voids it; a session that expires or goes with its connection shows in
+    /// `expires` or the target's closed flag.
     epoch: u64,
     /// The earliest expiry of the sessions the decision rests on.
     expires: Instant,

@@ -30,9 +30,14 @@ pub struct Sessions {
     /// Session-ids per connection: a closing connection's sessions are found without scanning
     /// the table (which made mass disconnects quadratic).
     by_conn: HashMap<ConnId, Vec<String>>,
-    /// Bumped by every change that can void a routing decision — a session removed, replaced
-    /// or refreshed (its expiry moves) — so a route remembered under an older value is known
-    /// stale (the fast path's route cache). A new session, under a fresh random id, voids none.
+    /// Bumped by the changes that can void a remembered routing decision without anything
+    /// else showing it (the fast path's route cache): a session replaced, or its expiry brought
+    /// forward. A route also records the earliest expiry of its sessions and the connection it
+    /// delivers to, so a session that expires, is refreshed for longer, or goes with its closed
+    /// connection needs no bump — every session a route rests on lives on the sender's own
+    /// connection or on the target's. A new session, under a fresh random id, voids nothing.
+    /// Bumping on those common events would void every connection's routes at every login,
+    /// refresh and disconnect anywhere.
     epoch: u64,
 }
 
@@ -46,7 +51,7 @@ impl Sessions {
         self.by_id.insert(session.id.clone(), session);
     }
 
-    /// Changes whenever a session is replaced, refreshed or removed (see the field).
+    /// Changes when a session is replaced or its expiry brought forward (see the field).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -60,17 +65,16 @@ impl Sessions {
     /// session takes in place, so its connection index stays right.
     pub fn refresh(&mut self, id: &str, now: Instant, until: Instant) -> Option<&Session> {
         let s = self.by_id.get_mut(id).filter(|s| s.expires > now)?;
+        if until < s.expires {
+            self.epoch += 1;
+        }
         s.expires = until;
-        self.epoch += 1;
         Some(s)
     }
 
     /// Removes sessions past their expiry; returns them for logging.
     pub fn expire(&mut self, now: Instant) -> Vec<Session> {
         let gone: Vec<String> = self.by_id.values().filter(|s| s.expires <= now).map(|s| s.id.clone()).collect();
-        if !gone.is_empty() {
-            self.epoch += 1;
-        }
         let gone: Vec<Session> = gone.iter().filter_map(|id| self.by_id.remove(id)).collect();
         for s in &gone {
             self.unindex(s);
@@ -81,9 +85,6 @@ impl Sessions {
     /// Removes every session of a closed connection.
     pub fn remove_conn(&mut self, conn: ConnId) -> Vec<Session> {
         let ids = self.by_conn.remove(&conn).unwrap_or_default();
-        if !ids.is_empty() {
-            self.epoch += 1;
-        }
         ids.iter().filter_map(|id| self.by_id.remove(id)).collect()
     }
 
@@ -135,12 +136,14 @@ mod tests {
         for (id, conn) in [("a1", 1), ("a2", 1), ("b1", 2), ("c1", 3)] {
             t.insert(session(id, conn, later));
         }
+        let epoch = t.epoch();
         t.insert(session("b1", 2, later)); // replaced, not indexed twice
+        assert!(t.epoch() > epoch, "a replaced session voids remembered routes");
         let epoch = t.epoch();
         let mut gone: Vec<String> = t.remove_conn(1).into_iter().map(|s| s.id).collect();
         gone.sort();
         assert_eq!(gone, ["a1", "a2"]);
-        assert!(t.epoch() > epoch, "removals void remembered routes");
+        assert_eq!(t.epoch(), epoch, "a closed connection shows itself: no bump");
         assert_eq!(t.remove_conn(2).len(), 1);
         assert!(t.remove_conn(2).is_empty());
         // Expired sessions leave the index too.
@@ -148,11 +151,14 @@ mod tests {
         assert_eq!(t.expire(now + Duration::from_millis(1)).len(), 1);
         assert_eq!(t.remove_conn(3).iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["c1"]);
         assert!(t.is_empty() && t.by_conn.is_empty());
-        // A refresh moves the expiry and voids routes; an unknown or expired id is refused.
+        // A longer lease voids nothing (routes expire at the old time at worst); a shorter one
+        // does. An unknown or expired id is refused.
         t.insert(session("d1", 4, later));
         let epoch = t.epoch();
         assert!(t.refresh("d1", now, later + Duration::from_secs(60)).is_some());
-        assert!(t.epoch() > epoch);
+        assert_eq!(t.epoch(), epoch);
+        assert!(t.refresh("d1", now, later).is_some());
+        assert!(t.epoch() > epoch, "an expiry brought forward voids routes");
         assert!(t.refresh("nope", now, later).is_none());
         assert!(t.refresh("d1", later + Duration::from_secs(61), later).is_none());
     }
