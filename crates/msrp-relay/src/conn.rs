@@ -149,13 +149,7 @@ impl Conn {
     /// Appends a complete frame to the output; true when enough is queued that the caller
     /// should flush before producing more (back-pressure).
     pub(crate) fn queue(&self, frame: &[u8]) -> bool {
-        match self.out.lock() {
-            Ok(mut out) => {
-                out.extend_from_slice(frame);
-                out.len() >= OUT_HIGH_WATER
-            }
-            Err(_) => false,
-        }
+        self.queue_with(|out| out.extend_from_slice(frame))
     }
 
     /// Lets `write` append complete frames to the output; true when enough is queued that
@@ -224,6 +218,11 @@ pub(crate) async fn queue_frame(conn: &Arc<Conn>, frame: &[u8], shared: &Shared,
     if conn.queue(frame) {
         conn.flush_out(shared).await;
     }
+    touch(touched, conn);
+}
+
+/// Remembers `conn` among those to flush at the end of the read batch (once).
+pub(crate) fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {
     if !touched.iter().any(|c| c.id == conn.id) {
         touched.push(conn.clone());
     }

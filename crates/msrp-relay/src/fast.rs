@@ -35,7 +35,7 @@ use msrp::message::TransactionId;
 use msrp::{Continuation, Method, StatusCode};
 use tracing::debug;
 
-use crate::conn::{Conn, KeptId, MAX_START, Pending, Reporting};
+use crate::conn::{Conn, KeptId, MAX_START, Pending, Reporting, touch};
 use crate::route::{Route, route_paths};
 use crate::server::Shared;
 
@@ -445,12 +445,6 @@ fn forward(
         touch(touched, conn);
     }
     Handled { frames: 1, forwarded: !lost, flush }
-}
-
-fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {
-    if !touched.iter().any(|c| c.id == conn.id) {
-        touched.push(conn.clone());
-    }
 }
 
 fn put_header(out: &mut BytesMut, hname: &str, value: &[u8]) {
