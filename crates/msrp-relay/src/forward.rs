@@ -72,7 +72,9 @@ impl Forwarding {
         };
         // Exact, even for an empty final chunk (`N-(N-1)`).
         let range = ByteRange { start, end: Some(start + len - 1), total: self.total };
-        let with_range = body_section || self.req.headers.byte_range().is_some();
+        // Only a SEND is re-chunked (RFC 4975 §7.1.1); any other request (a REPORT, whose
+        // Byte-Range names what the far end received) keeps the headers it came with.
+        let with_range = self.req.method == Method::Send && (body_section || self.req.headers.byte_range().is_some());
         // Small chunks are queued whole with the target's other output (one system call per
         // read batch); large ones are written as head, pieces (no copy), end.
         // Recorded before the chunk can leave: another task may flush the target's output at
@@ -114,7 +116,7 @@ impl Forwarding {
 
     /// The rewritten head, straight from the received one (no intermediate `Request`: the
     /// relay's profile showed cloning every header per chunk): start line, the new paths, the
-    /// other headers as received, the chunk's Byte-Range, the Content-* headers, and the blank
+    /// other headers as received, the chunk's Byte-Range (when given: a SEND's), the Content-* headers, and the blank
     /// line when the frame has a body section (RFC 4975 §9 order).
     fn write_head(&self, tid: TransactionId, range: Option<ByteRange>, body_section: bool, out: &mut BytesMut) {
         out.extend_from_slice(b"MSRP ");
@@ -124,7 +126,12 @@ impl Forwarding {
         out.extend_from_slice(b"\r\n");
         encode::encode_header(&Header::ToPath(self.to.clone()), out);
         encode::encode_header(&Header::FromPath(self.from.clone()), out);
-        let passed = |h: &&Header| !matches!(h, Header::ToPath(_) | Header::FromPath(_) | Header::ByteRange(_));
+        let ours = range.is_some();
+        let passed = |h: &&Header| match h {
+            Header::ToPath(_) | Header::FromPath(_) => false,
+            Header::ByteRange(_) => !ours,
+            _ => true,
+        };
         for h in self.req.headers.iter().filter(passed).filter(|h| !h.is_content()) {
             encode::encode_header(h, out);
         }

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use msrp::Limits;
 
+/// The method AG's msrplib sends before each file transfer to learn where to resume (its
+/// response carries an `Offset` header); relayed by default so Blink's transfers work.
+pub const FILE_OFFSET: &str = "FILE_OFFSET";
+
 /// Relay settings; see docs/CONFIG.md for the meaning and defaults of each.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
@@ -56,7 +60,7 @@ impl Default for RelayOptions {
             max_connections_per_ip: 1000,
             max_sessions_per_connection: 16,
             basic_auth_domains: Vec::new(),
-            extra_methods: Vec::new(),
+            extra_methods: vec![FILE_OFFSET.into()],
             limits: Limits::default(),
             max_chunk: 256 * 1024,
             read_buffer: 256 * 1024,

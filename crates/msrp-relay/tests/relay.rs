@@ -401,6 +401,10 @@ async fn reports_are_forwarded_and_never_answered() {
     let got = a.frame().await;
     assert_eq!(got.request().method, Method::Report);
     assert_eq!(got.request().headers.status().unwrap().code, StatusCode::OK);
+    // The range the far end reports on, not one recomputed from the (absent) body: a success
+    // REPORT of `1-5/5` must not reach the sender as `1-0/5` (issue 10, item 4).
+    assert_eq!(got.request().headers.byte_range().unwrap().to_string(), "1-5/5");
+    assert_eq!(got.request().headers.message_id().unwrap().as_str(), "msg12345");
     assert!(b.try_frame(Duration::from_millis(300)).await.is_none(), "no response to a REPORT");
 }
 
@@ -426,14 +430,45 @@ async fn nickname_responses_come_back_end_to_end() {
 }
 
 #[tokio::test]
-async fn other_methods_get_501() {
+async fn file_offset_is_relayed_with_its_answer() {
+    // msrplib asks the receiver where to resume before every file transfer; the answer's
+    // Offset header must come back to the sender.
     let relay = plain_relay().await;
-    let (mut a, ua, b, ub) = pair(&relay).await;
-    let req = msrp::Request::new(TransactionId::random(), Method::Other("FOO".into()))
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let ask = msrp::Request::new(TransactionId::random(), Method::Other("FILE_OFFSET".into()))
         .with(Header::ToPath(join(&[&ua, &ub, &b.path()])))
         .with(Header::FromPath(a.path()));
-    a.send_request(&req, None).await;
-    assert_eq!(a.frame().await.response().status, StatusCode::NOT_IMPLEMENTED);
+    a.write(b"MSRP ").await; // Split mid start line: the decoder path.
+    let mut wire = bytes::BytesMut::new();
+    msrp::encode::encode_request(&ask, None, msrp::Continuation::Complete, &mut wire).unwrap();
+    a.write(&wire[5..]).await;
+    let got = b.frame().await;
+    assert_eq!(got.request().method.as_str(), "FILE_OFFSET");
+    let answer = msrp::Response::new(got.request().tid, StatusCode::OK)
+        .with(Header::ToPath(Path::single(got.request().headers.from_path().unwrap().first().clone())))
+        .with(Header::FromPath(b.path()))
+        .with(Header::parse("Offset", "1234").unwrap());
+    b.send_response(&answer).await;
+    let resp = a.frame().await.response().clone();
+    assert_eq!((resp.tid, resp.status), (ask.tid, StatusCode::OK));
+    assert_eq!(resp.headers.other("Offset"), Some("1234"));
+}
+
+#[tokio::test]
+async fn other_methods_get_501_and_the_connection_lives_on() {
+    let relay = plain_relay().await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    for method in ["FOO", "X-PING2", "send"] {
+        let req = msrp::Request::new(TransactionId::random(), Method::Other(method.into()))
+            .with(Header::ToPath(join(&[&ua, &ub, &b.path()])))
+            .with(Header::FromPath(a.path()));
+        a.send_request(&req, None).await;
+        let resp = a.frame().await.response().clone();
+        assert_eq!((resp.tid, resp.status), (req.tid, StatusCode::NOT_IMPLEMENTED), "{method}");
+    }
+    let send = a.send(join(&[&ua, &ub, &b.path()]), b"still here");
+    a.send_request(&send, Some(b"still here")).await;
+    assert_eq!(b.frame().await.body, b"still here");
 }
 
 #[tokio::test]

@@ -495,7 +495,7 @@ pub(crate) fn check_start_line(line: &[u8]) -> Result<&[u8], DecodeError> {
         return Err(DecodeError::connection(ErrorKind::BadTransactionId));
     }
     let what = &rest[sp + 1..];
-    let is_method = !what.is_empty() && what.iter().all(u8::is_ascii_uppercase);
+    let is_method = crate::syntax::is_method(what);
     let is_status = what.len() >= 3
         && what[..3].iter().all(u8::is_ascii_digit)
         && (what.len() == 3

@@ -68,7 +68,8 @@ impl std::str::FromStr for TransactionId {
     }
 }
 
-/// `method = 1*UPALPHA` (RFC 4975 §9).
+/// `method = 1*UPALPHA` (RFC 4975 §9), widened to the tokens clients send
+/// (`FILE_OFFSET`; see `syntax::is_method`). Methods are case-sensitive: `send` is not SEND.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
     Send,
@@ -88,7 +89,7 @@ impl Method {
             "REPORT" => Method::Report,
             "AUTH" => Method::Auth,
             "NICKNAME" => Method::Nickname,
-            m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Method::Other(s.clone()),
+            m if crate::syntax::is_method(m.as_bytes()) => Method::Other(s.clone()),
             _ => return None,
         })
     }
@@ -274,11 +275,13 @@ mod tests {
 
     #[test]
     fn methods() {
-        for m in ["SEND", "REPORT", "AUTH", "NICKNAME", "FOO"] {
+        for m in ["SEND", "REPORT", "AUTH", "NICKNAME", "FOO", "FILE_OFFSET", "X-PING2", "send"] {
             assert_eq!(Method::parse(&ByteString::from(m)).unwrap().as_str(), m);
         }
-        assert!(Method::parse(&ByteString::from("send")).is_none());
-        assert!(Method::parse(&ByteString::from("")).is_none());
+        assert!(matches!(Method::parse(&ByteString::from("send")), Some(Method::Other(_))), "case-sensitive");
+        for bad in ["", "_X", "2XX", "A B", "A:B", "Ä"] {
+            assert!(Method::parse(&ByteString::from(bad)).is_none(), "{bad}");
+        }
         assert!(matches!(Method::parse(&ByteString::from("SEND")), Some(Method::Send)));
     }
 

@@ -32,6 +32,15 @@ pub(crate) fn is_ident(s: &str, max: usize) -> bool {
     (4..=max).contains(&b.len()) && b[0].is_ascii_alphanumeric() && b.iter().all(|&c| is_ident_char(c))
 }
 
+/// A request method as clients send it. RFC 4975 §9 says `method = 1*UPALPHA`, but AG's
+/// msrplib (Blink, SylkServer) sends `FILE_OFFSET` before every file transfer, so a relay
+/// that holds to the grammar drops real clients: a letter, then letters, digits, `_` or `-`.
+/// The leading letter keeps a method apart from a status code.
+pub(crate) fn is_method(s: &[u8]) -> bool {
+    s.first().is_some_and(u8::is_ascii_alphabetic)
+        && s.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// RFC 3261 `token` characters (used by auth schemes, parameter names, MIME types).
 pub(crate) fn is_token_char(b: u8) -> bool {
     TOKEN_CHARS[b as usize]

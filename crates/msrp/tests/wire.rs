@@ -341,13 +341,30 @@ fn non_send_body_limit() {
 }
 
 #[test]
+fn method_tokens_clients_send_are_requests() {
+    // msrplib's FILE_OFFSET (and any letter-led token of letters, digits, `_`, `-`) is a
+    // request the receiver can answer (501 when unknown), not a reason to close.
+    for method in ["FILE_OFFSET", "X-PING2", "send"] {
+        let frame = format!(
+            "MSRP abcd {method}\r\nTo-Path: msrp://a:1/a;tcp\r\nFrom-Path: msrp://b:2/b;tcp\r\n-------abcd$\r\n"
+        );
+        for sizes in [&[1][..], &[7], &[4096]] {
+            let ok = ok_frames(frame.as_bytes(), sizes);
+            let Message::Request(req) = &ok[0].head else { panic!("not a request") };
+            assert_eq!(req.method.as_str(), method);
+        }
+    }
+}
+
+#[test]
 fn start_line_errors_close_the_connection() {
     for (input, kind) in [
         (&b"MSRP abcd 2x0 OK\r\n"[..], ErrorKind::BadStartLine),
         (b"MSRP abc SEND\r\n", ErrorKind::BadTransactionId),
         (b"MSRP abcdefghijabcdefghijabcdefghijklm SEND\r\n", ErrorKind::BadTransactionId),
         (b"MSRP ab_d SEND\r\n", ErrorKind::BadTransactionId),
-        (b"MSRP abcd send\r\n", ErrorKind::BadStartLine),
+        (b"MSRP abcd _SEND\r\n", ErrorKind::BadStartLine),
+        (b"MSRP abcd SE ND\r\n", ErrorKind::BadStartLine),
         (b"MSRP abcd\r\n", ErrorKind::BadStartLine),
         (b"GET / HTTP/1.1\r\n", ErrorKind::BadStartLine),
         (b"MSRP abcd SEND\n", ErrorKind::BareLineFeed),

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use msrp_relay::options::FILE_OFFSET;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable naming the configuration file when `-c` is not given.
@@ -156,7 +157,9 @@ pub struct RelayConfig {
     pub max_sessions_per_connection: usize,
     /// Domains where `Authorization: Basic` is accepted over TLS (off everywhere by default).
     pub basic_auth_domains: Vec<String>,
-    /// Methods forwarded besides SEND, REPORT and NICKNAME (others get 501).
+    /// Methods forwarded besides SEND, REPORT and NICKNAME (others get 501). The default,
+    /// `FILE_OFFSET`, is what AG's msrplib sends before every file transfer to learn where to
+    /// resume; its response (with an `Offset` header) is relayed back end to end.
     pub extra_methods: Vec<String>,
     /// Bytes read from a connection at once: also the most body bytes held per connection and
     /// direction (a forwarded body is written on before more is read, so a slow receiver
@@ -193,7 +196,7 @@ impl Default for RelayConfig {
             max_connections_per_ip: 1000,
             max_sessions_per_connection: 16,
             basic_auth_domains: Vec::new(),
-            extra_methods: Vec::new(),
+            extra_methods: vec![FILE_OFFSET.into()],
             read_buffer: 256 * 1024,
             max_chunk: 256 * 1024,
             max_start_line: limits.max_start_line,
