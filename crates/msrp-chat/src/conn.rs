@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use msrp::header::Path;
 use msrp::report;
 use msrp::{Continuation, DecodeError, Decoder, Event, Message, Method, Request, Response, StatusCode, encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -94,6 +95,8 @@ struct Current {
     req: Request,
     /// Key into the partial-message table, for a SEND with a body.
     key: Option<(String, String)>,
+    /// Set when this request bound the session: sending to it starts once it is answered.
+    bound: Option<Path>,
 }
 
 /// Reads frames until the peer closes or the connection is stopped, then ends the sessions
@@ -222,10 +225,35 @@ async fn on_request(
         answer(conn, &req, StatusCode::SESSION_DOES_NOT_EXIST, &to).await;
         return None;
     };
-    if let Err(status) = inner.bind(&session, conn, req.headers.from_path()) {
-        answer(conn, &req, status, &to).await;
-        return None;
+    let bound = match inner.bind(&session, conn, req.headers.from_path()) {
+        Ok(bound) => bound,
+        Err(status) => {
+            answer(conn, &req, status, &to).await;
+            return None;
+        }
+    };
+    match (admit(inner, conn, req, session.clone(), &to, partial).await, bound) {
+        (Some(cur), bound) => Some(Current { bound, ..cur }),
+        (None, Some(path)) => {
+            // Refused, and answered: the session is bound all the same.
+            inner.activate(&session, conn, path);
+            None
+        }
+        (None, None) => None,
     }
+}
+
+/// What becomes of a request for a session bound to `conn`: a `Current` to gather its body,
+/// or `None` once it is answered with a refusal.
+async fn admit(
+    inner: &Arc<Inner>,
+    conn: &Arc<Conn>,
+    req: Request,
+    session: Arc<Session>,
+    to: &msrp::Uri,
+    partial: &mut HashMap<(String, String), Partial>,
+) -> Option<Current> {
+    let to = to.clone();
     conn.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let key = match req.method {
         Method::Send => {
@@ -261,7 +289,7 @@ async fn on_request(
             return None;
         }
     };
-    Some(Current { session, req, key })
+    Some(Current { session, req, key, bound: None })
 }
 
 /// A request is complete (or its chunk is): act on it and answer.
@@ -272,7 +300,23 @@ async fn on_end(
     flag: Continuation,
     partial: &mut HashMap<(String, String), Partial>,
 ) {
-    let Current { session, req, key } = cur;
+    let Current { session, req, key, bound } = cur;
+    answer_request(inner, conn, session.clone(), req, key, flag, partial).await;
+    if let Some(to) = bound {
+        inner.activate(&session, conn, to);
+    }
+}
+
+/// Acts on a complete request (or chunk) and answers it.
+async fn answer_request(
+    inner: &Arc<Inner>,
+    conn: &Arc<Conn>,
+    session: Arc<Session>,
+    req: Request,
+    key: Option<(String, String)>,
+    flag: Continuation,
+    partial: &mut HashMap<(String, String), Partial>,
+) {
     let local = session.local.clone();
     match req.method {
         Method::Report => {}

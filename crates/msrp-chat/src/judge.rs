@@ -22,7 +22,15 @@ pub enum Verdict {
     Composing(Outgoing),
     /// Refused with this status and reason.
     Refuse(StatusCode, &'static str),
+    /// Accepted (the sender gets its 200) but delivered to nobody and not stored.
+    Drop(&'static str),
 }
+
+/// Every OTR message (a query `?OTRv3?`, or data `?OTR:…`) opens with this. AG's SIP SIMPLE
+/// SDK and Blink start OTR in every chat by default; through a room, two of them would
+/// negotiate with each other and everyone else would read the key exchange. SylkServer drops
+/// these messages, and so do we: OTR is end to end, and a room is not an end.
+const OTR_PREFIX: &[u8] = b"?OTR";
 
 /// A message as the recipients get it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +81,9 @@ pub fn judge(ctx: &Context<'_>, content_type: &str, body: &Bytes) -> Verdict {
     };
     if !type_accepted(ctx.wrapped_types, &inner_type) {
         return Verdict::Refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "inner type not among accept-wrapped-types");
+    }
+    if cpim.body.starts_with(OTR_PREFIX) {
+        return Verdict::Drop("OTR is end to end: not relayed through a room");
     }
     let is_room = |a: &&Address| {
         identity::key(&a.uri)
@@ -235,5 +246,19 @@ mod tests {
         assert_eq!(Cpim::parse(&msg.body).unwrap().to().unwrap()[0].uri, "sip:Bob@example.com");
         let typing = cpim("sip:alice@example.com", &[ROOM], "application/im-iscomposing+xml", "");
         assert!(matches!(judge(&ctx(true), "message/cpim", &typing), Verdict::Composing(_)));
+    }
+
+    #[test]
+    fn otr_is_dropped_public_or_private() {
+        for to in [&[ROOM][..], &["sip:bob@example.com"]] {
+            for text in ["?OTRv3?", "?OTR:AAMDJ+MVmSfjFZcAAAAAAQAAAAIAAADA", "?OTR?v2?"] {
+                let body = cpim("sip:alice@example.com", to, "text/plain", "");
+                let body = Bytes::from(String::from_utf8(body.to_vec()).unwrap().replace("hello", text));
+                assert!(matches!(judge(&ctx(true), "message/cpim", &body), Verdict::Drop(_)), "{text}");
+            }
+        }
+        let quoted = cpim("sip:alice@example.com", &[ROOM], "text/plain", "");
+        let quoted = Bytes::from(String::from_utf8(quoted.to_vec()).unwrap().replace("hello", "what is ?OTR:?"));
+        assert!(matches!(judge(&ctx(true), "message/cpim", &quoted), Verdict::Public(_)), "only at the start");
     }
 }

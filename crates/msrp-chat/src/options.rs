@@ -33,7 +33,10 @@ pub struct ChatOptions {
     /// Largest message accepted from a participant, whole (413 above; `a=max-size`).
     pub max_message_size: u64,
     /// Messages the server sends out in chunks of at most this many bytes, so that other
-    /// messages interleave with a large one.
+    /// messages interleave with a large one; 0 (the default) sends every message whole.
+    /// AG's msrplib (Blink, sipsimple) cannot reassemble a chat message that arrives in
+    /// several chunks and ends the session, and messages are bounded by `max_message_size`
+    /// anyway (files travel on streams of their own).
     pub chunk_size: usize,
     /// Messages waiting for one participant before that participant is dropped.
     pub queue_messages: usize,
@@ -71,7 +74,7 @@ impl Default for ChatOptions {
             history_size: 50,
             private_messages: true,
             max_message_size: 1024 * 1024,
-            chunk_size: 64 * 1024,
+            chunk_size: 0,
             queue_messages: 1000,
             queue_bytes: 4 * 1024 * 1024,
             connect_timeout: Duration::from_secs(30),

@@ -466,12 +466,17 @@ impl Inner {
     /// address does not break it). Requests may also arrive on another connection than the
     /// bound one: a relay in the participant's path opens its own connection towards the
     /// server, while the server's messages go out on the one it opened (RFC 4976 §6).
+    ///
+    /// Returns the To-Path of the server's messages when this request bound the session: the
+    /// caller answers the request first and then calls [`Inner::activate`], because a client
+    /// that bound the session (AG's msrplib) refuses anything that arrives before the 200 to
+    /// its binding request (`481 Chunk received while binding session`).
     pub fn bind(
         self: &Arc<Self>,
         session: &Arc<Session>,
         conn: &Arc<Conn>,
         from: Option<&Path>,
-    ) -> Result<(), StatusCode> {
+    ) -> Result<Option<Path>, StatusCode> {
         let from = from.ok_or(StatusCode::BAD_REQUEST)?;
         let theirs = session.stream.path.last().and_then(Uri::session_id);
         if from.last().session_id() != theirs {
@@ -486,16 +491,21 @@ impl Inner {
                 return Err(StatusCode::SESSION_DOES_NOT_EXIST);
             }
             if link.conn.is_some() {
-                return Ok(());
+                return Ok(None);
             }
             link.conn = Some(conn.clone());
             link.to_path = Some(from.clone());
             conn.sessions().push(session.clone());
             from.clone()
         };
+        Ok(Some(to))
+    }
+
+    /// Starts sending to a session bound by a participant's request, once that request is
+    /// answered: the history replay and the room's messages, then tells the room.
+    pub fn activate(self: &Arc<Self>, session: &Arc<Session>, conn: &Arc<Conn>, to: Path) {
         self.start_writer(session, conn, to, false);
         self.announce(session, "joined", None);
-        Ok(())
     }
 
     fn start_writer(self: &Arc<Self>, session: &Arc<Session>, conn: &Arc<Conn>, to: Path, bind_first: bool) {
@@ -566,6 +576,10 @@ impl Inner {
             Verdict::Refuse(status, why) => {
                 info!(room = %room.uri, user = %session.identity.uri, status = %status, "message refused: {why}");
                 status
+            }
+            Verdict::Drop(why) => {
+                debug!(room = %room.uri, user = %session.identity.uri, "message dropped: {why}");
+                StatusCode::OK
             }
             Verdict::Composing(msg) => {
                 self.fan_out(room, Out { body: msg.body, quiet: true }, |m| m.id != session.id);

@@ -220,6 +220,7 @@ pub(crate) async fn write_queue(
     if bind_first {
         conn.write(&session.bind_frame(&to)).await?;
     }
+    let chunk_size = if chunk_size == 0 { usize::MAX } else { chunk_size };
     let cpim = Header::ContentType(ContentType::parse(&ByteString::from_static("message/cpim")).expect("valid"));
     let fresh = |q: Queued| InFlight {
         body: q.out.body,
@@ -253,7 +254,7 @@ pub(crate) async fn write_queue(
             }
             let mut m = flight.pop_front().expect("counted");
             let total = m.body.len();
-            let end = (m.sent + chunk_size.max(1)).min(total);
+            let end = m.sent.saturating_add(chunk_size).min(total);
             let chunk = m.body.slice(m.sent..end);
             let range = ByteRange::chunk(m.sent as u64 + 1, chunk.len() as u64, Some(total as u64));
             let mut req = session.send_head(&to, &m.id, range, m.quiet).with(cpim.clone());

@@ -5,8 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{Got, Participant, start_chat};
 use msrp::StatusCode;
+use msrp::message::TransactionId;
 use msrp_chat::ChatOptions;
 use msrp_chat::cpim::Cpim;
 
@@ -122,6 +124,35 @@ async fn nicknames() {
     assert_eq!(b.status_of(tid).await, StatusCode::OK);
 }
 
+/// A NICKNAME as msrplib writes it: `Use-Nickname` unquoted.
+async fn unquoted_nickname(p: &Participant, name: &str) -> TransactionId {
+    let tid = TransactionId::random();
+    let frame = format!(
+        "MSRP {tid} NICKNAME\r\nTo-Path: {}\r\nFrom-Path: {}\r\nUse-Nickname: {name}\r\n-------{tid}$\r\n",
+        p.remote, p.local
+    );
+    p.write(Bytes::from(frame)).await;
+    tid
+}
+
+#[tokio::test]
+async fn unquoted_nicknames_are_judged_like_quoted_ones() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let tid = unquoted_nickname(&a, "Ally").await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK, "sipsimple's form is accepted");
+    let tid = unquoted_nickname(&b, "ＡＬＬＹ").await;
+    assert_eq!(b.status_of(tid).await, StatusCode::NICKNAME_IN_USE, "normalised like a quoted one");
+    let tid = unquoted_nickname(&b, "bad\u{202E}name").await;
+    assert_eq!(b.status_of(tid).await, StatusCode::BAD_NICKNAME);
+    let tid = unquoted_nickname(&b, "Bob Two").await;
+    assert_eq!(b.status_of(tid).await, StatusCode::OK);
+    a.say("hi").await;
+    let cpim = Cpim::parse(&b.message().await.1).unwrap();
+    assert_eq!(cpim.from().unwrap().name.as_deref(), Some("Ally"));
+}
+
 #[tokio::test]
 async fn history_is_replayed_to_a_late_joiner() {
     let chat = start_chat(ChatOptions { history_size: 2, ..ChatOptions::default() }).await;
@@ -141,6 +172,101 @@ async fn history_is_replayed_to_a_late_joiner() {
         assert_eq!(&cpim.body[..], want.as_bytes());
     }
     assert!(b.quiet_for(300).await, "is-composing is not history");
+}
+
+/// Joins `room` as `user` over a raw socket, binds with an empty SEND, and returns the first
+/// frame the server sends back (msrplib refuses anything before the 200 to its binding SEND).
+async fn first_frame_after_binding(chat: &msrp_chat::Chat, user: &str) -> (TransactionId, msrp::Message) {
+    use msrp::header::{Header, MessageId, Path};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let local = Participant::local_uri();
+    let joined = chat
+        .join(msrp_chat::JoinRequest {
+            room: "lobby".into(),
+            identity: msrp_chat::Identity::new(user, None).unwrap(),
+            offer: Bytes::from(common::offer(local.as_str(), "active")),
+            on_end: Box::new(|| {}),
+        })
+        .await
+        .expect("join accepted");
+    let remote = common::answer_path(&joined.answer);
+    let mut tcp =
+        tokio::net::TcpStream::connect((remote.first().host(), remote.first().port().unwrap())).await.unwrap();
+    let bind = msrp::Request::new(TransactionId::random(), msrp::Method::Send)
+        .with(Header::ToPath(remote))
+        .with(Header::FromPath(Path::single(local)))
+        .with(Header::MessageId(MessageId::random()));
+    let mut out = bytes::BytesMut::new();
+    msrp::encode::encode_request(&bind, None, msrp::Continuation::Complete, &mut out).unwrap();
+    tcp.write_all(&out).await.unwrap();
+    let mut dec = msrp::Decoder::default();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        if let Some(msrp::Event::Head(m)) = dec.decode(&mut buf).unwrap() {
+            return (bind.tid, m);
+        }
+        let n = tokio::time::timeout(common::WAIT, tcp.read_buf(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before answering");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binding_send_is_answered_before_history_is_replayed() {
+    // Two workers: the writer task that replays history runs beside the one answering.
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    for i in 0..50 {
+        let tid = a.say(&format!("message {i}")).await;
+        assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    }
+    // Before the fix, the replay raced the 200 and won most of the time.
+    for _ in 0..20 {
+        let (tid, first) = first_frame_after_binding(&chat, BOB).await;
+        match first {
+            msrp::Message::Response(r) => assert_eq!((r.tid, r.status), (tid, StatusCode::OK)),
+            msrp::Message::Request(r) => panic!("{} {} arrived before the binding 200", r.method, r.tid),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_large_room_message_goes_out_in_one_chunk() {
+    // sipsimple cannot reassemble a chat message split into chunks (issue 10, item 10).
+    let chat = start_chat(ChatOptions::default()).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let text = "x".repeat(150_000);
+    a.say(&text).await;
+    loop {
+        if let Got::Send { body, chunks, .. } = b.next().await
+            && !body.is_empty()
+            && !common::is_notice(&body)
+        {
+            assert_eq!(&Cpim::parse(&body).unwrap().body[..], text.as_bytes());
+            assert_eq!(chunks, 1, "one chunk, as sent");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn otr_goes_nowhere_and_stays_out_of_history() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    for text in ["?OTRv3?", "?OTR:AAMDJ+MVmSfjFZcAAAAAAQAAAAIAAADA"] {
+        let tid = a.say(text).await;
+        assert_eq!(a.status_of(tid).await, StatusCode::OK, "the sender is not refused");
+    }
+    let body = a.cpim(Some(BOB), "text/plain", b"?OTR:AAMD");
+    let tid = a.send_body("message/cpim", &body).await;
+    assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    assert!(b.quiet_for(300).await, "no OTR reaches the room");
+    a.say("plain").await;
+    assert_eq!(&Cpim::parse(&b.message().await.1).unwrap().body[..], b"plain");
+    let mut c = Participant::join(&chat, "lobby", CAROL).await;
+    assert_eq!(&Cpim::parse(&c.message().await.1).unwrap().body[..], b"plain", "history holds no OTR");
+    assert!(c.quiet_for(300).await);
 }
 
 #[tokio::test]

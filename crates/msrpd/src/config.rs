@@ -352,7 +352,8 @@ pub struct ChatConfig {
     pub private_messages: bool,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
-    /// The server's outgoing chunks are at most this many bytes, so messages interleave.
+    /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
+    /// (the default) sends each message whole, as sipsimple clients need.
     pub chunk_size: usize,
     /// Messages and bytes waiting for one participant before it is dropped as too slow.
     pub queue_messages: usize,
@@ -429,7 +430,6 @@ impl ChatConfig {
             );
         }
         for (name, v) in [
-            ("chunk_size", self.chunk_size),
             ("queue_messages", self.queue_messages),
             ("queue_bytes", self.queue_bytes),
             ("max_sessions", self.max_sessions),
