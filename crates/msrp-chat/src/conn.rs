@@ -77,6 +77,16 @@ impl Conn {
         result
     }
 
+    /// Ends the connection cleanly: over TLS that sends close_notify (RFC 8446 §6.1), without
+    /// which clients see a truncation (msrplib logs "non-properly terminated"). Bounded: a
+    /// writer stuck in a write, or a peer that does not read, costs at most a second each.
+    pub async fn close(&self) {
+        const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+        if let Ok(mut w) = tokio::time::timeout(CLOSE_WAIT, self.writer.lock()).await {
+            let _ = tokio::time::timeout(CLOSE_WAIT, w.shutdown()).await;
+        }
+    }
+
     pub fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -160,6 +170,7 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
     };
     debug!(conn = conn.id, peer = %conn.peer, "{why}");
     conn.stop.cancel();
+    conn.close().await;
     let sessions: Vec<_> = conn.sessions().drain(..).collect();
     for s in sessions {
         inner.end_session(&s, &format!("MSRP connection {why}"), true);

@@ -52,6 +52,52 @@ async fn sip_over_tls_and_msrp_over_tls() {
 }
 
 #[tokio::test]
+async fn a_tls_connection_ends_with_close_notify() {
+    // Without close_notify, clients see a truncation (msrplib logs "non-properly terminated").
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server_tls, client_tls, _, _) = tls_for("localhost");
+    let chat = common::start_chat_tls(ChatOptions::default(), Some(server_tls)).await;
+    let sid = msrp::id::random_session_id();
+    let local = Uri::parse(ByteString::from(format!("msrps://127.0.0.1:9/{sid};tcp"))).unwrap();
+    let sdp = offer(local.as_str(), "active").replace("TCP/MSRP", "TCP/TLS/MSRP");
+    let joined = chat
+        .join(JoinRequest {
+            room: "lobby".into(),
+            identity: Identity::new(ALICE, None).unwrap(),
+            offer: Bytes::from(sdp),
+            on_end: Box::new(|| {}),
+        })
+        .await
+        .unwrap();
+    let remote = answer_path(&joined.answer);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", remote.first().port().unwrap())).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client_tls).connect(name, tcp).await.unwrap();
+    let bind = Request::new(TransactionId::random(), Method::Send)
+        .with(Header::ToPath(remote))
+        .with(Header::FromPath(Path::single(local)))
+        .with(Header::MessageId(msrp::header::MessageId::random()));
+    let mut out = BytesMut::new();
+    msrp::encode::encode_request(&bind, None, msrp::Continuation::Complete, &mut out).unwrap();
+    tls.write_all(&out).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert!(tls.read(&mut buf).await.unwrap() > 0, "the binding 200");
+    chat.leave(&joined.session_id);
+    let end = tokio::time::timeout(common::WAIT, async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    end.expect("a clean TLS close (close_notify), not a truncation");
+}
+
+#[tokio::test]
 async fn a_participant_that_waits_is_called_by_the_server() {
     let chat = start_chat(ChatOptions::default()).await;
     let a = Participant::join(&chat, "lobby", ALICE).await;

@@ -36,6 +36,15 @@ async fn a_and_b_over_tls() {
     assert_eq!(a.frame().await.response().status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn tls_connections_end_with_close_notify() {
+    let (tls, _) = tls_for(&["localhost"], &[]);
+    let opts = RelayOptions { auth_timeout: Duration::from_secs(1), ..options("localhost", "example.com") };
+    let relay = start_relay(opts, Some(&tls), "example.com").await;
+    let mut idle = Endpoint::connect(&relay, "idle", Some(&tls.connector)).await;
+    assert_eq!(idle.closed_cleanly_within(Duration::from_secs(5)).await, Some(true), "closed by the relay, cleanly");
+}
+
 /// Relay 1 is `127.0.0.1` (realm one.test), relay 2 is `localhost` (realm two.test). With
 /// `trust`, each relay's outgoing TLS trusts the other's certificate; without, neither does.
 /// Returns the relays and the clients that endpoints use for each.

@@ -265,6 +265,21 @@ impl Endpoint {
         }
     }
 
+    /// How the peer ended the connection within `wait`: `Some(true)` for a clean end (over
+    /// TLS: close_notify), `Some(false)` for a truncation or error, `None` when still open.
+    pub async fn closed_cleanly_within(&mut self, wait: Duration) -> Option<bool> {
+        let mut scratch = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rd.read(&mut scratch)).await {
+                Ok(Ok(0)) => return Some(true),
+                Ok(Err(_)) => return Some(false),
+                Ok(Ok(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// AUTH request to `relay_uri`.
     pub fn auth_request(&self, relay_uri: &Uri) -> Request {
         Request::new(TransactionId::random(), Method::Auth)
