@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use crate::auth;
 use crate::fast::{Batch, FastPath};
 use crate::forward::Forwarding;
-use crate::route::{Route, route};
+use crate::route::{Route, remember_peer, route};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -466,7 +466,13 @@ impl Reader {
         }
         let now = Instant::now();
         let decision = match self.shared.sessions.lock() {
-            Ok(s) => route(&req, self.conn.id, &s, &self.shared.opts, now),
+            Ok(mut s) => {
+                let decision = route(&req, self.conn.id, &s, &self.shared.opts, now);
+                if let Some(from) = req.headers.from_path() {
+                    remember_peer(&decision, from, self.conn.id, &mut s);
+                }
+                decision
+            }
             Err(_) => Route::Reject(StatusCode(500), "internal error"),
         };
         let (to, from, target) = match decision {
@@ -480,7 +486,7 @@ impl Reader {
             },
             // Boxed, like AUTH below: rare but large futures would otherwise be part of every
             // connection's task, idle or not (memory per session).
-            Route::Forward { to, from } => match Box::pin(self.shared.connect(to.first())).await {
+            Route::Forward { sid, to, from } => match Box::pin(self.shared.next_hop(&sid, to.first())).await {
                 Ok(target) => (to, from, target),
                 Err(e) => {
                     info!(conn = self.conn.id, next = %to.first(), error = %e, "next hop unreachable");

@@ -36,7 +36,7 @@ use msrp::{Continuation, Method, StatusCode};
 use tracing::debug;
 
 use crate::conn::{Conn, KeptId, MAX_START, Pending, Reporting, touch};
-use crate::route::{Route, route_paths};
+use crate::route::{Route, remember_peer, route_paths};
 use crate::server::Shared;
 
 /// Largest frame taken by the fast path (bytes): instant messages and small chunks. Larger
@@ -325,11 +325,13 @@ fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -
         _ => None,
     };
     let (to_path, from_path) = (parse(name::TO_PATH, to)?, parse(name::FROM_PATH, from)?);
-    let sessions = shared.sessions.lock().ok()?;
+    let mut sessions = shared.sessions.lock().ok()?;
     if sessions.epoch() != batch.epoch {
         return None;
     }
     let decision = route_paths(&Method::Send, &to_path, &from_path, conn.id, &sessions, &shared.opts, batch.now);
+    // Once per remembered route, as on the general path: later frames of a route need no note.
+    remember_peer(&decision, &from_path, conn.id, &mut sessions);
     let declined = CachedRoute {
         to: to.into(),
         from: from.into(),

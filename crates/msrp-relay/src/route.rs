@@ -15,8 +15,9 @@ pub enum Route {
     Auth,
     /// Hand the request to the client of session `sid` on its connection, with these paths.
     Deliver { sid: String, conn: ConnId, to: Path, from: Path },
-    /// Send the request on to `to.first()`, another relay or the far endpoint.
-    Forward { to: Path, from: Path },
+    /// Send the request on to `to.first()`, another relay or the far endpoint, for the client
+    /// of session `sid` (over the connection that hop opened to us, when there is one).
+    Forward { sid: String, to: Path, from: Path },
     /// Refuse with this status.
     Reject(StatusCode, &'static str),
 }
@@ -100,7 +101,18 @@ pub fn route_paths(
         }
         return deliver(other, rest, prepend(&other.uri, &from));
     }
-    Route::Forward { to: rest, from }
+    Route::Forward { sid: session.id.clone(), to: rest, from }
+}
+
+/// After routing a request that arrived on `conn` with From-Path `from`: a delivery into a
+/// session from a connection other than its client's teaches the session where that
+/// previous hop can be reached ([`Sessions::note_peer`]).
+pub fn remember_peer(route: &Route, from: &Path, conn: ConnId, sessions: &mut Sessions) {
+    if let Route::Deliver { sid, conn: target, .. } = route
+        && *target != conn
+    {
+        sessions.note_peer(sid, from.first(), conn);
+    }
 }
 
 fn deliver(session: &Session, to: Path, from: Path) -> Route {
@@ -166,7 +178,7 @@ mod tests {
         o.ports = vec![2855];
         let focus = "msrps://relay.example.com:2856/room1;tcp";
         let r = route(&req(Method::Send, &format!("{RA} {focus}"), A), 1, &s, &o, now);
-        assert_eq!(r, Route::Forward { to: path(focus), from: path(&format!("{RA} {A}")) });
+        assert_eq!(r, Route::Forward { sid: "sa".into(), to: path(focus), from: path(&format!("{RA} {A}")) });
         let r = route(&req(Method::Send, &format!("{RA} {RB} {B}"), A), 1, &s, &o, now);
         assert!(matches!(r, Route::Deliver { conn: 2, .. }), "its own port is still itself");
     }
@@ -184,7 +196,7 @@ mod tests {
         let (s, o, now) = setup();
         let far = "msrp://far.example.net:9/x;tcp";
         let r = route(&req(Method::Send, &format!("{RA} {far}"), A), 1, &s, &o, now);
-        assert_eq!(r, Route::Forward { to: path(far), from: path(&format!("{RA} {A}")) });
+        assert_eq!(r, Route::Forward { sid: "sa".into(), to: path(far), from: path(&format!("{RA} {A}")) });
         // The same request on another (unauthenticated) connection is refused: no open relay.
         let r = route(&req(Method::Send, &format!("{RA} {far}"), A), 7, &s, &o, now);
         assert_eq!(r, Route::Reject(StatusCode::FORBIDDEN, "this connection may only deliver to the session's client"));

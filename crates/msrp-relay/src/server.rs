@@ -238,6 +238,17 @@ impl Shared {
         self.conns.lock().ok()?.get(&id).cloned()
     }
 
+    /// Where the client of session `sid` reaches the next hop `uri`: over the connection that
+    /// hop opened to us when it delivered into the session (a far end behind NAT or without a
+    /// listener, another relay; AG's relay does the same), else over one we dial.
+    pub async fn next_hop(self: &Arc<Self>, sid: &str, uri: &msrp::Uri) -> std::io::Result<Arc<Conn>> {
+        let known = self.sessions.lock().ok().and_then(|s| s.peer_conn(sid, uri));
+        if let Some(conn) = known.and_then(|id| self.conn(id)).filter(|c| !c.is_closed()) {
+            return Ok(conn);
+        }
+        self.connect(uri).await
+    }
+
     /// An open connection to the hop `uri` names, made when there is none.
     pub async fn connect(self: &Arc<Self>, uri: &msrp::Uri) -> std::io::Result<Arc<Conn>> {
         let port = uri.port().unwrap_or(2855);

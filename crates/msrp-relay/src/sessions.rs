@@ -39,7 +39,17 @@ pub struct Sessions {
     /// Bumping on those common events would void every connection's routes at every login,
     /// refresh and disconnect anywhere.
     epoch: u64,
+    /// Per session, the peers that delivered into it over a connection they opened: a far
+    /// end without a relay (Blink's default: only the callee uses one) or another relay. What
+    /// the session's client sends back to them goes over that connection, since the URI they
+    /// put in their path may name no reachable socket (NAT, `a=setup:active`). Keyed by the
+    /// peer URI's session-id, which identifies the peer whatever host and port it wrote
+    /// (RFC 6714's view). At most [`MAX_PEERS`] per session, the newest kept.
+    peers: HashMap<String, Vec<(Box<str>, ConnId)>>,
 }
+
+/// Peers remembered per session: one far end, or a few relays of a chain, per session.
+pub const MAX_PEERS: usize = 4;
 
 impl Sessions {
     pub fn insert(&mut self, session: Session) {
@@ -47,6 +57,7 @@ impl Sessions {
             self.unindex(&old);
             self.epoch += 1;
         }
+        self.peers.remove(&session.id);
         self.by_conn.entry(session.conn).or_default().push(session.id.clone());
         self.by_id.insert(session.id.clone(), session);
     }
@@ -85,7 +96,36 @@ impl Sessions {
     /// Removes every session of a closed connection.
     pub fn remove_conn(&mut self, conn: ConnId) -> Vec<Session> {
         let ids = self.by_conn.remove(&conn).unwrap_or_default();
+        for id in &ids {
+            self.peers.remove(id);
+        }
         ids.iter().filter_map(|id| self.by_id.remove(id)).collect()
+    }
+
+    /// Remembers that `peer` (the previous hop of a request delivered into session `sid`)
+    /// reached us over connection `conn`.
+    pub fn note_peer(&mut self, sid: &str, peer: &Uri, conn: ConnId) {
+        let Some(peer_sid) = peer.session_id() else { return };
+        if !self.by_id.contains_key(sid) {
+            return;
+        }
+        let list = self.peers.entry(sid.to_owned()).or_default();
+        if let Some(i) = list.iter().position(|(p, _)| **p == *peer_sid) {
+            if list[i].1 == conn {
+                return;
+            }
+            list.remove(i);
+        } else if list.len() >= MAX_PEERS {
+            list.remove(0);
+        }
+        list.push((peer_sid.into(), conn));
+    }
+
+    /// The connection over which `next` (a hop the client of session `sid` sends to) last
+    /// reached us, if it did.
+    pub fn peer_conn(&self, sid: &str, next: &Uri) -> Option<ConnId> {
+        let next_sid = next.session_id()?;
+        self.peers.get(sid)?.iter().rev().find(|(p, _)| **p == *next_sid).map(|(_, c)| *c)
     }
 
     /// Sessions held by connection `conn`.
@@ -94,6 +134,7 @@ impl Sessions {
     }
 
     fn unindex(&mut self, s: &Session) {
+        self.peers.remove(&s.id);
         if let Some(ids) = self.by_conn.get_mut(&s.conn) {
             ids.retain(|id| *id != s.id);
             if ids.is_empty() {
@@ -161,5 +202,36 @@ mod tests {
         assert!(t.epoch() > epoch, "an expiry brought forward voids routes");
         assert!(t.refresh("nope", now, later).is_none());
         assert!(t.refresh("d1", later + Duration::from_secs(61), later).is_none());
+    }
+
+    #[test]
+    fn peers_are_known_by_session_id_per_session_and_bounded() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let uri = |s: &str| -> Uri { s.parse().unwrap() };
+        let mut t = Sessions::default();
+        t.insert(session("s1", 1, later));
+        t.insert(session("s2", 2, later));
+        // The far end wrote an address behind NAT; it reached us over connection 7.
+        t.note_peer("s1", &uri("msrp://192.0.2.2:2855/far1;tcp"), 7);
+        assert_eq!(t.peer_conn("s1", &uri("msrp://192.0.2.2:2855/far1;tcp")), Some(7));
+        assert_eq!(t.peer_conn("s1", &uri("msrps://10.0.0.9:1234/far1;tcp")), Some(7), "the session-id decides");
+        assert_eq!(t.peer_conn("s2", &uri("msrp://192.0.2.2:2855/far1;tcp")), None, "per session");
+        assert_eq!(t.peer_conn("s1", &uri("msrp://192.0.2.2:2855/other;tcp")), None);
+        t.note_peer("s1", &uri("msrp://192.0.2.2:2855/far1;tcp"), 8);
+        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), Some(8), "the newest connection");
+        for i in 0..MAX_PEERS + 2 {
+            t.note_peer("s1", &uri(&format!("msrp://x:1/p{i};tcp")), 10 + i as ConnId);
+        }
+        assert_eq!(t.peers["s1"].len(), MAX_PEERS, "bounded");
+        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), None, "the oldest went first");
+        t.note_peer("nope", &uri("msrp://x:1/p;tcp"), 3);
+        assert!(!t.peers.contains_key("nope"), "only for live sessions");
+        // The session's end forgets its peers.
+        t.remove_conn(1);
+        assert!(!t.peers.contains_key("s1"));
+        t.note_peer("s2", &uri("msrp://x:1/q;tcp"), 3);
+        t.expire(later + Duration::from_secs(1));
+        assert!(t.peers.is_empty());
     }
 }
