@@ -231,8 +231,18 @@ pub(crate) fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {
 /// Queued output beyond which a producer writes it out itself before going on.
 const OUT_HIGH_WATER: usize = 256 * 1024;
 
+/// Writes `data` and flushes. The flush matters over TLS: tokio-rustls's `poll_write` returns
+/// once rustls has taken the plaintext, even when the socket was full and the encrypted records
+/// are still in rustls's buffer; nothing sends them until the next write or a flush. Without
+/// it, the end of a transfer could sit there until the client's keep-alive (issue 10: 2 of 67
+/// 20 MB msrplib transfers over TLS stalled for a minute). On plain TCP the flush is free.
+pub(crate) async fn write_flush<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
+    w.write_all(data).await?;
+    w.flush().await
+}
+
 pub(crate) async fn write_timed(w: &mut Io, data: &[u8], conn: &Conn, shared: &Shared) -> bool {
-    match tokio::time::timeout(shared.opts.transaction_timeout, w.write_all(data)).await {
+    match tokio::time::timeout(shared.opts.transaction_timeout, write_flush(w, data)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             debug!(conn = conn.id, peer = %conn.peer, error = %e, "write failed");
@@ -740,6 +750,38 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
 #[cfg(test)]
 mod tests {
     use super::KeptId;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A writer that takes bytes into a buffer and sends them only when flushed, the way
+    /// tokio-rustls behaves when the socket under it is full.
+    #[derive(Default)]
+    struct HoldsUntilFlushed {
+        held: Vec<u8>,
+        sent: Vec<u8>,
+    }
+
+    impl tokio::io::AsyncWrite for HoldsUntilFlushed {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            let held = std::mem::take(&mut self.held);
+            self.sent.extend_from_slice(&held);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn written_frames_leave_the_writers_buffer() {
+        let mut w = HoldsUntilFlushed::default();
+        super::write_flush(&mut w, b"MSRP abcd 200 OK\r\n").await.unwrap();
+        assert_eq!(w.sent, b"MSRP abcd 200 OK\r\n", "nothing left behind in a TLS buffer");
+    }
 
     #[test]
     fn kept_ids_come_back_whole() {
