@@ -4,10 +4,11 @@
 //! Writes to a connection go through its writer lock, one whole chunk at a time. A forwarded
 //! body is queued (as zero-copy slices of the read buffer) while a read batch is decoded, and
 //! written out as one chunk — with an exact Byte-Range and a transaction id whose end-line is
-//! not in it — when the frame ends, when `max_chunk` bytes are queued, or when the batch is
-//! used up (then closed with `+` and resumed later). The lock is never held while waiting for
-//! the sender: other messages to the same peer pass between chunks, and a slow receiver holds
-//! back only whoever is sending to it.
+//! not in it — when the frame ends or when `max_chunk` bytes are queued. A frame that outlasts
+//! the batch is streamed instead (`Forwarding::open_queued`): the chunk stays open, holding the
+//! target's writer, until the frame ends, `max_chunk`, or the sender is silent for
+//! `chunk_hold` — so chunks are not cut at read boundaries, and other messages to the same
+//! peer pass between chunks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -365,13 +366,20 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         }
         let spare = buf.capacity() - buf.len();
         let read = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
+            r = rd.read_buf(&mut buf) => Some(r),
             _ = conn.close_notify.notified() => break,
             _ = shutdown.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(deadline), if !reader.trusted => {
                 info!(conn = conn.id, peer = %conn.peer, "closing: no successful AUTH or delivery within auth_timeout");
                 break;
             }
+            _ = tokio::time::sleep(shared.opts.chunk_hold), if reader.chunk_open() => None,
+        };
+        let Some(read) = read else {
+            debug!(conn = conn.id, peer = %conn.peer, "sender stalled inside a chunk: cut with '+'");
+            reader.cut_stalled_chunk().await;
+            reader.flush_touched().await;
+            continue;
         };
         match read {
             Ok(0) => {
@@ -430,7 +438,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         }
         // The read batch is used up: never hold a peer's writer, nor its output, while
         // waiting for more.
-        reader.interrupt_chunk().await;
+        reader.open_chunk().await;
         reader.flush_touched().await;
         if reader.auth_failures >= shared.opts.max_auth_failures {
             info!(conn = conn.id, peer = %conn.peer, failures = reader.auth_failures, "closing: too many failed AUTH attempts");
@@ -525,13 +533,17 @@ impl Reader {
             queued: Vec::new(),
             queued_len: 0,
             failed: false,
+            open: None,
         }));
     }
 
     async fn finish_forward(&mut self, mut f: Forwarding, flag: Continuation) {
-        // With nothing left to send and more chunks to come, the inbound `+` needs no frame;
-        // anything else (the last bytes, an empty final chunk, an abort) goes out now.
-        if !f.failed && (f.queued_len > 0 || !f.seen_body || flag != Continuation::More) {
+        // An open chunk ends as the sender's did. Otherwise: with nothing left to send and more
+        // chunks to come, the inbound `+` needs no frame; anything else (the last bytes, an
+        // empty final chunk, an abort) goes out now.
+        if f.open.is_some() {
+            f.end_open(flag, &self.shared).await;
+        } else if !f.failed && (f.queued_len > 0 || !f.seen_body || flag != Continuation::More) {
             f.flush(flag, &self.shared, &mut self.touched).await;
         }
         // Hop-by-hop answer to the sender (RFC 4976 §7): SENDs are answered here; REPORTs
@@ -556,22 +568,39 @@ impl Reader {
             && f.seen_body
             && !f.failed
         {
+            if f.open.is_some() {
+                f.end_open(Continuation::Abort, &self.shared).await;
+                return;
+            }
             f.queued.clear();
             f.queued_len = 0;
             f.flush(Continuation::Abort, &self.shared, &mut self.touched).await;
         }
     }
 
-    /// The read batch is used up: send what is queued as a chunk to be continued (`+`) —
-    /// unless it is small, when the rest of the frame is about to arrive anyway (TCP splits
-    /// frames at arbitrary points) and an extra chunk would only cost the next hop a
-    /// transaction.
-    async fn interrupt_chunk(&mut self) {
+    /// The read batch is used up inside a frame: start streaming what is queued as an open
+    /// chunk that the rest of the frame continues (cut only at `max_chunk`) — unless it is
+    /// small, when the rest is about to arrive anyway (TCP splits frames at arbitrary points)
+    /// and holding it costs nobody anything. Non-SEND bodies (bounded by the decoder) stay
+    /// queued to the end of their frame.
+    async fn open_chunk(&mut self) {
         if let Frame::Forward(f) = &mut self.frame
             && f.queued_len >= HOLD_BACK.min(self.shared.opts.max_chunk)
-            && !f.failed
         {
-            f.flush(Continuation::More, &self.shared, &mut self.touched).await;
+            f.open_queued(&self.shared).await;
+        }
+    }
+
+    /// Whether a chunk is open (the target's writer held) while waiting for the sender.
+    fn chunk_open(&self) -> bool {
+        matches!(&self.frame, Frame::Forward(f) if f.open.is_some())
+    }
+
+    /// The sender stalled with a chunk open: end it (`+`) so the target is free for others;
+    /// the rest of the frame goes in a chunk of its own.
+    async fn cut_stalled_chunk(&mut self) {
+        if let Frame::Forward(f) = &mut self.frame {
+            f.end_open(Continuation::More, &self.shared).await;
         }
     }
 
@@ -592,7 +621,12 @@ impl Reader {
         if self.fast_frames > 0 {
             self.shared.fast_frames.fetch_add(std::mem::take(&mut self.fast_frames), Ordering::Relaxed);
         }
-        for conn in std::mem::take(&mut self.touched) {
+        // A target whose writer an open chunk holds is flushed when that chunk ends.
+        let held = |c: &Arc<Conn>| matches!(&self.frame, Frame::Forward(f) if f.holds(c.id));
+        let touched: Vec<Arc<Conn>> = std::mem::take(&mut self.touched);
+        let (later, now): (Vec<_>, Vec<_>) = touched.into_iter().partition(held);
+        self.touched = later;
+        for conn in now {
             conn.flush_out(&self.shared).await;
         }
     }

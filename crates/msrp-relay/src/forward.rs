@@ -6,13 +6,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::OwnedMutexGuard;
+
 use bytes::{Bytes, BytesMut};
 use msrp::encode::{self, body_is_safe};
 use msrp::header::{ByteRange, FailureReport, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
-use crate::conn::{Conn, KeptId, Pending, Reporting, queue_frame, write_timed};
+use crate::conn::{Conn, Io, KeptId, Pending, Reporting, queue_frame, write_timed};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -35,6 +37,22 @@ pub(crate) struct Forwarding {
     pub(crate) queued: Vec<Bytes>,
     pub(crate) queued_len: usize,
     pub(crate) failed: bool,
+    /// The chunk being streamed to the target, when the frame outlasted a read batch.
+    pub(crate) open: Option<Open>,
+}
+
+/// A chunk whose head (and first bytes) are written and whose end is not: the target's writer
+/// is held until it ends, so nothing else can come between its bytes. It ends with the
+/// incoming frame, at `max_chunk` bytes, before a piece that would hold its end-line, or when
+/// the sender stalls for `chunk_hold` (then with `+`, and the target is free for others).
+pub(crate) struct Open {
+    writer: OwnedMutexGuard<Io>,
+    tid: TransactionId,
+    /// Position of the chunk's first body byte and the body bytes written so far.
+    start: u64,
+    len: u64,
+    /// The last body bytes written (at most [`SEAM`]): an end-line may straddle two pieces.
+    last: Vec<u8>,
 }
 
 impl Forwarding {
@@ -46,6 +64,10 @@ impl Forwarding {
     pub(crate) async fn body(&mut self, mut piece: Bytes, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
         self.seen_body = true;
         while !piece.is_empty() && !self.failed {
+            if self.open.is_some() {
+                self.stream(&mut piece, shared).await;
+                continue;
+            }
             let room = shared.opts.max_chunk.saturating_sub(self.queued_len).max(1);
             let part = piece.split_to(piece.len().min(room));
             self.queued_len += part.len();
@@ -54,6 +76,96 @@ impl Forwarding {
                 self.flush(Continuation::More, shared, touched).await;
             }
         }
+    }
+
+    /// True while this forwarding holds `conn`'s writer (an open chunk to it): whoever flushes
+    /// `conn` must leave it to [`Forwarding::end_open`].
+    pub(crate) fn holds(&self, conn: ConnId) -> bool {
+        self.open.is_some() && self.target.id == conn
+    }
+
+    /// The read batch is used up in the middle of this SEND: its chunk is started with what
+    /// is queued and kept open for the rest, rather than cut at a read boundary (a client
+    /// such as msrplib cannot reassemble a chat message that arrives in two chunks).
+    pub(crate) async fn open_queued(&mut self, shared: &Shared) {
+        if self.open.is_some() || self.failed || self.queued_len == 0 || self.req.method != Method::Send {
+            return;
+        }
+        let pieces = std::mem::take(&mut self.queued);
+        let len = std::mem::take(&mut self.queued_len) as u64;
+        let tid = loop {
+            let tid = TransactionId::random();
+            if chunk_is_safe(&pieces, &tid) {
+                break tid;
+            }
+        };
+        let start = self.next_byte;
+        // The sender's end when this chunk can carry all of its frame, else unknown (`*`,
+        // RFC 4975 §7.1.1): the chunk may still end early (`+`) like any interrupted chunk.
+        let declared = self.req.headers.byte_range().and_then(|r| r.end);
+        let end = declared.filter(|&e| e >= start && e - start < shared.opts.max_chunk as u64);
+        let mut head = BytesMut::with_capacity(512);
+        self.write_head(tid, Some(ByteRange { start, end, total: self.total }), true, &mut head);
+        let mut writer = self.target.writer.clone().lock_owned().await;
+        // Whatever others queued for the target leaves first.
+        let mut ok = self.target.flush_locked(&mut writer, shared).await;
+        ok = ok && write_timed(&mut writer, &head, &self.target, shared).await;
+        for p in &pieces {
+            ok = ok && write_timed(&mut writer, p, &self.target, shared).await;
+        }
+        if !ok {
+            self.failed = true;
+            return;
+        }
+        let mut last = Vec::with_capacity(SEAM);
+        for p in &pieces {
+            keep_tail(&mut last, p);
+        }
+        self.open = Some(Open { writer, tid, start, len, last });
+    }
+
+    /// Writes the front of `piece` into the open chunk (what fits in `max_chunk`), or ends the
+    /// chunk first when that part would carry the chunk's end-line (the sender may have
+    /// learnt our transaction id from the receiver); the caller queues what is left.
+    async fn stream(&mut self, piece: &mut Bytes, shared: &Shared) {
+        let Some(open) = self.open.as_mut() else { return };
+        let room = (shared.opts.max_chunk as u64).saturating_sub(open.len).max(1);
+        let take = piece.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if !seam_is_safe(&open.last, &piece[..take], &open.tid) {
+            self.end_open(Continuation::More, shared).await;
+            return;
+        }
+        let part = piece.split_to(take);
+        if !write_timed(&mut open.writer, &part, &self.target, shared).await {
+            self.open = None;
+            self.failed = true;
+            return;
+        }
+        open.len += part.len() as u64;
+        keep_tail(&mut open.last, &part);
+        if open.len >= shared.opts.max_chunk as u64 {
+            self.end_open(Continuation::More, shared).await;
+        }
+    }
+
+    /// Ends the open chunk with `flag`, records its transaction, writes what others queued for
+    /// the target meanwhile, and lets the target go.
+    pub(crate) async fn end_open(&mut self, flag: Continuation, shared: &Shared) {
+        let Some(mut open) = self.open.take() else { return };
+        let range = ByteRange { start: open.start, end: Some(open.start + open.len - 1), total: self.total };
+        // Recorded before the end-line leaves: a response can only follow it.
+        self.track(open.tid, range, shared);
+        let mut out = BytesMut::with_capacity(64);
+        end_chunk(&open.tid, flag, true, &mut out);
+        let ok = write_timed(&mut open.writer, &out, &self.target, shared).await
+            && self.target.flush_locked(&mut open.writer, shared).await;
+        if !ok {
+            self.failed = true;
+            if let Ok(mut p) = self.target.pending.lock() {
+                p.remove(&open.tid);
+            }
+        }
+        self.next_byte += open.len;
     }
 
     /// Writes the queued bytes as one chunk ending with `flag`, and records what its outcome
@@ -199,10 +311,36 @@ fn end_chunk(tid: &TransactionId, flag: Continuation, body_section: bool, out: &
     }
 }
 
+/// Bytes of each side of a seam between two pieces that an end-line can span: the needle is
+/// at most 2 + 7 + 32 bytes (CRLF, dashes, the longest transaction id).
+const SEAM: usize = 48;
+
+/// Keeps the last [`SEAM`] bytes of what was written, `piece` last.
+fn keep_tail(last: &mut Vec<u8>, piece: &[u8]) {
+    if piece.len() >= SEAM {
+        last.clear();
+        last.extend_from_slice(&piece[piece.len() - SEAM..]);
+    } else {
+        last.extend_from_slice(piece);
+        let excess = last.len().saturating_sub(SEAM);
+        last.drain(..excess);
+    }
+}
+
+/// True when `next`, written after bytes ending with `last`, puts no end-line of `tid` in the
+/// chunk, neither inside it nor across the seam.
+fn seam_is_safe(last: &[u8], next: &[u8], tid: &TransactionId) -> bool {
+    if !body_is_safe(next, tid) {
+        return false;
+    }
+    let mut seam = Vec::with_capacity(2 * SEAM);
+    seam.extend_from_slice(last);
+    seam.extend_from_slice(&next[..next.len().min(SEAM)]);
+    !encode::contains_end_line(&seam, tid)
+}
+
 /// True when no piece, and no seam between pieces, holds `tid`'s end-line.
 fn chunk_is_safe(pieces: &[Bytes], tid: &TransactionId) -> bool {
-    // The end-line needle is at most 2 + 7 + 32 bytes: seams need that much of each side.
-    const SEAM: usize = 48;
     if !pieces.iter().all(|p| body_is_safe(p, tid)) {
         return false;
     }

@@ -40,6 +40,9 @@ pub struct RelayOptions {
     pub max_chunk: usize,
     /// Read buffer size per connection: also the largest body piece handed on at once.
     pub read_buffer: usize,
+    /// How long a chunk being streamed through may wait for more of its sender's bytes while
+    /// it holds the next hop's connection; then it is cut (`+`) and the connection is free.
+    pub chunk_hold: Duration,
 }
 
 impl Default for RelayOptions {
@@ -64,6 +67,7 @@ impl Default for RelayOptions {
             limits: Limits::default(),
             max_chunk: 256 * 1024,
             read_buffer: 256 * 1024,
+            chunk_hold: Duration::from_secs(1),
         }
     }
 }

@@ -168,6 +168,9 @@ pub struct RelayConfig {
     /// Largest chunk the relay sends before interrupting it with `+` so that other messages
     /// to the same peer can pass (RFC 4975 §7.1, bytes).
     pub max_chunk: usize,
+    /// Milliseconds a chunk streamed through may wait for more of its sender's bytes while it
+    /// holds the next hop's connection; then it is cut with `+` and the connection is free.
+    pub chunk_hold_ms: u64,
     /// Decoder limits (RFC 4975 framing): start line, header line, header count, head bytes,
     /// body of a non-SEND request.
     pub max_start_line: usize,
@@ -199,6 +202,7 @@ impl Default for RelayConfig {
             extra_methods: vec![FILE_OFFSET.into()],
             read_buffer: 256 * 1024,
             max_chunk: 256 * 1024,
+            chunk_hold_ms: 1000,
             max_start_line: limits.max_start_line,
             max_header_line: limits.max_header_line,
             max_headers: limits.max_headers,
@@ -536,7 +540,9 @@ impl Config {
         if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
             return bad("tls.certificate and tls.private_key go together".into());
         }
-        for (name, v) in [("max_chunk", r.max_chunk), ("read_buffer", r.read_buffer)] {
+        for (name, v) in
+            [("max_chunk", r.max_chunk), ("read_buffer", r.read_buffer), ("chunk_hold_ms", r.chunk_hold_ms as usize)]
+        {
             if v == 0 {
                 return bad(format!("relay.{name} must be positive"));
             }
@@ -558,7 +564,8 @@ impl Config {
                 return bad(format!("relay.{name} = {v} is below its bound of {min}"));
             }
         }
-        let caps: [(&str, u64, u64); 15] = [
+        let caps: [(&str, u64, u64); 16] = [
+            ("chunk_hold_ms", r.chunk_hold_ms, 60_000),
             ("max_expires", u64::from(r.max_expires), 7 * DAY),
             ("nonce_lifetime", r.nonce_lifetime, DAY),
             ("auth_timeout", r.auth_timeout, HOUR),

@@ -222,5 +222,6 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         limits: r.limits(),
         max_chunk: r.max_chunk,
         read_buffer: r.read_buffer,
+        chunk_hold: std::time::Duration::from_millis(r.chunk_hold_ms),
     }
 }

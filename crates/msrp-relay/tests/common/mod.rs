@@ -252,6 +252,18 @@ impl Endpoint {
         tokio::time::timeout(WAIT, read).await.expect("no frame within the wait")
     }
 
+    /// Reads until the received bytes hold `needle` and returns a copy of them, leaving them
+    /// to be decoded by the next [`Endpoint::frame`] (to see a frame's head before its end).
+    pub async fn peek_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let read = async {
+            while !self.buf.windows(needle.len()).any(|w| w == needle) {
+                assert!(self.rd.read_buf(&mut self.buf).await.unwrap() > 0, "connection closed");
+            }
+            self.buf.to_vec()
+        };
+        tokio::time::timeout(WAIT, read).await.expect("not seen within the wait")
+    }
+
     /// True when the peer closed the connection (EOF) within `wait`.
     pub async fn closed_within(&mut self, wait: Duration) -> bool {
         let mut scratch = [0u8; 1024];
