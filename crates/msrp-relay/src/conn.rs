@@ -760,9 +760,17 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
     if let Ok(mut conns) = shared.conns.lock() {
         conns.remove(&conn.id);
     }
-    let ended = shared.sessions.lock().map(|mut s| s.remove_conn(conn.id)).unwrap_or_default();
-    for s in ended {
+    let closed = shared.sessions.lock().map(|mut s| s.close_conn(conn.id)).unwrap_or_default();
+    for s in closed.ended {
         info!(session = %s.id, user = %s.user, realm = %s.realm, conn = conn.id, "session ended: connection closed");
+    }
+    // The other side learns that its peer is gone by the end of its own connection, where that
+    // carried nothing else (`Sessions::close_conn`); each closes through its own reader.
+    for id in closed.cascade {
+        if let Some(other) = shared.conn(id) {
+            debug!(conn = other.id, peer = %other.peer, after = conn.id, "closing: its peer's connection closed");
+            other.close();
+        }
     }
     let pending: Vec<Pending> =
         conn.pending.lock().map(|mut p| p.drain().map(|(_, v)| v).collect()).unwrap_or_default();

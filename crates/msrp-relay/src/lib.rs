@@ -11,6 +11,7 @@ mod fast;
 mod forward;
 pub mod log_throttle;
 pub mod options;
+pub mod peers;
 pub mod route;
 mod server;
 pub mod sessions;

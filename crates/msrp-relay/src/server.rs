@@ -246,7 +246,12 @@ impl Shared {
         if let Some(conn) = known.and_then(|id| self.conn(id)).filter(|c| !c.is_closed()) {
             return Ok(conn);
         }
-        self.connect(uri).await
+        let conn = self.connect(uri).await?;
+        // Remembered for this session, so its end can close a connection dialled for it alone.
+        if let Ok(mut s) = self.sessions.lock() {
+            s.note_peer(sid, uri, conn.id);
+        }
+        Ok(conn)
     }
 
     /// An open connection to the hop `uri` names, made when there is none.

@@ -7,6 +7,8 @@ use std::time::Instant;
 use msrp::Uri;
 use msrp::header::Path;
 
+use crate::peers::Peers;
+
 /// Identifies one connection for the lifetime of the process.
 pub type ConnId = u64;
 
@@ -39,17 +41,22 @@ pub struct Sessions {
     /// Bumping on those common events would void every connection's routes at every login,
     /// refresh and disconnect anywhere.
     epoch: u64,
-    /// Per session, the peers that delivered into it over a connection they opened: a far
-    /// end without a relay (Blink's default: only the callee uses one) or another relay. What
-    /// the session's client sends back to them goes over that connection, since the URI they
-    /// put in their path may name no reachable socket (NAT, `a=setup:active`). Keyed by the
-    /// peer URI's session-id, which identifies the peer whatever host and port it wrote
-    /// (RFC 6714's view). At most [`MAX_PEERS`] per session, the newest kept.
-    peers: HashMap<String, Vec<(Box<str>, ConnId)>>,
+    /// The connections each session's traffic goes over besides its client's ([`Peers`]).
+    peers: Peers,
 }
 
-/// Peers remembered per session: one far end, or a few relays of a chain, per session.
-pub const MAX_PEERS: usize = 4;
+/// What a closed connection leaves behind ([`Sessions::close_conn`]).
+#[derive(Debug, Default)]
+pub struct Closed {
+    /// The sessions it held, now ended.
+    pub ended: Vec<Session>,
+    /// Connections to close as well, so that the other side learns its peer is gone the way
+    /// AG's relay tells it and msrplib expects: a peer connection that carried nothing but
+    /// the ended sessions' traffic, and a client connection whose only session had the closed
+    /// one as its peer. A connection carrying more stays open: its endpoints get failure
+    /// REPORTs for what was in flight and 481 for what comes next.
+    pub cascade: Vec<ConnId>,
+}
 
 impl Sessions {
     pub fn insert(&mut self, session: Session) {
@@ -57,7 +64,7 @@ impl Sessions {
             self.unindex(&old);
             self.epoch += 1;
         }
-        self.peers.remove(&session.id);
+        self.peers.forget_session(&session.id);
         self.by_conn.entry(session.conn).or_default().push(session.id.clone());
         self.by_id.insert(session.id.clone(), session);
     }
@@ -95,37 +102,50 @@ impl Sessions {
 
     /// Removes every session of a closed connection.
     pub fn remove_conn(&mut self, conn: ConnId) -> Vec<Session> {
-        let ids = self.by_conn.remove(&conn).unwrap_or_default();
-        for id in &ids {
-            self.peers.remove(id);
-        }
-        ids.iter().filter_map(|id| self.by_id.remove(id)).collect()
+        self.close_conn(conn).ended
     }
 
-    /// Remembers that `peer` (the previous hop of a request delivered into session `sid`)
-    /// reached us over connection `conn`.
+    /// A connection closed: its sessions end, it is forgotten as a peer, and what else should
+    /// close with it is returned (see [`Closed`]).
+    pub fn close_conn(&mut self, conn: ConnId) -> Closed {
+        let ids = self.by_conn.remove(&conn).unwrap_or_default();
+        let mut candidates = Vec::new();
+        for id in &ids {
+            candidates.extend(self.peers.forget_session(id));
+        }
+        let ended: Vec<Session> = ids.iter().filter_map(|id| self.by_id.remove(id)).collect();
+        let mut cascade = Vec::new();
+        for sid in self.peers.forget_conn(conn) {
+            if let Some(s) = self.by_id.get(&sid)
+                && s.conn != conn
+                && self.count_on(s.conn) == 1
+            {
+                cascade.push(s.conn);
+            }
+        }
+        for c in candidates {
+            if c != conn && self.count_on(c) == 0 && !self.peers.serves(c) {
+                cascade.push(c);
+            }
+        }
+        cascade.sort_unstable();
+        cascade.dedup();
+        Closed { ended, cascade }
+    }
+
+    /// Remembers that `peer` (the previous hop of a request delivered into session `sid`, or
+    /// a next hop its client sent to) is reached over connection `conn`.
     pub fn note_peer(&mut self, sid: &str, peer: &Uri, conn: ConnId) {
         let Some(peer_sid) = peer.session_id() else { return };
-        if !self.by_id.contains_key(sid) {
-            return;
+        if self.by_id.get(sid).is_some_and(|s| s.conn != conn) {
+            self.peers.note(sid, peer_sid, conn);
         }
-        let list = self.peers.entry(sid.to_owned()).or_default();
-        if let Some(i) = list.iter().position(|(p, _)| **p == *peer_sid) {
-            if list[i].1 == conn {
-                return;
-            }
-            list.remove(i);
-        } else if list.len() >= MAX_PEERS {
-            list.remove(0);
-        }
-        list.push((peer_sid.into(), conn));
     }
 
     /// The connection over which `next` (a hop the client of session `sid` sends to) last
     /// reached us, if it did.
     pub fn peer_conn(&self, sid: &str, next: &Uri) -> Option<ConnId> {
-        let next_sid = next.session_id()?;
-        self.peers.get(sid)?.iter().rev().find(|(p, _)| **p == *next_sid).map(|(_, c)| *c)
+        self.peers.conn_for(sid, next.session_id()?)
     }
 
     /// Sessions held by connection `conn`.
@@ -134,7 +154,7 @@ impl Sessions {
     }
 
     fn unindex(&mut self, s: &Session) {
-        self.peers.remove(&s.id);
+        self.peers.forget_session(&s.id);
         if let Some(ids) = self.by_conn.get_mut(&s.conn) {
             ids.retain(|id| *id != s.id);
             if ids.is_empty() {
@@ -220,18 +240,49 @@ mod tests {
         assert_eq!(t.peer_conn("s1", &uri("msrp://192.0.2.2:2855/other;tcp")), None);
         t.note_peer("s1", &uri("msrp://192.0.2.2:2855/far1;tcp"), 8);
         assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), Some(8), "the newest connection");
-        for i in 0..MAX_PEERS + 2 {
+        for i in 0..crate::peers::MAX_PEERS + 2 {
             t.note_peer("s1", &uri(&format!("msrp://x:1/p{i};tcp")), 10 + i as ConnId);
         }
-        assert_eq!(t.peers["s1"].len(), MAX_PEERS, "bounded");
+        assert_eq!(t.peers.count("s1"), crate::peers::MAX_PEERS, "bounded");
         assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), None, "the oldest went first");
         t.note_peer("nope", &uri("msrp://x:1/p;tcp"), 3);
-        assert!(!t.peers.contains_key("nope"), "only for live sessions");
+        assert_eq!(t.peers.count("nope"), 0, "only for live sessions");
         // The session's end forgets its peers.
         t.remove_conn(1);
-        assert!(!t.peers.contains_key("s1"));
+        assert_eq!(t.peers.count("s1"), 0);
         t.note_peer("s2", &uri("msrp://x:1/q;tcp"), 3);
         t.expire(later + Duration::from_secs(1));
+        assert!(t.peers.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_takes_the_connections_that_served_only_it() {
+        let later = Instant::now() + Duration::from_secs(60);
+        let uri = |s: &str| -> Uri { s.parse().unwrap() };
+        let mut t = Sessions::default();
+        // Bob (conn 2) holds s1; a far end reached it over conn 7. Carol (conn 3) holds s2
+        // and s3; a relay link (conn 8) serves both s2 and s1's other peer.
+        t.insert(session("s1", 2, later));
+        t.insert(session("s2", 3, later));
+        t.insert(session("s3", 3, later));
+        t.note_peer("s1", &uri("msrp://far:1/f1;tcp"), 7);
+        t.note_peer("s2", &uri("msrp://far:1/f2;tcp"), 7);
+        t.note_peer("s2", &uri("msrps://relay2:2855/r2;tcp"), 8);
+        t.note_peer("s1", &uri("msrps://relay2:2855/r1;tcp"), 8);
+        // The far end's connection goes: Bob's connection held only s1, so it goes too; Carol's
+        // holds two sessions and stays.
+        let closed = t.close_conn(7);
+        assert!(closed.ended.is_empty());
+        assert_eq!(closed.cascade, [2]);
+        assert_eq!(t.peer_conn("s1", &uri("msrp://far:1/f1;tcp")), None, "forgotten as a peer");
+        // Bob's connection closes (as asked): the relay link still serves s2, so it stays.
+        let closed = t.close_conn(2);
+        assert_eq!(closed.ended.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s1"]);
+        assert!(closed.cascade.is_empty(), "{:?}", closed.cascade);
+        // Carol's connection closes: the link served nothing else now, so it goes.
+        let closed = t.close_conn(3);
+        assert_eq!(closed.ended.len(), 2);
+        assert_eq!(closed.cascade, [8]);
         assert!(t.peers.is_empty());
     }
 }

@@ -186,46 +186,6 @@ async fn a_and_b_talk_both_ways_with_one_response_per_send() {
 }
 
 #[tokio::test]
-async fn a_far_end_without_a_relay_is_answered_over_its_own_connection() {
-    // Blink's default: only the callee (B) uses a relay. The caller (F) connects to B's relay,
-    // never AUTHs, and its URI names no socket anyone can reach (port 1 refuses).
-    let relay = plain_relay().await;
-    let mut b = Endpoint::connect(&relay, "bob", None).await;
-    let ub = use_path(&b.authenticate(&relay.uri(), "bob", "bobpw").await);
-    let mut f = Endpoint::connect(&relay, "far", None).await;
-    f.uri = format!("msrp://127.0.0.1:1/{};tcp", msrp::id::random_session_id()).parse().unwrap();
-    let send = f.send(join(&[&ub, &b.path()]), b"hello from afar");
-    f.send_request(&send, Some(b"hello from afar")).await;
-    let got = b.frame().await;
-    assert_eq!(got.body, b"hello from afar");
-    b.ok(got.request()).await;
-    assert_eq!(f.frame().await.response().status, StatusCode::OK);
-    // B answers along the path it was given: through its relay to F.
-    let back_to = join(&[&ub, &f.path()]);
-    for i in 0..3 {
-        let text = format!("reply {i}");
-        let reply = b.send(back_to.clone(), text.as_bytes());
-        b.send_request(&reply, Some(text.as_bytes())).await;
-        let got = f.frame().await;
-        assert_eq!(got.body, text.as_bytes(), "over the connection F opened, not by dialling F's URI");
-        assert_eq!(got.request().headers.to_path().unwrap(), &f.path());
-        f.ok(got.request()).await;
-        assert_eq!(b.frame().await.response().status, StatusCode::OK);
-    }
-    // A REPORT goes the same way.
-    let report = msrp::Request::new(TransactionId::random(), Method::Report)
-        .with(Header::ToPath(back_to))
-        .with(Header::FromPath(b.path()))
-        .with(Header::MessageId(send.headers.message_id().unwrap().clone()))
-        .with(Header::ByteRange(msrp::header::ByteRange::whole(15)))
-        .with(Header::Status(msrp::header::Status::new(StatusCode::OK)));
-    b.send_request(&report, None).await;
-    let got = f.frame().await;
-    assert_eq!(got.request().method, Method::Report);
-    assert_eq!(got.request().headers.byte_range().unwrap().to_string(), "1-15/15");
-}
-
-#[tokio::test]
 async fn unauthenticated_connection_cannot_send_outward() {
     let relay = plain_relay().await;
     let (_a, ua, _b, _ub) = pair(&relay).await;
