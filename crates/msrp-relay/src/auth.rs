@@ -22,9 +22,6 @@ pub(crate) struct AuthOutcome {
     pub counts_as_failure: bool,
 }
 
-/// The longest we hold back an answer to an address that keeps failing.
-const MAX_FAILURE_DELAY: Duration = Duration::from_secs(5);
-
 fn reply(req: &Request, status: StatusCode, local: &Uri) -> Response {
     let from = req.headers.from_path().cloned().unwrap_or_else(|| Path::single(local.clone()));
     msrp::report::response_to(req.tid, status, &from, local)
@@ -56,12 +53,31 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
     };
 
     // Who is it: Digest (and the Authentication-Info then owed), or Basic where enabled.
+    // Refused unchecked while the account or address is blocked for guessing (`guard`).
+    let blocked = |user: &str| match shared.guard.check(&format!("{user}@{realm}"), peer.ip(), Instant::now()) {
+        Ok(()) => false,
+        Err(why) => {
+            if let Some(n) = shared.blocked.note() {
+                warn!(%peer, %user, %realm, ?why, blocked_so_far = n, "AUTH refused unchecked: too many failures");
+            }
+            true
+        }
+    };
+    let failed = |user: &str, nonce: Option<&str>| {
+        shared.guard.failed(&format!("{user}@{realm}"), peer.ip(), nonce, Instant::now());
+    };
     let (verified_user, auth_info) = if creds.is_basic() {
+        let user = creds.token68.as_deref().and_then(digest::parse_basic).map(|(u, _)| u).unwrap_or_default();
+        if blocked(&user) {
+            return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+        }
         match verify_basic(shared, creds, &realm, conn.local.0).await {
             Ok(u) => (u, None),
             Err(why) => {
-                warn!(%peer, %realm, why, "AUTH refused (Basic)");
-                slow_down(shared, peer.ip()).await;
+                if let Some(n) = shared.refused_auth.note() {
+                    warn!(%peer, %realm, why, refused_so_far = n, "AUTH refused (Basic)");
+                }
+                failed(&user, None);
                 return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
             }
         }
@@ -69,22 +85,35 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
         let d = match DigestResponse::from_credentials(creds, local.as_str()) {
             Ok(d) => d,
             Err(e) => {
-                warn!(%peer, error = %e, "AUTH with unusable Digest credentials");
+                if let Some(n) = shared.refused_auth.note() {
+                    warn!(%peer, error = %e, refused_so_far = n, "AUTH with unusable Digest credentials");
+                }
                 return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
             }
         };
+        if blocked(&d.username) {
+            return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+        }
+        if shared.guard.nonce_spent(&d.nonce) {
+            // One challenge serves a few wrong answers, not unlimited guesses.
+            return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
+        }
         match verify_digest(shared, &d, &realm, now).await {
             Ok(ha1) => (d.username.clone(), Some(digest::authentication_info(&d, &ha1))),
             Err(Failure::Stale) => {
                 return outcome(challenge_response(shared, req, &local, &realm, now, true), false, false);
             }
             Err(Failure::Challenge(why)) => {
-                warn!(%peer, user = %d.username, %realm, why, "AUTH refused");
+                if let Some(n) = shared.refused_auth.note() {
+                    warn!(%peer, user = %d.username, %realm, why, refused_so_far = n, "AUTH refused");
+                }
                 return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
             }
             Err(Failure::Forbidden(why)) => {
-                warn!(%peer, user = %d.username, %realm, why, "AUTH refused");
-                slow_down(shared, peer.ip()).await;
+                if let Some(n) = shared.refused_auth.note() {
+                    warn!(%peer, user = %d.username, %realm, why, refused_so_far = n, "AUTH refused");
+                }
+                failed(&d.username, Some(&d.nonce));
                 return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
             }
         }
@@ -116,9 +145,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
         resp.headers.set(Header::AuthenticationInfo(Box::new(info)));
     }
     info!(%peer, user = %verified_user, %realm, session = %session_uri, expires, "AUTH accepted");
-    if let Ok(mut f) = shared.auth_failures.lock() {
-        f.remove(&peer.ip());
-    }
+    shared.guard.succeeded(&format!("{verified_user}@{realm}"));
     outcome(resp, true, false)
 }
 
@@ -175,21 +202,6 @@ async fn verify_basic(
     let stored = stored.ok_or("unknown user")?;
     let computed = digest::ha1(Algorithm::Sha256, &user, realm, &password);
     if bool::from(computed.as_bytes().ct_eq(stored.as_bytes())) { Ok(user) } else { Err("wrong password") }
-}
-
-/// Waits longer the more an address has failed lately (guessing gets slow).
-async fn slow_down(shared: &Shared, ip: std::net::IpAddr) {
-    let failures = match shared.auth_failures.lock() {
-        Ok(mut f) => {
-            let e = f.entry(ip).or_insert((0, Instant::now()));
-            e.0 += 1;
-            e.1 = Instant::now();
-            e.0
-        }
-        Err(_) => return,
-    };
-    let delay = Duration::from_millis(250 * u64::from(failures.saturating_sub(1))).min(MAX_FAILURE_DELAY);
-    tokio::time::sleep(delay).await;
 }
 
 /// A new session (To-Path without session-id) or the refresh of the one named.

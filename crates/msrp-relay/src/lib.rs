@@ -9,6 +9,7 @@ mod conn;
 pub mod digest;
 mod fast;
 mod forward;
+pub mod guard;
 pub mod log_throttle;
 pub mod options;
 pub mod peers;

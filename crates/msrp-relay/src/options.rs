@@ -40,6 +40,9 @@ pub struct RelayOptions {
     pub max_chunk: usize,
     /// Read buffer size per connection: also the largest body piece handed on at once.
     pub read_buffer: usize,
+    /// Password guessing limits, per account, address and nonce; one guard may be shared with
+    /// the chat's SIP Digest so that both count together.
+    pub guard: std::sync::Arc<crate::guard::AuthGuard>,
     /// How long a chunk being streamed through may wait for more of its sender's bytes while
     /// it holds the next hop's connection; then it is cut (`+`) and the connection is free.
     pub chunk_hold: Duration,
@@ -68,6 +71,7 @@ impl Default for RelayOptions {
             max_chunk: 256 * 1024,
             read_buffer: 256 * 1024,
             chunk_hold: Duration::from_secs(1),
+            guard: std::sync::Arc::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::conn::{self, Conn};
 use crate::digest::{Algorithm, NonceCounts, NonceKey};
+use crate::guard::AuthGuard;
 use crate::log_throttle::LogThrottle;
 use crate::options::RelayOptions;
 use crate::sessions::{ConnId, Sessions};
@@ -62,8 +63,12 @@ pub(crate) struct Shared {
     pub connector: Option<TlsConnector>,
     pub next_id: AtomicU64,
     pub admitted: Mutex<Admitted>,
-    /// Recent AUTH failures per source address, to slow down guessing.
-    pub auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed AUTHs per account, address and nonce (shared with the chat's SIP Digest).
+    pub guard: Arc<AuthGuard>,
+    /// AUTHs refused unchecked because the account or address is blocked (logged throttled).
+    pub blocked: LogThrottle,
+    /// AUTHs refused after checking (a peer can cause them at will: logged throttled).
+    pub refused_auth: LogThrottle,
     pub shutdown: watch::Receiver<bool>,
     /// Frames handled by the fast path (`fast`), added once per read batch.
     pub fast_frames: AtomicU64,
@@ -80,6 +85,7 @@ impl Relay {
         connector: Option<TlsConnector>,
         shutdown: watch::Receiver<bool>,
     ) -> Relay {
+        let opts_guard = opts.guard.clone();
         let shared = Shared {
             opts,
             store,
@@ -92,7 +98,9 @@ impl Relay {
             connector,
             next_id: AtomicU64::new(1),
             admitted: Mutex::new(Admitted::default()),
-            auth_failures: Mutex::new(HashMap::new()),
+            guard: opts_guard,
+            blocked: LogThrottle::default(),
+            refused_auth: LogThrottle::default(),
             shutdown,
             fast_frames: AtomicU64::new(0),
             refused_total: LogThrottle::default(),
@@ -300,8 +308,6 @@ async fn housekeeping(shared: std::sync::Weak<Shared>) {
         for c in conns {
             conn::expire_pending(&shared, &c, now).await;
         }
-        if let Ok(mut f) = shared.auth_failures.lock() {
-            f.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(300));
-        }
+        shared.guard.sweep(now);
     }
 }

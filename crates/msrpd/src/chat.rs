@@ -33,6 +33,7 @@ pub async fn start(
     store: &Store,
     server_tls: Arc<rustls::ServerConfig>,
     client_tls: Arc<rustls::ClientConfig>,
+    guard: Arc<msrp_relay::guard::AuthGuard>,
 ) -> Result<ChatService, AnyError> {
     let c = &config.chat;
     let token = CancellationToken::new();
@@ -95,7 +96,7 @@ pub async fn start(
     }
     let credentials = CachedCredentials::new(store.clone(), Duration::from_secs(config.database.cache_seconds));
     let lifetime = Duration::from_secs(config.relay.nonce_lifetime);
-    let auth = Authenticator::new(trust, c.trusted_over_udp, Some(Arc::new(credentials)), lifetime);
+    let auth = Authenticator::new(trust, c.trusted_over_udp, Some(Arc::new(credentials)), lifetime).with_guard(guard);
     let sip =
         SipServer::start(chat, auth, listeners, token.clone()).await.map_err(|e| format!("cannot start SIP: {e}"))?;
     info!(domain = %c.domain, "chat rooms are sip:ROOM@{}", c.domain);

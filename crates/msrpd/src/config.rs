@@ -19,6 +19,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tls: TlsConfig,
     pub database: DatabaseConfig,
+    pub auth: AuthConfig,
     pub relay: RelayConfig,
     pub chat: ChatConfig,
 }
@@ -30,6 +31,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
             relay: RelayConfig::default(),
             chat: ChatConfig::default(),
         }
@@ -90,6 +92,69 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig { url: None, cache_seconds: 10 }
+    }
+}
+
+/// Password guessing limits, for the relay's AUTH and the chat's SIP Digest together
+/// (`msrp_relay::guard`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failures one account may have (in 5 minutes) before it is blocked.
+    pub account_failures: u32,
+    /// Failures one source address may have, over all accounts, before it is blocked.
+    pub address_failures: u32,
+    /// Wrong answers one nonce may take before a fresh challenge is needed.
+    pub nonce_failures: u32,
+    /// Longest block, seconds (the first is 1 s, doubling with each further failure).
+    pub max_block: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let g = msrp_relay::guard::GuardOptions::default();
+        AuthConfig {
+            account_failures: g.account_failures,
+            address_failures: g.address_failures,
+            nonce_failures: g.nonce_failures,
+            max_block: g.max_block.as_secs(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn guard_options(&self) -> msrp_relay::guard::GuardOptions {
+        msrp_relay::guard::GuardOptions {
+            account_failures: self.account_failures,
+            address_failures: self.address_failures,
+            nonce_failures: self.nonce_failures,
+            max_block: std::time::Duration::from_secs(self.max_block),
+            ..msrp_relay::guard::GuardOptions::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("account_failures", self.account_failures),
+            ("address_failures", self.address_failures),
+            ("nonce_failures", self.nonce_failures),
+        ] {
+            if v == 0 {
+                return Err(format!("auth.{name} must be positive"));
+            }
+        }
+        if self.max_block == 0 {
+            return Err("auth.max_block must be positive".into());
+        }
+        at_most(
+            "auth",
+            &[
+                ("account_failures", u64::from(self.account_failures), 1000),
+                ("address_failures", u64::from(self.address_failures), 100_000),
+                ("nonce_failures", u64::from(self.nonce_failures), 1000),
+                ("max_block", self.max_block, DAY),
+            ],
+        )
     }
 }
 
@@ -584,6 +649,7 @@ impl Config {
         ];
         at_most("relay", &caps).map_err(ConfigError::Invalid)?;
         at_most("database", &[("cache_seconds", self.database.cache_seconds, DAY)]).map_err(ConfigError::Invalid)?;
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         self.chat.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database.url
             && !url.starts_with("sqlite:")

@@ -126,11 +126,14 @@ async fn serve(config: Config) -> Result<(), AnyError> {
     info!(database = %config.database_url(), "user store open");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One guessing guard for the relay's AUTH and the chat's SIP Digest: an account's
+    // failures count together whichever door they come through.
+    let guard = Arc::new(msrp_relay::guard::AuthGuard::new(config.auth.guard_options()));
     let mut tasks = Vec::new();
     let mut relays = Vec::new();
     if config.relay.enabled {
         let relay = msrp_relay::Relay::new(
-            relay_options(&config),
+            msrp_relay::RelayOptions { guard: guard.clone(), ..relay_options(&config) },
             Arc::new(store::CachedCredentials::new(
                 store.clone(),
                 std::time::Duration::from_secs(config.database.cache_seconds),
@@ -157,7 +160,7 @@ async fn serve(config: Config) -> Result<(), AnyError> {
         );
     }
     let chat = if config.chat.enabled {
-        Some(chat::start(&config, &store, server_config, client_config).await?)
+        Some(chat::start(&config, &store, server_config, client_config, guard.clone()).await?)
     } else {
         None
     };
@@ -223,5 +226,6 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         max_chunk: r.max_chunk,
         read_buffer: r.read_buffer,
         chunk_hold: std::time::Duration::from_millis(r.chunk_hold_ms),
+        guard: Arc::new(msrp_relay::guard::AuthGuard::new(config.auth.guard_options())),
     }
 }

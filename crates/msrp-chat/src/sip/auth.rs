@@ -9,10 +9,12 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use msrp_relay::CredentialStore;
 use msrp_relay::digest::{self, Algorithm, DigestResponse, NonceCheck, NonceCounts, NonceKey};
+use msrp_relay::guard::AuthGuard;
+use msrp_relay::log_throttle::LogThrottle;
 use tracing::{info, warn};
 
 use crate::identity::{self, Identity};
@@ -43,6 +45,10 @@ pub struct Authenticator {
     opaque: String,
     nonce_lifetime: Duration,
     trust_udp: bool,
+    /// Failed attempts per account, address and nonce (shared with the relay in msrpd).
+    guard: Arc<AuthGuard>,
+    /// Refusals a caller can cause at will, logged at most once a second.
+    refused: LogThrottle,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -90,7 +96,24 @@ impl Authenticator {
             opaque: msrp::id::random_ident(),
             nonce_lifetime,
             trust_udp,
+            guard: Arc::default(),
+            refused: LogThrottle::default(),
         }
+    }
+
+    /// Counts failures in `guard` (the relay's, so that both doors count together).
+    pub fn with_guard(mut self, guard: Arc<AuthGuard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// A refusal after checking: counted against the account, the address and the nonce.
+    fn failed(&self, c: &Claims<'_>, account: &str, nonce: &str, why: &'static str) -> Verdict {
+        self.guard.failed(account, c.source, Some(nonce), Instant::now());
+        if let Some(n) = self.refused.note() {
+            info!(source = %c.source, account, why, refused_so_far = n, "SIP Digest refused");
+        }
+        Verdict::Forbid(why)
     }
 
     fn challenge(&self, realm: &str, stale: bool) -> Verdict {
@@ -130,7 +153,9 @@ impl Authenticator {
         let d = match DigestResponse::from_credentials(&creds, &digest_uri) {
             Ok(d) => d,
             Err(e) => {
-                info!(source = %c.source, error = %e, "unusable SIP Authorization");
+                if let Some(n) = self.refused.note() {
+                    info!(source = %c.source, error = %e, refused_so_far = n, "unusable SIP Authorization");
+                }
                 return self.challenge(realm, false);
             }
         };
@@ -145,21 +170,33 @@ impl Authenticator {
         if d.username != user {
             return Verdict::Forbid("authenticated user differs from From");
         }
+        let account = key.as_str();
+        if let Err(why) = self.guard.check(account, c.source, Instant::now()) {
+            if let Some(n) = self.refused.note() {
+                info!(source = %c.source, account, ?why, refused_so_far = n, "SIP Digest refused unchecked: too many failures");
+            }
+            return Verdict::Forbid("too many failures: blocked for a while");
+        }
+        if self.guard.nonce_spent(&d.nonce) {
+            // One challenge serves a few wrong answers, not unlimited guesses.
+            return self.challenge(realm, false);
+        }
         let ha1 = match store.ha1(&d.username, realm, d.algorithm).await {
             Ok(Some(h)) => h,
-            Ok(None) => return Verdict::Forbid("unknown user"),
+            Ok(None) => return self.failed(c, account, &d.nonce, "unknown user"),
             Err(e) => {
                 warn!(error = %e, "user store lookup failed");
                 return Verdict::Forbid("user store unavailable");
             }
         };
         if !d.verify(&ha1, c.method) {
-            return Verdict::Forbid("wrong password");
+            return self.failed(c, account, &d.nonce, "wrong password");
         }
         let fresh = self.counts.lock().map(|mut t| t.accept(&d.nonce, issued_at, d.nc.unwrap_or(1))).unwrap_or(false);
         if !fresh {
-            return Verdict::Forbid("nonce-count replayed");
+            return self.failed(c, account, &d.nonce, "nonce-count replayed");
         }
+        self.guard.succeeded(account);
         match Identity::new(&c.from.1, c.from.0.as_deref()) {
             Some(id) => Verdict::Admit(id),
             None => Verdict::Malformed("no user in From"),
@@ -234,5 +271,29 @@ mod tests {
         );
         let forged = answer(&ch[0], "alice", "pw", 1).replace("nonce=\"", "nonce=\"x");
         assert!(matches!(auth.check(&claims(Some(forged), "192.0.2.1")).await, Verdict::Challenge(_)));
+    }
+
+    #[tokio::test]
+    async fn guessing_is_bounded_per_account_and_per_nonce() {
+        let trust: TrustFn = Arc::new(|_| false);
+        let guard = Arc::new(AuthGuard::default());
+        let auth = Authenticator::new(trust, false, Some(Arc::new(OneUser)), Duration::from_secs(60))
+            .with_guard(guard.clone());
+        // One nonce takes three wrong answers, then only a fresh challenge.
+        let Verdict::Challenge(ch) = auth.check(&claims(None, "192.0.2.1")).await else { panic!() };
+        let ch = ch[0].clone();
+        for nc in 1..=3 {
+            let v = auth.check(&claims(Some(answer(&ch, "alice", "guess", nc)), &format!("192.0.2.{nc}"))).await;
+            assert_eq!(v, Verdict::Forbid("wrong password"));
+        }
+        let v = auth.check(&claims(Some(answer(&ch, "alice", "guess", 4)), "192.0.2.9")).await;
+        assert!(matches!(v, Verdict::Challenge(_)), "the nonce is spent: {v:?}");
+        // A fourth failure on a new nonce blocks alice: even her password is refused unchecked.
+        let Verdict::Challenge(ch) = auth.check(&claims(None, "192.0.2.1")).await else { panic!() };
+        let ch = ch[0].clone();
+        let _ = auth.check(&claims(Some(answer(&ch, "alice", "guess", 1)), "198.51.100.1")).await;
+        let v = auth.check(&claims(Some(answer(&ch, "alice", "pw", 2)), "203.0.113.1")).await;
+        assert_eq!(v, Verdict::Forbid("too many failures: blocked for a while"));
+        assert!(guard.check("alice@example.com", "203.0.113.1".parse().unwrap(), Instant::now()).is_err());
     }
 }
