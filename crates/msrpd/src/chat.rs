@@ -75,6 +75,7 @@ pub async fn start(
         tokio::spawn(async move { chat.serve_msrp(listener, acceptor).await });
     }
     let mut listeners = SipListeners {
+        limits: c.sip_limits(),
         tls_config: Some(server_tls.clone()),
         advertised_host: (!c.msrp_host.is_empty()).then(|| c.msrp_host.clone()),
         ..SipListeners::default()

@@ -436,11 +436,35 @@ pub struct ChatConfig {
     pub max_sessions: usize,
     /// MSRP connections accepted at once.
     pub max_connections: usize,
+    /// SIP requests per second from one source address (twice that in a burst; trusted
+    /// networks exempt); more are dropped unanswered.
+    pub sip_rate: u32,
+    /// INVITEs whose credentials are checked at once; more get 503.
+    pub sip_max_checks: usize,
+    /// SIP TCP/TLS connections at once, and per source address (more are closed at accept).
+    pub sip_max_connections: usize,
+    pub sip_max_connections_per_ip: usize,
+    /// Seconds after which a SIP TCP/TLS connection that carries no call and sent nothing is
+    /// closed.
+    pub sip_idle_timeout: u64,
+}
+
+impl ChatConfig {
+    pub fn sip_limits(&self) -> msrp_chat::sip::SipLimits {
+        msrp_chat::sip::SipLimits {
+            rate: self.sip_rate,
+            max_checks: self.sip_max_checks,
+            max_connections: self.sip_max_connections,
+            max_connections_per_ip: self.sip_max_connections_per_ip,
+            idle_timeout: std::time::Duration::from_secs(self.sip_idle_timeout),
+        }
+    }
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
         let o = msrp_chat::ChatOptions::default();
+        let door = msrp_chat::sip::SipLimits::default();
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         ChatConfig {
             enabled: true,
@@ -464,6 +488,11 @@ impl Default for ChatConfig {
             write_timeout: o.write_timeout.as_secs(),
             max_sessions: o.max_sessions,
             max_connections: o.max_connections,
+            sip_rate: door.rate,
+            sip_max_checks: door.max_checks,
+            sip_max_connections: door.max_connections,
+            sip_max_connections_per_ip: door.max_connections_per_ip,
+            sip_idle_timeout: door.idle_timeout.as_secs(),
         }
     }
 }
@@ -505,6 +534,11 @@ impl ChatConfig {
             ("max_connections", self.max_connections),
             ("connect_timeout", self.connect_timeout as usize),
             ("write_timeout", self.write_timeout as usize),
+            ("sip_rate", self.sip_rate as usize),
+            ("sip_max_checks", self.sip_max_checks),
+            ("sip_max_connections", self.sip_max_connections),
+            ("sip_max_connections_per_ip", self.sip_max_connections_per_ip),
+            ("sip_idle_timeout", self.sip_idle_timeout as usize),
         ] {
             if v == 0 {
                 return Err(format!("chat.{name} must be positive"));
@@ -516,7 +550,12 @@ impl ChatConfig {
         if self.max_message_size == 0 {
             return Err("chat.max_message_size must be positive".into());
         }
-        let caps: [(&str, u64, u64); 9] = [
+        let caps: [(&str, u64, u64); 14] = [
+            ("sip_rate", u64::from(self.sip_rate), 1_000_000),
+            ("sip_max_checks", self.sip_max_checks as u64, 100_000),
+            ("sip_max_connections", self.sip_max_connections as u64, MAX_CONNECTIONS),
+            ("sip_max_connections_per_ip", self.sip_max_connections_per_ip as u64, MAX_CONNECTIONS),
+            ("sip_idle_timeout", self.sip_idle_timeout, HOUR),
             ("history_size", self.history_size as u64, 100_000),
             ("max_message_size", self.max_message_size, GIB),
             ("chunk_size", self.chunk_size as u64, 64 * MIB),

@@ -129,6 +129,11 @@ impl Authenticator {
         Verdict::Challenge(values)
     }
 
+    /// Whether requests from `source` are taken at their word (they skip the per-source rate).
+    pub fn trusts(&self, source: IpAddr, reliable: bool) -> bool {
+        (reliable || self.trust_udp) && (self.trusted)(source)
+    }
+
     pub async fn check(&self, c: &Claims<'_>) -> Verdict {
         if (c.reliable || self.trust_udp) && (self.trusted)(c.source) {
             let (name, uri) = c.asserted.clone().unwrap_or_else(|| c.from.clone());

@@ -10,6 +10,9 @@
 //! - OPTIONS: 200 with Allow/Accept. MESSAGE: 405 (chat happens over MSRP).
 
 pub mod auth;
+mod door;
+
+pub use door::SipLimits;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +57,8 @@ pub struct SipListeners {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Host for the Contact of answers when a listener is bound to `0.0.0.0` or `::`.
     pub advertised_host: Option<String>,
+    /// The front door's limits (per-source rate, connections, idle flows).
+    pub limits: SipLimits,
 }
 
 impl std::fmt::Debug for SipListeners {
@@ -82,6 +87,8 @@ struct Call {
     /// The last answer, repeated for a re-INVITE without an offer.
     answer: String,
     contact: String,
+    /// The TCP/TLS flow the INVITE came over (kept open while the call lasts).
+    flow: Option<SocketAddr>,
 }
 
 struct State {
@@ -94,6 +101,7 @@ struct State {
     dialogs: Arc<DialogLayer>,
     calls: Mutex<HashMap<DialogId, Call>>,
     state_tx: DialogStateSender,
+    door: Arc<door::Door>,
 }
 
 impl SipServer {
@@ -121,11 +129,13 @@ impl SipServer {
             layer.add_transport(udp.into());
         }
         let option = EndpointOption { callid_suffix: Some(chat.options().domain.clone()), ..Default::default() };
+        let door = door::Door::new(listeners.limits.clone());
         let endpoint = EndpointBuilder::new()
             .with_user_agent("msrpd")
             .with_transport_layer(layer)
             .with_cancel_token(token.child_token())
             .with_option(option)
+            .with_transport_inspector(Box::new(door::DoorInspector(door.clone())))
             .build();
         for l in &listeners.tcp {
             addrs.push((Transport::Tcp, l.local_addr()?));
@@ -135,7 +145,7 @@ impl SipServer {
         }
         let handshake = chat.options().connect_timeout;
         for l in listeners.tcp {
-            tokio::spawn(accept_loop(l, None, endpoint.inner.clone(), token.clone(), handshake));
+            tokio::spawn(accept_loop(l, None, endpoint.inner.clone(), door.clone(), token.clone(), handshake));
         }
         if !listeners.tls.is_empty() {
             let config = listeners
@@ -143,7 +153,14 @@ impl SipServer {
                 .clone()
                 .ok_or_else(|| std::io::Error::other("SIP over TLS needs a certificate"))?;
             for l in listeners.tls {
-                tokio::spawn(accept_loop(l, Some(config.clone()), endpoint.inner.clone(), token.clone(), handshake));
+                tokio::spawn(accept_loop(
+                    l,
+                    Some(config.clone()),
+                    endpoint.inner.clone(),
+                    door.clone(),
+                    token.clone(),
+                    handshake,
+                ));
             }
         }
         let mut incoming = endpoint.incoming_transactions().map_err(io)?;
@@ -159,8 +176,11 @@ impl SipServer {
             dialogs,
             calls: Mutex::default(),
             state_tx,
+            door: door.clone(),
         });
+        door.attach(&endpoint.inner, &state);
         tokio::spawn(dialog_states(state.clone(), state_rx));
+        tokio::spawn(sweep(Arc::downgrade(&state), token.clone()));
         let (st, stop) = (state.clone(), token.clone());
         tokio::spawn(async move {
             loop {
@@ -188,6 +208,17 @@ impl SipServer {
         self.state.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Server transactions the SIP stack holds, live or finished (the front door keeps
+    /// unauthenticated requests out of this count).
+    pub fn transaction_count(&self) -> usize {
+        self.endpoint.inner.transactions.len() + self.endpoint.inner.finished_transactions.len()
+    }
+
+    /// SIP TCP/TLS connections open now.
+    pub fn connection_count(&self) -> usize {
+        self.state.door.stream_count()
+    }
+
     /// Hangs up every call (BYE, answered or not within 2 s), then stops.
     pub async fn shutdown(&self) {
         let ids: Vec<DialogId> = self.state.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
@@ -211,11 +242,41 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     }
 }
 
-/// Accepts SIP over TCP (or TLS) and hands each flow to the transport layer.
+/// Once a second: closes idle flows that carry no call, forgets stale admissions.
+async fn sweep(state: std::sync::Weak<State>, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(st) = state.upgrade() else { return };
+        let busy: std::collections::HashSet<SocketAddr> =
+            st.calls.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|c| c.flow).collect();
+        st.door.sweep(&busy, std::time::Instant::now()).await;
+    }
+}
+
+/// What an INVITE says about its sender, for [`Authenticator::check`].
+fn claims_of(req: &rsipstack::sip::Request, source: SocketAddr, reliable: bool) -> Claims<'static> {
+    Claims {
+        source: source.ip(),
+        reliable,
+        method: "INVITE",
+        from: req.from_header().map(|h| name_addr(h.value())).unwrap_or_default(),
+        asserted: req.header_value("P-Asserted-Identity").map(|v| name_addr(&v)),
+        authorization: req.authorization_header().map(|h| h.value().to_owned()),
+        request_uri: req.uri.to_string(),
+    }
+}
+
+/// Accepts SIP over TCP (or TLS) and hands each flow to the transport layer, within the
+/// door's connection caps.
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     endpoint: EndpointInnerRef,
+    door: Arc<door::Door>,
     token: CancellationToken,
     handshake: Duration,
 ) {
@@ -233,7 +294,11 @@ async fn accept_loop(
                 }
             },
         };
-        let (acceptor, endpoint, token) = (acceptor.clone(), endpoint.clone(), token.clone());
+        if !door.admit_stream(peer) {
+            drop(stream);
+            continue;
+        }
+        let (acceptor, endpoint, token, door) = (acceptor.clone(), endpoint.clone(), token.clone(), door.clone());
         tokio::spawn(async move {
             let conn = match acceptor {
                 None => {
@@ -244,11 +309,13 @@ async fn accept_loop(
                     let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(t)) => t,
                         Ok(Err(e)) => {
-                            info!(%peer, error = %e, "SIP TLS handshake failed");
+                            debug!(%peer, error = %e, "SIP TLS handshake failed");
+                            door.release_stream(peer);
                             return;
                         }
                         Err(_) => {
-                            info!(%peer, "SIP TLS handshake not completed in time");
+                            debug!(%peer, "SIP TLS handshake not completed in time");
+                            door.release_stream(peer);
                             return;
                         }
                     };
@@ -260,8 +327,14 @@ async fn accept_loop(
                 }
             };
             match conn {
-                Ok(c) => endpoint.transport_layer.add_connection(c),
-                Err(e) => info!(%peer, error = %e, "SIP connection not usable"),
+                Ok(c) => {
+                    door.track_stream(peer, c.clone());
+                    endpoint.transport_layer.add_connection(c);
+                }
+                Err(e) => {
+                    debug!(%peer, error = %e, "SIP connection not usable");
+                    door.release_stream(peer);
+                }
             }
         });
     }
@@ -326,18 +399,16 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         return refuse(tx, 400, vec![]).await;
     };
     let room = req.uri.user().map(str::to_owned);
-    let from = req.from_header().map(|h| name_addr(h.value())).unwrap_or_default();
     let reliable = tx.connection.as_ref().is_some_and(|c| c.transport() != Transport::Udp);
-    let claims = Claims {
-        source: source.ip(),
-        reliable,
-        method: "INVITE",
-        from: from.clone(),
-        asserted: req.header_value("P-Asserted-Identity").map(|v| name_addr(&v)),
-        authorization: req.authorization_header().map(|h| h.value().to_owned()),
-        request_uri: req.uri.to_string(),
+    let claims = claims_of(req, source, reliable);
+    let from = claims.from.clone();
+    // Admitted by the front door (which checked the credentials); checked here otherwise.
+    let admitted = st.door.take_admitted(&tx.key);
+    let verdict = match admitted {
+        Some(id) => Verdict::Admit(id),
+        None => st.auth.check(&claims).await,
     };
-    let identity = match st.auth.check(&claims).await {
+    let identity = match verdict {
         Verdict::Admit(id) => id,
         Verdict::Challenge(values) => {
             debug!(%source, from = %from.1, "challenging the INVITE");
@@ -362,6 +433,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         return refuse(tx, 488, vec![Header::Accept(ACCEPT.into())]).await;
     }
     let Some(conn) = tx.connection.clone() else { return };
+    let flow = conn.is_reliable().then(|| conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok())).flatten();
     let (scheme, param) = match conn.transport() {
         Transport::Tcp => ("sip", ";transport=tcp"),
         Transport::Tls => ("sips", ";transport=tls"),
@@ -410,10 +482,10 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
                 Header::ContentType("application/sdp".into()),
                 Header::Allow(ALLOW.into()),
             ];
-            st.calls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), Call { session_id: joined.session_id, answer: joined.answer.clone(), contact });
+            st.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                id.clone(),
+                Call { session_id: joined.session_id, answer: joined.answer.clone(), contact, flow },
+            );
             let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));
         }
         Err(e) => {
