@@ -197,14 +197,15 @@ fn on_response(inner: &Arc<Inner>, conn: &Conn, resp: &Response) {
 
 /// Answers a frame the decoder refused; false when the connection must close.
 async fn on_decode_error(inner: &Inner, conn: &Conn, e: &DecodeError) -> bool {
-    info!(conn = conn.id, peer = %conn.peer, error = %e, "bad MSRP frame");
+    if let Some(n) = inner.noisy.note() {
+        info!(conn = conn.id, peer = %conn.peer, error = %e, refused_so_far = n, "bad MSRP frame");
+    }
     if let Some(info) = e.answerable()
         && let (Some(from), Some(to)) = (&info.from_path, &info.to_path)
     {
-        let resp = report::response_to(info.tid, StatusCode::BAD_REQUEST, from, to.first());
+        let resp = report::response_to(info.tid, e.status(), from, to.first());
         let _ = send_response(conn, &resp).await;
     }
-    let _ = inner;
     e.scope == msrp::decode::Scope::Frame
 }
 
@@ -232,7 +233,9 @@ async fn on_request(
     let to = req.headers.to_path()?.last().clone();
     let session = to.session_id().and_then(|sid| inner.session(sid));
     let Some(session) = session else {
-        info!(conn = conn.id, to = %to.as_str(), "request for an unknown session: 481");
+        if let Some(n) = inner.noisy.note() {
+            info!(conn = conn.id, to = %to.as_str(), refused_so_far = n, "request for an unknown session: 481");
+        }
         answer(conn, &req, StatusCode::SESSION_DOES_NOT_EXIST, &to).await;
         return None;
     };

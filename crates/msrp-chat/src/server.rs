@@ -48,6 +48,9 @@ pub(crate) struct Inner {
     history_tx: mpsc::Sender<(String, Stored)>,
     history_dropped: LogThrottle,
     refused: LogThrottle,
+    /// Refusals a peer can cause at will (bad frames, unknown sessions, failed handshakes),
+    /// logged at most once a second with the count so far.
+    pub(crate) noisy: LogThrottle,
     next_conn: AtomicU64,
     answers: AtomicU64,
 }
@@ -132,6 +135,7 @@ impl Chat {
             history_tx,
             history_dropped: LogThrottle::default(),
             refused: LogThrottle::default(),
+            noisy: LogThrottle::default(),
             next_conn: AtomicU64::new(1),
             answers: AtomicU64::new(1),
         };
@@ -183,8 +187,16 @@ impl Chat {
                                 let (r, w) = tokio::io::split(s);
                                 run_conn(inner, peer, Box::new(r), Box::new(w)).await;
                             }
-                            Ok(Err(e)) => info!(%peer, error = %e, "MSRP TLS handshake failed"),
-                            Err(_) => info!(%peer, "MSRP TLS handshake not completed in time"),
+                            Ok(Err(e)) => {
+                                if let Some(n) = inner.noisy.note() {
+                                    info!(%peer, error = %e, refused_so_far = n, "MSRP TLS handshake failed");
+                                }
+                            }
+                            Err(_) => {
+                                if let Some(n) = inner.noisy.note() {
+                                    info!(%peer, refused_so_far = n, "MSRP TLS handshake not completed in time");
+                                }
+                            }
                         }
                     });
                 }
@@ -480,7 +492,9 @@ impl Inner {
         let from = from.ok_or(StatusCode::BAD_REQUEST)?;
         let theirs = session.stream.path.last().and_then(Uri::session_id);
         if from.last().session_id() != theirs {
-            info!(session = %session.id, from = %from.last().as_str(), "From-Path does not match the SDP path: 481");
+            if let Some(n) = self.noisy.note() {
+                info!(session = %session.id, from = %from.last().as_str(), refused_so_far = n, "From-Path does not match the SDP path: 481");
+            }
             return Err(StatusCode::SESSION_DOES_NOT_EXIST);
         }
         let to = {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +122,9 @@ pub struct Conn {
     pub(crate) pending: Mutex<HashMap<TransactionId, Pending, BuildTidHasher>>,
     closed: AtomicBool,
     close_notify: Notify,
+    /// Tasks waiting for `writer`: an open chunk that stalls is cut only when someone waits
+    /// (or output is queued), so a slow sender with the connection to itself keeps one chunk.
+    waiters: AtomicUsize,
 }
 
 impl std::fmt::Debug for Conn {
@@ -167,8 +170,24 @@ impl Conn {
 
     /// Writes everything queued, in order.
     pub(crate) async fn flush_out(&self, shared: &Shared) -> bool {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         let mut w = self.writer.lock().await;
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
         self.flush_locked(&mut w, shared).await
+    }
+
+    /// The writer, owned (held across a chunk's pieces), counted among the waiters meanwhile.
+    pub(crate) async fn writer_owned(&self) -> tokio::sync::OwnedMutexGuard<Io> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let w = self.writer.clone().lock_owned().await;
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        w
+    }
+
+    /// Whether anyone else wants this connection: a task waiting for its writer, or output
+    /// queued for it.
+    pub(crate) fn is_wanted(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) > 0 || self.out.lock().is_ok_and(|o| !o.is_empty())
     }
 
     /// Writes everything queued; the caller holds the writer.
@@ -304,6 +323,7 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         pending: Mutex::new(HashMap::default()),
         closed: AtomicBool::new(false),
         close_notify: Notify::new(),
+        waiters: AtomicUsize::new(0),
     });
     if let Ok(mut conns) = shared.conns.lock() {
         conns.insert(conn.id, conn.clone());
@@ -370,13 +390,14 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             _ = conn.close_notify.notified() => break,
             _ = shutdown.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(deadline), if !reader.trusted => {
-                info!(conn = conn.id, peer = %conn.peer, "closing: no successful AUTH or delivery within auth_timeout");
+                if let Some(n) = shared.idle_closed.note() {
+                    info!(conn = conn.id, peer = %conn.peer, closed_so_far = n, "closing: no successful AUTH or delivery within auth_timeout");
+                }
                 break;
             }
             _ = tokio::time::sleep(shared.opts.chunk_hold), if reader.chunk_open() => None,
         };
         let Some(read) = read else {
-            debug!(conn = conn.id, peer = %conn.peer, "sender stalled inside a chunk: cut with '+'");
             reader.cut_stalled_chunk().await;
             reader.flush_touched().await;
             continue;
@@ -424,12 +445,14 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                     break 'conn;
                 }
                 Err(e) => {
-                    warn!(conn = conn.id, peer = %conn.peer, error = %e, "malformed frame refused");
+                    if let Some(n) = shared.malformed.note() {
+                        warn!(conn = conn.id, peer = %conn.peer, error = %e, refused_so_far = n, "malformed frame refused");
+                    }
                     reader.abandon_frame().await;
                     if let Some(info) = e.answerable() {
                         let local = info.to_path.as_ref().map(|p| p.first().clone());
                         if let (Some(from), Some(local)) = (&info.from_path, local) {
-                            let resp = msrp::report::response_to(info.tid, StatusCode::BAD_REQUEST, from, &local);
+                            let resp = msrp::report::response_to(info.tid, e.status(), from, &local);
                             reader.respond(&resp).await;
                         }
                     }
@@ -507,7 +530,9 @@ impl Reader {
             Route::Forward { sid, to, from } => match Box::pin(self.shared.next_hop(&sid, to.first())).await {
                 Ok(target) => (to, from, target),
                 Err(e) => {
-                    info!(conn = self.conn.id, next = %to.first(), error = %e, "next hop unreachable");
+                    if let Some(n) = self.shared.unreachable.note() {
+                        info!(conn = self.conn.id, next = %to.first(), error = %e, unreachable_so_far = n, "next hop unreachable");
+                    }
                     let r = Route::Reject(StatusCode::SESSION_DOES_NOT_EXIST, "next hop unreachable");
                     self.frame = Frame::Local(Box::new(req), r);
                     return;
@@ -596,10 +621,19 @@ impl Reader {
         matches!(&self.frame, Frame::Forward(f) if f.open.is_some())
     }
 
-    /// The sender stalled with a chunk open: end it (`+`) so the target is free for others;
-    /// the rest of the frame goes in a chunk of its own.
+    /// The sender stalled with a chunk open: when someone else wants the target, end the
+    /// chunk (`+`) so the target is free; the rest of the frame goes in a chunk of its own.
+    /// Nobody waiting, the chunk stays whole (a client on a slow uplink keeps its chat message
+    /// in one chunk, which sipsimple needs).
     async fn cut_stalled_chunk(&mut self) {
-        if let Frame::Forward(f) = &mut self.frame {
+        if let Frame::Forward(f) = &mut self.frame
+            && f.target.is_wanted()
+        {
+            debug!(
+                conn = self.conn.id,
+                target = f.target.id,
+                "sender stalled inside a chunk others wait for: cut with '+'"
+            );
             f.end_open(Continuation::More, &self.shared).await;
         }
     }
@@ -644,7 +678,11 @@ impl Reader {
                 self.respond(&outcome.response).await;
             }
             Route::Reject(status, why) => {
-                info!(conn = self.conn.id, peer = %self.conn.peer, tid = %req.tid, method = %req.method, status = status.0, why, "request refused");
+                // One unauthenticated connection can pipeline refusals by the hundred thousand
+                // a second (issue 11): logged at most once a second, with the count so far.
+                if let Some(n) = self.shared.refused_requests.note() {
+                    info!(conn = self.conn.id, peer = %self.conn.peer, tid = %req.tid, method = %req.method, status = status.0, why, refused_so_far = n, "request refused");
+                }
                 let local = req.headers.to_path().map(|p| p.first().clone());
                 if let Some(local) = local
                     && let Some(resp) = msrp::report::response(&req, status, &local)
@@ -705,7 +743,9 @@ async fn send_report(
         .with(Header::Status(Status::new(status)));
     let mut out = BytesMut::new();
     if encode::encode_request(&report, None, Continuation::Complete, &mut out).is_ok() {
-        info!(conn = src.id, message_id = %message_id, status = status.0, "failure REPORT sent");
+        if let Some(n) = shared.reports.note() {
+            info!(conn = src.id, message_id = %message_id, status = status.0, reports_so_far = n, "failure REPORT sent");
+        }
         src.send(&out, shared).await;
     }
 }

@@ -106,7 +106,7 @@ impl Forwarding {
         let end = declared.filter(|&e| e >= start && e - start < shared.opts.max_chunk as u64);
         let mut head = BytesMut::with_capacity(512);
         self.write_head(tid, Some(ByteRange { start, end, total: self.total }), true, &mut head);
-        let mut writer = self.target.writer.clone().lock_owned().await;
+        let mut writer = self.target.writer_owned().await;
         // Whatever others queued for the target leaves first.
         let mut ok = self.target.flush_locked(&mut writer, shared).await;
         ok = ok && write_timed(&mut writer, &head, &self.target, shared).await;
@@ -206,7 +206,7 @@ impl Forwarding {
                 true
             }
         } else {
-            let mut writer = self.target.writer.clone().lock_owned().await;
+            let mut writer = self.target.writer_owned().await;
             let mut ok = self.target.flush_locked(&mut writer, shared).await;
             ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
             for p in &pieces {

@@ -69,6 +69,12 @@ pub(crate) struct Shared {
     pub blocked: LogThrottle,
     /// AUTHs refused after checking (a peer can cause them at will: logged throttled).
     pub refused_auth: LogThrottle,
+    /// Malformed frames and refused requests (likewise).
+    pub malformed: LogThrottle,
+    pub refused_requests: LogThrottle,
+    pub unreachable: LogThrottle,
+    pub reports: LogThrottle,
+    pub idle_closed: LogThrottle,
     pub shutdown: watch::Receiver<bool>,
     /// Frames handled by the fast path (`fast`), added once per read batch.
     pub fast_frames: AtomicU64,
@@ -101,6 +107,11 @@ impl Relay {
             guard: opts_guard,
             blocked: LogThrottle::default(),
             refused_auth: LogThrottle::default(),
+            malformed: LogThrottle::default(),
+            refused_requests: LogThrottle::default(),
+            unreachable: LogThrottle::default(),
+            reports: LogThrottle::default(),
+            idle_closed: LogThrottle::default(),
             shutdown,
             fast_frames: AtomicU64::new(0),
             refused_total: LogThrottle::default(),

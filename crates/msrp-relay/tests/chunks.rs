@@ -132,6 +132,21 @@ async fn a_stalled_sender_lets_the_target_go_after_chunk_hold() {
 }
 
 #[tokio::test]
+async fn a_stalled_sender_keeps_its_chunk_whole_while_nobody_waits() {
+    // A phone on a slow uplink pauses mid-message: with nothing else for the receiver, the
+    // chunk is not cut (the stock SDK cannot reassemble a chat message in pieces).
+    let opts = RelayOptions { chunk_hold: Duration::from_millis(100), ..options("127.0.0.1", REALM) };
+    let relay = start_relay(opts, None, REALM).await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let data = body(60_000);
+    let send = a.send(join(&[&ua, &ub, &b.path()]), &data);
+    send_slowly(&mut a, &send, &data, 20_000, Duration::from_millis(400)).await;
+    let (chunks, got) = receive(&mut b).await;
+    assert_eq!(chunks, [(1, 60_000, Some(60_000), Continuation::Complete)]);
+    assert!(got == data);
+}
+
+#[tokio::test]
 async fn an_end_line_planted_after_the_chunk_id_is_seen_never_reaches_the_receiver() {
     // The receiver sees our transaction id as soon as the head is out; a sender in league
     // with it could then put that end-line in the rest of the body and smuggle frames into

@@ -514,6 +514,51 @@ async fn malformed_frame_gets_400_and_the_connection_lives_on() {
 }
 
 #[tokio::test]
+async fn malformed_and_oversized_frames_are_answered_whatever_the_body_size() {
+    // Issue 11, item 6: a SEND with a malformed header got 400 with a 17 KB body and no
+    // answer with a 40 KB one; a non-SEND body over the limit got no answer at all.
+    let relay = start_relay(
+        RelayOptions {
+            limits: msrp::Limits { max_non_send_body: 1024, ..msrp::Limits::default() },
+            ..options("127.0.0.1", REALM)
+        },
+        None,
+        REALM,
+    )
+    .await;
+    let (mut a, ua, b, ub) = pair(&relay).await;
+    let to = join(&[&ua, &ub, &b.path()]);
+    for size in [100usize, 17_000, 40_000, 300_000] {
+        let tid = format!("bad{size:05}");
+        let mut frame = format!(
+            "MSRP {tid} SEND\r\nTo-Path: {to}\r\nFrom-Path: {}\r\nMessage-ID: abc\r\n\
+             Byte-Range: 1-{size}/{size}\r\nContent-Type: text/plain\r\n\r\n",
+            a.uri
+        )
+        .into_bytes();
+        frame.extend(std::iter::repeat_n(b'x', size));
+        frame.extend_from_slice(format!("\r\n-------{tid}$\r\n").as_bytes());
+        a.write(&frame).await;
+        let resp = a.frame().await.response().clone();
+        assert_eq!((resp.tid.as_str(), resp.status), (tid.as_str(), StatusCode::BAD_REQUEST), "{size} bytes");
+    }
+    for size in [2_000usize, 40_000] {
+        let tid = format!("big{size:05}");
+        let mut frame =
+            format!("MSRP {tid} NICKNAME\r\nTo-Path: {to}\r\nFrom-Path: {}\r\nContent-Type: text/plain\r\n\r\n", a.uri)
+                .into_bytes();
+        frame.extend(std::iter::repeat_n(b'x', size));
+        frame.extend_from_slice(format!("\r\n-------{tid}$\r\n").as_bytes());
+        a.write(&frame).await;
+        let resp = a.frame().await.response().clone();
+        assert_eq!((resp.tid.as_str(), resp.status), (tid.as_str(), StatusCode::MESSAGE_TOO_LARGE), "{size} bytes");
+    }
+    // Still usable.
+    a.send_request(&a.auth_request(&relay.uri()), None).await;
+    assert_eq!(a.frame().await.response().status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn an_account_that_keeps_failing_is_blocked_whatever_the_connection() {
     let relay = start_relay(RelayOptions { max_auth_failures: 10, ..options("127.0.0.1", REALM) }, None, REALM).await;
     let mut a = Endpoint::connect(&relay, "alice", None).await;

@@ -145,10 +145,26 @@ impl DecodeError {
         DecodeError { kind, scope: Scope::Connection, frame: None }
     }
 
-    /// True when the peer should get a 400 for this frame: a request whose paths are known.
+    /// True when the peer should get an answer for this frame: a request whose paths are known.
     pub fn answerable(&self) -> Option<&FrameInfo> {
         self.frame.as_deref().filter(|f| f.method.is_some() && f.to_path.is_some() && f.from_path.is_some())
     }
+
+    /// The status for that answer: 413 for a body over the limit, else 400 (RFC 4975 §7.3.1).
+    pub fn status(&self) -> crate::StatusCode {
+        match self.kind {
+            ErrorKind::BodyTooLarge(_) => crate::StatusCode::MESSAGE_TOO_LARGE,
+            _ => crate::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// What a non-SEND body may still hold, and whose frame it is (so that a body over the limit
+/// can be answered with 413, RFC 4975 §7.3.1, instead of going unanswered).
+#[derive(Debug)]
+struct Budget {
+    left: u64,
+    info: FrameInfo,
 }
 
 /// What a failed frame's error can say when only its transaction id is known.
@@ -166,7 +182,7 @@ enum State {
     Head { scanned: usize, line_start: usize, lines: usize, tid: Option<Tid> },
     /// Head emitted, body bytes follow. `budget` is what a non-SEND body may still hold;
     /// `fresh` until the first body byte is taken.
-    Body { tid: Tid, budget: Option<u64>, fresh: bool },
+    Body { tid: Tid, budget: Option<Box<Budget>>, fresh: bool },
     /// Head emitted, the frame had no body; its end-line was part of the head.
     PendingEnd(Continuation),
     /// Discarding the rest of a failed frame.
@@ -246,7 +262,7 @@ impl Decoder {
                     self.state = State::head();
                     return Ok(Some(Event::End(flag)));
                 }
-                State::Body { tid, budget, fresh } => {
+                State::Body { tid, fresh, .. } => {
                     if fresh {
                         // Lenient: a blank line directly followed by the end-line (without the
                         // CRLF that should end the empty data) is an empty body.
@@ -267,17 +283,21 @@ impl Decoder {
                             Ok(Some(Event::End(flag)))
                         }
                         Scan::End { at: n, .. } | Scan::Data(n) if n > 0 => {
-                            let budget = match budget {
-                                Some(left) if n as u64 > left => {
+                            let State::Body { budget, fresh, .. } = &mut self.state else { unreachable!() };
+                            *fresh = false;
+                            if let Some(b) = budget {
+                                if n as u64 > b.left {
+                                    let info = std::mem::replace(
+                                        &mut b.info,
+                                        FrameInfo { tid, method: None, to_path: None, from_path: None },
+                                    );
                                     self.state = State::Skip { tid };
                                     let _ = buf.split_to(n);
                                     let kind = ErrorKind::BodyTooLarge(self.limits.max_non_send_body);
-                                    return Err(DecodeError { kind, scope: Scope::Frame, frame: Some(bare_info(tid)) });
+                                    return Err(DecodeError { kind, scope: Scope::Frame, frame: Some(Box::new(info)) });
                                 }
-                                Some(left) => Some(left - n as u64),
-                                None => None,
-                            };
-                            self.state = State::Body { tid, budget, fresh: false };
+                                b.left -= n as u64;
+                            }
                             Ok(Some(Event::Body(buf.split_to(n).freeze())))
                         }
                         _ => Ok(None),
@@ -441,8 +461,23 @@ impl Decoder {
             (_, Some(flag)) if parsed.is_ok() => State::PendingEnd(flag),
             (_, Some(_)) => State::head(),
             (Ok(message), None) => {
-                let is_send = matches!(message, Message::Request(r) if r.method == Method::Send);
-                State::Body { tid, budget: (!is_send).then_some(limits.max_non_send_body), fresh: true }
+                let budget = match message {
+                    Message::Request(r) if r.method == Method::Send => None,
+                    Message::Request(r) => Some(Box::new(Budget {
+                        left: limits.max_non_send_body,
+                        info: FrameInfo {
+                            tid,
+                            method: Some(r.method.clone()),
+                            to_path: r.headers.to_path().cloned(),
+                            from_path: r.headers.from_path().cloned(),
+                        },
+                    })),
+                    Message::Response(_) => Some(Box::new(Budget {
+                        left: limits.max_non_send_body,
+                        info: FrameInfo { tid, method: None, to_path: None, from_path: None },
+                    })),
+                };
+                State::Body { tid, budget, fresh: true }
             }
         };
         parsed.map(|m| Some(Event::Head(m)))

@@ -334,6 +334,7 @@ fn non_send_body_limit() {
     let results = decode_in_pieces(&input, &[4096]);
     let err = results.iter().find_map(|r| r.as_ref().err()).expect("limit enforced");
     assert_eq!((err.kind.clone(), err.scope), (ErrorKind::BodyTooLarge(65536), Scope::Frame));
+    assert!(err.answerable().is_some(), "its paths are known, so it gets its 413");
     assert!(results.last().unwrap().is_ok(), "the response after it still decodes");
     // A SEND of the same size is fine: SEND bodies stream.
     let ok = ok_frames(&binary_frame(&body), &[4096]);
