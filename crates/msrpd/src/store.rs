@@ -23,6 +23,11 @@ pub enum StoreError {
     Exists(String),
     #[error("no such user: {0}")]
     NotFound(String),
+    #[error(
+        "{0} is empty (0 bytes): a truncated or wiped database would start as an empty account store; \
+         restore it from a backup, or remove the file to start afresh"
+    )]
+    EmptyFile(String),
 }
 
 /// `user@domain`, split and checked.
@@ -70,11 +75,21 @@ pub struct Store {
 impl Store {
     /// Opens (creating when missing) the database at `url` and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
-            && let Some(dir) = Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = path.split('?').next().unwrap_or(path);
+            // SQLite takes a 0-byte file for an empty database, and the migration would
+            // quietly make it a store without accounts (issue 11): refused instead.
+            if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                return Err(StoreError::EmptyFile(path.to_owned()));
+            }
+            if let Some(dir) = Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+            if !Path::new(path).exists() {
+                tracing::info!(database = path, "creating a new, empty user store");
+            }
         }
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
@@ -314,6 +329,22 @@ mod tests {
         for bad in ["alice", "@x", "a@", "a b@x", "a:b@x", "a@b@c"] {
             assert!(bad.parse::<Account>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[tokio::test]
+    async fn an_empty_database_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("msrpd-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("truncated.sqlite");
+        std::fs::write(&file, b"").unwrap();
+        let err = Store::open(&format!("sqlite://{}", file.display())).await.err().expect("refused");
+        assert!(matches!(err, StoreError::EmptyFile(_)), "{err}");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "left as it was");
+        // A missing file is a new store, as before.
+        let fresh = dir.join("new.sqlite");
+        let _ = std::fs::remove_file(&fresh);
+        assert!(Store::open(&format!("sqlite://{}", fresh.display())).await.is_ok());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[tokio::test]
