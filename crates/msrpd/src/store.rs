@@ -337,7 +337,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("truncated.sqlite");
         std::fs::write(&file, b"").unwrap();
-        let err = Store::open(&format!("sqlite://{}", file.display())).await.err().expect("refused");
+        let Err(err) = Store::open(&format!("sqlite://{}", file.display())).await else { panic!("opened") };
         assert!(matches!(err, StoreError::EmptyFile(_)), "{err}");
         assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "left as it was");
         // A missing file is a new store, as before.
