@@ -4,6 +4,7 @@
 //! Every run prints a human line and a `RESULT key=value …` line for scripts
 //! (scripts/bench-compare).
 
+mod abuse;
 mod chat;
 mod client;
 mod load;
@@ -38,6 +39,9 @@ enum Mode {
     Auth(AuthArgs),
     /// A chat room (RFC 7701) of P participants joined over SIP: deliveries per second.
     Chat(ChatArgs),
+    /// One attack on msrpd (SIP INVITE flood, idle SIP connections, password guessing, MSRP
+    /// refusals) while a well-behaved client measures AUTH and SEND latency; RSS and CPU.
+    Abuse(abuse::AbuseArgs),
     /// (Used by `--direct --pipe`.) Copies connections to --to and back, byte for byte.
     #[command(hide = true)]
     Pipe {
@@ -457,6 +461,7 @@ async fn main() {
         Mode::Sessions(a) => sessions(a).await,
         Mode::Auth(a) => auth(a).await,
         Mode::Chat(a) => chat(a).await,
+        Mode::Abuse(a) => abuse::run(a).await,
         Mode::Pipe { to } => pipe::run(to).await,
     };
     if let Err(e) = result {
