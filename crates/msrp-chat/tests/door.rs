@@ -162,4 +162,18 @@ async fn an_idle_sip_tcp_connection_without_a_call_is_closed() {
     assert!(closed_within(&mut idle, Duration::from_secs(4)).await, "closed after idle_timeout");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(chat.sip.connection_count(), 0, "its slot is given back");
+    // One that spoke once and then fell silent (served by the SIP stack) goes the same way.
+    let addr = chat.addr(Transport::Tcp);
+    let mut spoke = TcpStream::connect(addr).await.unwrap();
+    let local = spoke.local_addr().unwrap();
+    spoke
+        .write_all(request("OPTIONS", 1, local, addr, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), spoke.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+    assert!(closed_within(&mut spoke, Duration::from_secs(4)).await, "closed after idle_timeout");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(chat.sip.connection_count(), 0);
 }

@@ -192,6 +192,12 @@ impl Door {
         }
     }
 
+    /// How long a new TCP/TLS connection may stay silent before it is closed unserved: the
+    /// idle timeout, at most 10 s (an honest client speaks at once).
+    pub(crate) fn first_bytes_timeout(&self) -> Duration {
+        self.limits.idle_timeout.min(Duration::from_secs(10))
+    }
+
     /// Stream connections open now (for tests and metrics).
     pub(crate) fn stream_count(&self) -> usize {
         lock(&self.streams).total
