@@ -299,53 +299,72 @@ async fn accept_loop(
             continue;
         }
         let (acceptor, endpoint, token, door) = (acceptor.clone(), endpoint.clone(), token.clone(), door.clone());
-        tokio::spawn(async move {
-            // rsipstack gives each flow two 64 KiB buffers (73 KB resident measured: 10,000
-            // idle connections took 730 MB): a flow is handed over only once its first bytes
-            // arrive, and one that sends nothing is closed, costing a socket and this task.
+        let fut = async move {
+            // rsipstack gives each flow two 64 KiB buffers, and the handshake and hand-over
+            // futures are large: a flow is handed over only once its first bytes arrive (this
+            // task stays small until then: the rest is boxed), and one that sends nothing is
+            // closed, costing a socket and this task (10,000 silent connections took 730 MB).
+            // `peek`, not `readable`: a fresh socket may report ready with nothing to read.
             let first = door.first_bytes_timeout();
-            if !matches!(tokio::time::timeout(first, stream.readable()).await, Ok(Ok(()))) {
+            let mut probe = [0u8; 1];
+            if !matches!(tokio::time::timeout(first, stream.peek(&mut probe)).await, Ok(Ok(1))) {
                 debug!(%peer, "SIP connection sent nothing: closed");
                 door.release_stream(peer);
                 return;
             }
-            let conn = match acceptor {
-                None => {
-                    let local = SipAddr { r#type: Some(Transport::Tcp), addr: local.into() };
-                    TcpConnection::from_stream(stream, local, Some(token.child_token())).map(SipConnection::Tcp)
+            Box::pin(hand_over(stream, peer, local, acceptor, endpoint, door, token, handshake)).await;
+        };
+        tokio::spawn(fut);
+    }
+}
+
+/// Completes a SIP flow that has spoken (TLS handshake when asked) and gives it to rsipstack.
+#[allow(clippy::too_many_arguments)]
+async fn hand_over(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    endpoint: EndpointInnerRef,
+    door: Arc<door::Door>,
+    token: CancellationToken,
+    handshake: Duration,
+) {
+    let conn = match acceptor {
+        None => {
+            let local = SipAddr { r#type: Some(Transport::Tcp), addr: local.into() };
+            TcpConnection::from_stream(stream, local, Some(token.child_token())).map(SipConnection::Tcp)
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "SIP TLS handshake failed");
+                    door.release_stream(peer);
+                    return;
                 }
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
-                            debug!(%peer, error = %e, "SIP TLS handshake failed");
-                            door.release_stream(peer);
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%peer, "SIP TLS handshake not completed in time");
-                            door.release_stream(peer);
-                            return;
-                        }
-                    };
-                    let local = SipAddr { r#type: Some(Transport::Tls), addr: local.into() };
-                    let remote = SipAddr { r#type: Some(Transport::Tls), addr: peer.into() };
-                    TlsConnection::from_server_stream(tls, local, remote, Some(token.child_token()))
-                        .await
-                        .map(SipConnection::Tls)
+                Err(_) => {
+                    debug!(%peer, "SIP TLS handshake not completed in time");
+                    door.release_stream(peer);
+                    return;
                 }
             };
-            match conn {
-                Ok(c) => {
-                    door.track_stream(peer, c.clone());
-                    endpoint.transport_layer.add_connection(c);
-                }
-                Err(e) => {
-                    debug!(%peer, error = %e, "SIP connection not usable");
-                    door.release_stream(peer);
-                }
-            }
-        });
+            let local = SipAddr { r#type: Some(Transport::Tls), addr: local.into() };
+            let remote = SipAddr { r#type: Some(Transport::Tls), addr: peer.into() };
+            TlsConnection::from_server_stream(tls, local, remote, Some(token.child_token()))
+                .await
+                .map(SipConnection::Tls)
+        }
+    };
+    match conn {
+        Ok(c) => {
+            door.track_stream(peer, c.clone());
+            endpoint.transport_layer.add_connection(c);
+        }
+        Err(e) => {
+            debug!(%peer, error = %e, "SIP connection not usable");
+            door.release_stream(peer);
+        }
     }
 }
 
