@@ -390,7 +390,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             _ = conn.close_notify.notified() => break,
             _ = shutdown.wait_for(|s| *s) => break,
             _ = tokio::time::sleep_until(deadline), if !reader.trusted => {
-                if let Some(n) = shared.idle_closed.note() {
+                if let Some(n) = shared.closed_conns.note() {
                     info!(conn = conn.id, peer = %conn.peer, closed_so_far = n, "closing: no successful AUTH or delivery within auth_timeout");
                 }
                 break;
@@ -464,7 +464,9 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         reader.open_chunk().await;
         reader.flush_touched().await;
         if reader.auth_failures >= shared.opts.max_auth_failures {
-            info!(conn = conn.id, peer = %conn.peer, failures = reader.auth_failures, "closing: too many failed AUTH attempts");
+            if let Some(n) = shared.closed_conns.note() {
+                info!(conn = conn.id, peer = %conn.peer, failures = reader.auth_failures, closed_so_far = n, "closing: too many failed AUTH attempts");
+            }
             break;
         }
     }

@@ -74,7 +74,8 @@ pub(crate) struct Shared {
     pub refused_requests: LogThrottle,
     pub unreachable: LogThrottle,
     pub reports: LogThrottle,
-    pub idle_closed: LogThrottle,
+    /// Connections closed for their behaviour (AUTH deadline, failures).
+    pub closed_conns: LogThrottle,
     pub shutdown: watch::Receiver<bool>,
     /// Frames handled by the fast path (`fast`), added once per read batch.
     pub fast_frames: AtomicU64,
@@ -111,7 +112,7 @@ impl Relay {
             refused_requests: LogThrottle::default(),
             unreachable: LogThrottle::default(),
             reports: LogThrottle::default(),
-            idle_closed: LogThrottle::default(),
+            closed_conns: LogThrottle::default(),
             shutdown,
             fast_frames: AtomicU64::new(0),
             refused_total: LogThrottle::default(),
