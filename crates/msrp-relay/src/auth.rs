@@ -145,7 +145,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
         resp.headers.set(Header::AuthenticationInfo(Box::new(info)));
     }
     info!(%peer, user = %verified_user, %realm, session = %session_uri, expires, "AUTH accepted");
-    shared.guard.succeeded(&format!("{verified_user}@{realm}"));
+    shared.guard.succeeded(&format!("{verified_user}@{realm}"), peer.ip(), Instant::now());
     outcome(resp, true, false)
 }
 

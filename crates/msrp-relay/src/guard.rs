@@ -6,6 +6,9 @@
 //!
 //! A success clears that account's count only: another account's failures, and the address's,
 //! stay (logging in as yourself between guesses at someone else's password buys nothing).
+//! It also marks the address as the account's own for a day: an account blocked because
+//! someone elsewhere guesses at it still lets its owner in from where it logged in before, so
+//! a block is not a lockout for users who come back from the same address.
 //! Every table is bounded; counts are forgotten after [`GuardOptions::window`] without failure.
 
 use std::collections::HashMap;
@@ -64,7 +67,12 @@ struct Tables {
     accounts: HashMap<String, Count>,
     addresses: HashMap<IpAddr, Count>,
     nonces: HashMap<String, Count>,
+    /// Where each account logged in lately (exempt from that account's block).
+    known: HashMap<(String, IpAddr), Instant>,
 }
+
+/// How long an address stays an account's own after a successful login.
+const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Default)]
 pub struct AuthGuard {
@@ -90,7 +98,9 @@ impl AuthGuard {
         if let Some(d) = left(t.addresses.get(&ip)) {
             return Err(Blocked::Address(d));
         }
-        if let Some(d) = left(t.accounts.get(account)) {
+        if let Some(d) = left(t.accounts.get(account))
+            && !t.known.get(&(account.to_owned(), ip)).is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
+        {
             return Err(Blocked::Account(d));
         }
         Ok(())
@@ -105,7 +115,7 @@ impl AuthGuard {
     pub fn failed(&self, account: &str, ip: IpAddr, nonce: Option<&str>, now: Instant) {
         let o = &self.opts;
         let mut t = self.tables();
-        let Tables { accounts, addresses, nonces } = &mut *t;
+        let Tables { accounts, addresses, nonces, .. } = &mut *t;
         bump(accounts, account, o.account_failures, o, now);
         bump(addresses, &ip, o.address_failures, o, now);
         if let Some(n) = nonce {
@@ -113,9 +123,19 @@ impl AuthGuard {
         }
     }
 
-    /// A success for `account`: its count goes (nobody else's).
-    pub fn succeeded(&self, account: &str) {
-        self.tables().accounts.remove(account);
+    /// A success for `account` from `ip`: its count goes (nobody else's), and `ip` becomes one
+    /// of its own.
+    pub fn succeeded(&self, account: &str, ip: IpAddr, now: Instant) {
+        let max = self.opts.max_entries;
+        let mut t = self.tables();
+        t.accounts.remove(account);
+        if t.known.len() >= max {
+            t.known.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
+            if t.known.len() >= max {
+                return;
+            }
+        }
+        t.known.insert((account.to_owned(), ip), now);
     }
 
     /// Drops counts older than the window (call now and then).
@@ -126,6 +146,7 @@ impl AuthGuard {
         t.accounts.retain(|_, c| keep(c));
         t.addresses.retain(|_, c| keep(c));
         t.nonces.retain(|_, c| keep(c));
+        t.known.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
     }
 }
 
@@ -200,11 +221,30 @@ mod tests {
         let (t, me) = (Instant::now(), ip("192.0.2.1"));
         for _ in 0..4 {
             g.failed(A, me, None, t);
-            g.succeeded(B);
+            g.succeeded(B, me, t);
         }
         assert!(matches!(g.check(A, ip("192.0.2.200"), t), Err(Blocked::Account(_))), "alice stays blocked");
-        g.succeeded(A);
-        assert!(g.check(A, ip("192.0.2.200"), t).is_ok());
+        g.succeeded(A, ip("192.0.2.200"), t);
+        assert!(g.check(A, ip("192.0.2.201"), t).is_ok());
+    }
+
+    #[test]
+    fn an_owner_is_not_locked_out_from_where_it_logged_in_before() {
+        let g = AuthGuard::default();
+        let (t, home, attacker) = (Instant::now(), ip("198.51.100.7"), ip("203.0.113.66"));
+        g.succeeded(A, home, t);
+        for _ in 0..10 {
+            g.failed(A, attacker, None, t);
+        }
+        assert!(matches!(g.check(A, attacker, t), Err(Blocked::Account(_))));
+        assert!(matches!(g.check(A, ip("192.0.2.1"), t), Err(Blocked::Account(_))), "a new address is blocked");
+        assert!(g.check(A, home, t).is_ok(), "the owner's own address is not");
+        let tomorrow = t + KNOWN_FOR + Duration::from_secs(1);
+        g.failed(A, attacker, None, tomorrow);
+        for _ in 0..4 {
+            g.failed(A, attacker, None, tomorrow);
+        }
+        assert!(g.check(A, home, tomorrow).is_err(), "for a day");
     }
 
     #[test]

@@ -201,7 +201,7 @@ impl Authenticator {
         if !fresh {
             return self.failed(c, account, &d.nonce, "nonce-count replayed");
         }
-        self.guard.succeeded(account);
+        self.guard.succeeded(account, c.source, Instant::now());
         match Identity::new(&c.from.1, c.from.0.as_deref()) {
             Some(id) => Verdict::Admit(id),
             None => Verdict::Malformed("no user in From"),
