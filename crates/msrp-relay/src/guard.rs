@@ -99,7 +99,7 @@ impl AuthGuard {
             return Err(Blocked::Address(d));
         }
         if let Some(d) = left(t.accounts.get(account))
-            && !t.known.get(&(account.to_owned(), ip)).is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
+            && t.known.get(&(account.to_owned(), ip)).is_none_or(|at| now.saturating_duration_since(*at) >= KNOWN_FOR)
         {
             return Err(Blocked::Account(d));
         }
