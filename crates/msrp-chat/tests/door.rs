@@ -144,13 +144,16 @@ async fn sip_tcp_connections_are_capped_per_address() {
     let mut later = TcpStream::connect(addr).await.unwrap();
     assert!(!closed_within(&mut later, Duration::from_millis(300)).await);
     // It is served: an OPTIONS over it is answered.
-    let local = later.local_addr().unwrap();
-    later
-        .write_all(request("OPTIONS", 9, local, addr, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP").as_bytes())
-        .await
-        .unwrap();
+    options_answered(&mut later, addr).await;
+}
+
+/// Sends an OPTIONS over `s` and checks the 200.
+async fn options_answered(s: &mut TcpStream, server: SocketAddr) {
+    let local = s.local_addr().unwrap();
+    let options = request("OPTIONS", 9, local, server, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    s.write_all(options.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(2), later.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"SIP/2.0 200"));
 }
 
@@ -165,14 +168,7 @@ async fn an_idle_sip_tcp_connection_without_a_call_is_closed() {
     // One that spoke once and then fell silent (served by the SIP stack) goes the same way.
     let addr = chat.addr(Transport::Tcp);
     let mut spoke = TcpStream::connect(addr).await.unwrap();
-    let local = spoke.local_addr().unwrap();
-    spoke
-        .write_all(request("OPTIONS", 1, local, addr, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(2), spoke.read(&mut buf)).await.unwrap().unwrap();
-    assert!(buf[..n].starts_with(b"SIP/2.0 200"));
+    options_answered(&mut spoke, addr).await;
     assert!(closed_within(&mut spoke, Duration::from_secs(4)).await, "closed after idle_timeout");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(chat.sip.connection_count(), 0);
