@@ -59,7 +59,9 @@ pub(crate) struct Shared {
     pub sessions: Mutex<Sessions>,
     pub conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
     /// Outgoing connections by (TLS, host, port), reused for later requests to the same hop.
-    pub outbound: tokio::sync::Mutex<HashMap<(bool, String, u16), Arc<Conn>>>,
+    /// One slot per hop: its lock is held while that hop is dialled (one dial per hop),
+    /// never the table's, so a dead next hop delays only requests for it.
+    pub outbound: Mutex<HashMap<HopKey, HopSlot>>,
     pub connector: Option<TlsConnector>,
     pub next_id: AtomicU64,
     pub admitted: Mutex<Admitted>,
@@ -101,7 +103,7 @@ impl Relay {
             opaque: msrp::id::random_ident(),
             sessions: Mutex::new(Sessions::default()),
             conns: Mutex::new(HashMap::new()),
-            outbound: tokio::sync::Mutex::new(HashMap::new()),
+            outbound: Mutex::new(HashMap::new()),
             connector,
             next_id: AtomicU64::new(1),
             admitted: Mutex::new(Admitted::default()),
@@ -221,6 +223,12 @@ impl Relay {
     }
 }
 
+/// A next hop: (TLS, host, port).
+pub type HopKey = (bool, String, u16);
+
+/// A next hop's connection, if any; locked while that hop is dialled.
+pub type HopSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
 /// Accepted connections: in all, and per source address (`max_connections`,
 /// `max_connections_per_ip`).
 #[derive(Default)]
@@ -274,12 +282,27 @@ impl Shared {
         Ok(conn)
     }
 
+    /// The dialling slot of hop `key`, created when missing; slots of hops with no open
+    /// connection and no dial in progress are dropped meanwhile (the table stays as large as
+    /// the hops in use).
+    fn hop_slot(&self, key: &HopKey) -> HopSlot {
+        let mut table = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = table.get(key) {
+            return slot.clone();
+        }
+        table.retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.try_lock().is_ok_and(|c| c.as_ref().is_some_and(|c| !c.is_closed()))
+        });
+        table.entry(key.clone()).or_default().clone()
+    }
+
     /// An open connection to the hop `uri` names, made when there is none.
     pub async fn connect(self: &Arc<Self>, uri: &msrp::Uri) -> std::io::Result<Arc<Conn>> {
         let port = uri.port().unwrap_or(2855);
         let key = (uri.is_secure(), uri.host_unbracketed().to_ascii_lowercase(), port);
-        let mut outbound = self.outbound.lock().await;
-        if let Some(c) = outbound.get(&key)
+        let slot = self.hop_slot(&key);
+        let mut outbound = slot.lock().await;
+        if let Some(c) = outbound.as_ref()
             && !c.is_closed()
         {
             return Ok(c.clone());
@@ -300,7 +323,7 @@ impl Shared {
         } else {
             conn::start(self.clone(), tcp, peer, (false, 0), true)
         };
-        outbound.insert(key, conn.clone());
+        *outbound = Some(conn.clone());
         Ok(conn)
     }
 }

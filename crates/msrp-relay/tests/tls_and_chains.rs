@@ -85,6 +85,37 @@ async fn a_relay1_relay2_b_over_verified_tls() {
 }
 
 #[tokio::test]
+async fn a_next_hop_that_hangs_does_not_hold_up_dials_to_others() {
+    // Issue 12: the table of outgoing connections was locked across the TCP connect and TLS
+    // handshake (each up to transaction_timeout), so one dead hop stalled every other dial.
+    let (r1, to_r1, r2, to_r2) = two_relays(true).await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_uri: msrp::Uri = format!("msrps://127.0.0.1:{}/x;tcp", dead.local_addr().unwrap().port()).parse().unwrap();
+    let _held = tokio::spawn(async move {
+        // Accepts and never answers the TLS handshake.
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = dead.accept().await {
+            keep.push(s);
+        }
+    });
+    let mut a1 = Endpoint::connect(&r1, "alice", Some(&to_r1)).await;
+    let ua1 = use_path(&a1.authenticate(&r1.uri(), "alice", "alicepw").await);
+    let stuck = a1.send(join(&[&ua1, &Path::single(dead_uri)]), b"into the void");
+    a1.send_request(&stuck, Some(b"into the void")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut a2 = Endpoint::connect(&r1, "alice", Some(&to_r1)).await;
+    let ua2 = use_path(&a2.authenticate(&r1.uri(), "alice", "alicepw").await);
+    let mut b = Endpoint::connect(&r2, "bob", Some(&to_r2)).await;
+    let ub = use_path(&b.authenticate(&r2.uri(), "bob", "bobpw").await);
+    let started = Instant::now();
+    let send = a2.send(join(&[&ua2, &ub, &b.path()]), b"meanwhile");
+    a2.send_request(&send, Some(b"meanwhile")).await;
+    let got = b.try_frame(Duration::from_secs(3)).await.expect("delivered while the other hop hangs");
+    assert_eq!(got.body, b"meanwhile");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
 async fn an_untrusted_next_relay_is_not_used() {
     let (r1, to_r1, r2, to_r2) = two_relays(false).await;
     let mut a = Endpoint::connect(&r1, "alice", Some(&to_r1)).await;
