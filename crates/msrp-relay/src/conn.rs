@@ -168,6 +168,26 @@ impl Conn {
         }
     }
 
+    /// Lets a closed connection's socket go, from a writer that was held while it closed
+    /// (`close` could not take it): shutdown (TLS close_notify) and a sink in its place.
+    pub(crate) async fn release_closed(&self, w: &mut Io) {
+        if !self.is_closed() {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
+        *w = Box::new(tokio::io::sink());
+        if let Ok(mut out) = self.out.lock() {
+            *out = BytesMut::new();
+        }
+    }
+
+    /// Writes everything queued if the writer is free now; false when it is not.
+    pub(crate) async fn try_flush_out(&self, shared: &Shared) -> bool {
+        let Ok(mut w) = self.writer.try_lock() else { return false };
+        self.flush_locked(&mut w, shared).await;
+        true
+    }
+
     /// Writes everything queued, in order.
     pub(crate) async fn flush_out(&self, shared: &Shared) -> bool {
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -460,9 +480,12 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             }
         }
         // The read batch is used up: never hold a peer's writer, nor its output, while
-        // waiting for more.
-        reader.open_chunk().await;
+        // waiting for more. What this batch queued for others leaves before a chunk is
+        // opened: a reader holding a chunk must never wait for another connection's writer
+        // (two readers each holding the other's target would wait for ever).
         reader.flush_touched().await;
+        reader.open_chunk().await;
+        reader.cut_chunk_if_wanted().await;
         if reader.auth_failures >= shared.opts.max_auth_failures {
             if let Some(n) = shared.closed_conns.note() {
                 info!(conn = conn.id, peer = %conn.peer, failures = reader.auth_failures, closed_so_far = n, "closing: too many failed AUTH attempts");
@@ -560,6 +583,7 @@ impl Reader {
             queued: Vec::new(),
             queued_len: 0,
             failed: false,
+            sent_any: false,
             open: None,
         }));
     }
@@ -591,9 +615,12 @@ impl Reader {
     /// Ends whatever frame is in progress (a malformed frame or the connection's end): the
     /// next hop learns the message was abandoned (`#`).
     async fn abandon_frame(&mut self) {
+        // Nothing of it left: nothing to abandon downstream (and no transaction whose answer
+        // would be a second one to the sender, who gets ours).
         if let Frame::Forward(mut f) = std::mem::replace(&mut self.frame, Frame::Idle)
             && f.seen_body
             && !f.failed
+            && (f.sent_any || f.open.is_some())
         {
             if f.open.is_some() {
                 f.end_open(Continuation::Abort, &self.shared).await;
@@ -615,6 +642,18 @@ impl Reader {
             && f.queued_len >= HOLD_BACK.min(self.shared.opts.max_chunk)
         {
             f.open_queued(&self.shared).await;
+        }
+    }
+
+    /// A chunk open longer than `chunk_hold` while someone else wants its target is cut at
+    /// the batch end, even if its sender keeps trickling bytes (the silence timer alone would
+    /// let one byte a second hold a target for days).
+    async fn cut_chunk_if_wanted(&mut self) {
+        if let Frame::Forward(f) = &mut self.frame
+            && f.open_for().is_some_and(|d| d >= self.shared.opts.chunk_hold)
+            && f.target.is_wanted()
+        {
+            f.end_open(Continuation::More, &self.shared).await;
         }
     }
 
@@ -657,14 +696,21 @@ impl Reader {
         if self.fast_frames > 0 {
             self.shared.fast_frames.fetch_add(std::mem::take(&mut self.fast_frames), Ordering::Relaxed);
         }
-        // A target whose writer an open chunk holds is flushed when that chunk ends.
+        // A target whose writer an open chunk holds is flushed when that chunk ends. With a
+        // chunk open, other connections are flushed only if their writer is free at once (a
+        // busy one is retried at the next batch end or stall; its holder flushes it too).
+        let open = self.chunk_open();
         let held = |c: &Arc<Conn>| matches!(&self.frame, Frame::Forward(f) if f.holds(c.id));
         let touched: Vec<Arc<Conn>> = std::mem::take(&mut self.touched);
-        let (later, now): (Vec<_>, Vec<_>) = touched.into_iter().partition(held);
-        self.touched = later;
+        let (mut later, now): (Vec<_>, Vec<_>) = touched.into_iter().partition(held);
         for conn in now {
-            conn.flush_out(&self.shared).await;
+            if !open {
+                conn.flush_out(&self.shared).await;
+            } else if !conn.try_flush_out(&self.shared).await {
+                later.push(conn);
+            }
         }
+        self.touched = later;
     }
 
     /// A request answered by this relay: AUTH, or a refusal.

@@ -37,6 +37,8 @@ pub(crate) struct Forwarding {
     pub(crate) queued: Vec<Bytes>,
     pub(crate) queued_len: usize,
     pub(crate) failed: bool,
+    /// Some chunk of this frame went out (else abandoning it needs no `#` frame).
+    pub(crate) sent_any: bool,
     /// The chunk being streamed to the target, when the frame outlasted a read batch.
     pub(crate) open: Option<Open>,
 }
@@ -48,6 +50,7 @@ pub(crate) struct Forwarding {
 pub(crate) struct Open {
     writer: OwnedMutexGuard<Io>,
     tid: TransactionId,
+    since: Instant,
     /// Position of the chunk's first body byte and the body bytes written so far.
     start: u64,
     len: u64,
@@ -84,6 +87,11 @@ impl Forwarding {
         self.open.is_some() && self.target.id == conn
     }
 
+    /// How long the open chunk has held its target, if one is open.
+    pub(crate) fn open_for(&self) -> Option<std::time::Duration> {
+        self.open.as_ref().map(|o| o.since.elapsed())
+    }
+
     /// The read batch is used up in the middle of this SEND: its chunk is started with what
     /// is queued and kept open for the rest, rather than cut at a read boundary (a client
     /// such as msrplib cannot reassemble a chat message that arrives in two chunks).
@@ -107,6 +115,9 @@ impl Forwarding {
         let mut head = BytesMut::with_capacity(512);
         self.write_head(tid, Some(ByteRange { start, end, total: self.total }), true, &mut head);
         let mut writer = self.target.writer_owned().await;
+        // Recorded before the head leaves, with the range known so far: a next hop may answer
+        // (413, 481) before the chunk ends; `end_open` sets the final range.
+        self.track(tid, ByteRange { start, end: None, total: self.total }, shared);
         // Whatever others queued for the target leaves first.
         let mut ok = self.target.flush_locked(&mut writer, shared).await;
         ok = ok && write_timed(&mut writer, &head, &self.target, shared).await;
@@ -115,13 +126,18 @@ impl Forwarding {
         }
         if !ok {
             self.failed = true;
+            if let Ok(mut p) = self.target.pending.lock() {
+                p.remove(&tid);
+            }
+            self.target.release_closed(&mut writer).await;
             return;
         }
         let mut last = Vec::with_capacity(SEAM);
         for p in &pieces {
             keep_tail(&mut last, p);
         }
-        self.open = Some(Open { writer, tid, start, len, last });
+        self.sent_any = true;
+        self.open = Some(Open { writer, tid, since: Instant::now(), start, len, last });
     }
 
     /// Writes the front of `piece` into the open chunk (what fits in `max_chunk`), or ends the
@@ -137,7 +153,12 @@ impl Forwarding {
         }
         let part = piece.split_to(take);
         if !write_timed(&mut open.writer, &part, &self.target, shared).await {
-            self.open = None;
+            if let Some(mut open) = self.open.take() {
+                if let Ok(mut p) = self.target.pending.lock() {
+                    p.remove(&open.tid);
+                }
+                self.target.release_closed(&mut open.writer).await;
+            }
             self.failed = true;
             return;
         }
@@ -153,8 +174,12 @@ impl Forwarding {
     pub(crate) async fn end_open(&mut self, flag: Continuation, shared: &Shared) {
         let Some(mut open) = self.open.take() else { return };
         let range = ByteRange { start: open.start, end: Some(open.start + open.len - 1), total: self.total };
-        // Recorded before the end-line leaves: a response can only follow it.
-        self.track(open.tid, range, shared);
+        // The final range, unless the next hop has answered already.
+        if let Ok(mut p) = self.target.pending.lock()
+            && let Some(Pending::Send { range: r, .. }) = p.get_mut(&open.tid)
+        {
+            *r = range;
+        }
         let mut out = BytesMut::with_capacity(64);
         end_chunk(&open.tid, flag, true, &mut out);
         let ok = write_timed(&mut open.writer, &out, &self.target, shared).await
@@ -165,6 +190,7 @@ impl Forwarding {
                 p.remove(&open.tid);
             }
         }
+        self.target.release_closed(&mut open.writer).await;
         self.next_byte += open.len;
     }
 
@@ -214,7 +240,11 @@ impl Forwarding {
             }
             out.clear();
             end_chunk(&tid, flag, body_section, &mut out);
-            ok && write_timed(&mut writer, &out, &self.target, shared).await
+            let ok = ok && write_timed(&mut writer, &out, &self.target, shared).await;
+            if !ok {
+                self.target.release_closed(&mut writer).await;
+            }
+            ok
         };
         if !ok {
             self.failed = true;
@@ -223,6 +253,7 @@ impl Forwarding {
             }
             return;
         }
+        self.sent_any = true;
         self.next_byte += len;
     }
 

@@ -132,6 +132,42 @@ async fn a_stalled_sender_lets_the_target_go_after_chunk_hold() {
 }
 
 #[tokio::test]
+async fn a_trickling_sender_lets_the_target_go_when_others_wait() {
+    // One byte every 100 ms never looks silent for chunk_hold; someone waiting for the target
+    // still gets it within about chunk_hold (issue 10 review).
+    let opts = RelayOptions { chunk_hold: Duration::from_millis(300), ..options("127.0.0.1", REALM) };
+    let relay = start_relay(opts, None, REALM).await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let mut c = Endpoint::connect(&relay, "carol", None).await;
+    let uc = c.authenticate(&relay.uri(), "carol", "carolpw").await.headers.use_path().unwrap().clone();
+    let data = body(30_000);
+    let send = a.send(join(&[&ua, &ub, &b.path()]), &data);
+    let mut head = BytesMut::new();
+    msrp::encode::encode_request_head(&send, &mut head);
+    a.write(&head).await;
+    a.write(&data[..20_000]).await;
+    let trickle = tokio::spawn(async move {
+        for i in 20_000..22_000 {
+            a.write(&data[i..i + 1]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let hello = c.send(join(&[&uc, &ub, &b.path()]), b"meanwhile");
+    c.send_request(&hello, Some(b"meanwhile")).await;
+    loop {
+        let f = b.frame().await;
+        b.ok(f.request()).await;
+        if f.body == b"meanwhile" {
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "held for {:?}", started.elapsed());
+    trickle.abort();
+}
+
+#[tokio::test]
 async fn a_stalled_sender_keeps_its_chunk_whole_while_nobody_waits() {
     // A phone on a slow uplink pauses mid-message: with nothing else for the receiver, the
     // chunk is not cut (the stock SDK cannot reassemble a chat message in pieces).

@@ -145,9 +145,14 @@ impl DecodeError {
         DecodeError { kind, scope: Scope::Connection, frame: None }
     }
 
-    /// True when the peer should get an answer for this frame: a request whose paths are known.
+    /// True when the peer should get an answer for this frame: a request whose paths are
+    /// known, other than a REPORT (never answered, RFC 4975 §7.1.2).
     pub fn answerable(&self) -> Option<&FrameInfo> {
-        self.frame.as_deref().filter(|f| f.method.is_some() && f.to_path.is_some() && f.from_path.is_some())
+        self.frame.as_deref().filter(|f| {
+            f.method.as_ref().is_some_and(|m| *m != crate::Method::Report)
+                && f.to_path.is_some()
+                && f.from_path.is_some()
+        })
     }
 
     /// The status for that answer: 413 for a body over the limit, else 400 (RFC 4975 §7.3.1).

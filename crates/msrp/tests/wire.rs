@@ -334,8 +334,14 @@ fn non_send_body_limit() {
     let results = decode_in_pieces(&input, &[4096]);
     let err = results.iter().find_map(|r| r.as_ref().err()).expect("limit enforced");
     assert_eq!((err.kind.clone(), err.scope), (ErrorKind::BodyTooLarge(65536), Scope::Frame));
-    assert!(err.answerable().is_some(), "its paths are known, so it gets its 413");
+    assert!(err.answerable().is_none(), "a REPORT is never answered, not even with 413");
     assert!(results.last().unwrap().is_ok(), "the response after it still decodes");
+    // A NICKNAME (any other request) over the limit: its paths are known, it gets its 413.
+    let nick = String::from_utf8(input.clone()).unwrap().replacen("REPORT", "NICKNAME", 1);
+    let results = decode_in_pieces(nick.as_bytes(), &[4096]);
+    let err = results.iter().find_map(|r| r.as_ref().err()).expect("limit enforced");
+    assert!(err.answerable().is_some());
+    assert_eq!(err.status(), msrp::StatusCode::MESSAGE_TOO_LARGE);
     // A SEND of the same size is fine: SEND bodies stream.
     let ok = ok_frames(&binary_frame(&body), &[4096]);
     assert_eq!(ok[0].body.as_ref().unwrap().len(), 70_000);
