@@ -25,14 +25,14 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Records that peer `peer_sid` of session `sid` is reached over `conn`.
+    /// Records that peer `peer_sid` of session `sid` is reached over `conn`. The first
+    /// connection a peer came over keeps it while that connection lives (a closed one is
+    /// forgotten, [`Peers::forget_conn`]): a stranger who learnt the session-ids cannot divert
+    /// the session's traffic to a connection of its own by delivering one request.
     pub fn note(&mut self, sid: &str, peer_sid: &str, conn: ConnId) {
         let list = self.by_session.entry(sid.to_owned()).or_default();
-        let evicted = if let Some(i) = list.iter().position(|(p, _)| **p == *peer_sid) {
-            if list[i].1 == conn {
-                return;
-            }
-            Some(list.remove(i).1)
+        let evicted = if list.iter().any(|(p, _)| **p == *peer_sid) {
+            return;
         } else if list.len() >= MAX_PEERS {
             Some(list.remove(0).1)
         } else {
@@ -83,8 +83,8 @@ impl Peers {
         self.by_session.is_empty() && self.by_conn.is_empty()
     }
 
-    #[cfg(test)]
-    pub(crate) fn count(&self, sid: &str) -> usize {
+    /// Peers remembered for session `sid`.
+    pub fn count(&self, sid: &str) -> usize {
         self.by_session.get(sid).map_or(0, Vec::len)
     }
 

@@ -116,9 +116,13 @@ impl Sessions {
         let ended: Vec<Session> = ids.iter().filter_map(|id| self.by_id.remove(id)).collect();
         let mut cascade = Vec::new();
         for sid in self.peers.forget_conn(conn) {
+            // The client's connection carries this session alone, no other session's traffic,
+            // and the session has no other peer left: its peer is gone, and so is its use.
             if let Some(s) = self.by_id.get(&sid)
                 && s.conn != conn
                 && self.count_on(s.conn) == 1
+                && !self.peers.serves(s.conn)
+                && self.peers.count(&sid) == 0
             {
                 cascade.push(s.conn);
             }
@@ -239,7 +243,10 @@ mod tests {
         assert_eq!(t.peer_conn("s2", &uri("msrp://192.0.2.2:2855/far1;tcp")), None, "per session");
         assert_eq!(t.peer_conn("s1", &uri("msrp://192.0.2.2:2855/other;tcp")), None);
         t.note_peer("s1", &uri("msrp://192.0.2.2:2855/far1;tcp"), 8);
-        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), Some(8), "the newest connection");
+        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), Some(7), "not taken over while 7 lives");
+        t.close_conn(7);
+        t.note_peer("s1", &uri("msrp://192.0.2.2:2855/far1;tcp"), 8);
+        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), Some(8), "once 7 is gone, the new one");
         for i in 0..crate::peers::MAX_PEERS + 2 {
             t.note_peer("s1", &uri(&format!("msrp://x:1/p{i};tcp")), 10 + i as ConnId);
         }
@@ -256,26 +263,44 @@ mod tests {
     }
 
     #[test]
+    fn a_client_connection_with_another_peer_or_more_traffic_is_not_cascaded() {
+        let later = Instant::now() + Duration::from_secs(60);
+        let uri = |s: &str| -> Uri { s.parse().unwrap() };
+        let mut t = Sessions::default();
+        // s1's client connection (2) is also a relay link that delivers into s9 (conn 4's).
+        t.insert(session("s1", 2, later));
+        t.insert(session("s9", 4, later));
+        t.note_peer("s1", &uri("msrp://far:1/f1;tcp"), 7);
+        t.note_peer("s9", &uri("msrps://relay2:2855/x;tcp"), 2);
+        assert!(t.close_conn(7).cascade.is_empty(), "connection 2 carries other traffic");
+        // s5 has two peers; one going leaves the other.
+        t.insert(session("s5", 5, later));
+        t.note_peer("s5", &uri("msrp://far:1/a;tcp"), 11);
+        t.note_peer("s5", &uri("msrp://far:1/b;tcp"), 12);
+        assert!(t.close_conn(11).cascade.is_empty(), "s5 still has a peer");
+        assert_eq!(t.close_conn(12).cascade, [5]);
+    }
+
+    #[test]
     fn a_closed_connection_takes_the_connections_that_served_only_it() {
         let later = Instant::now() + Duration::from_secs(60);
         let uri = |s: &str| -> Uri { s.parse().unwrap() };
         let mut t = Sessions::default();
         // Bob (conn 2) holds s1; a far end reached it over conn 7. Carol (conn 3) holds s2
-        // and s3; a relay link (conn 8) serves both s2 and s1's other peer.
+        // and s3; the far end reached s2 too, and a relay link (conn 8) serves s2.
         t.insert(session("s1", 2, later));
         t.insert(session("s2", 3, later));
         t.insert(session("s3", 3, later));
         t.note_peer("s1", &uri("msrp://far:1/f1;tcp"), 7);
         t.note_peer("s2", &uri("msrp://far:1/f2;tcp"), 7);
         t.note_peer("s2", &uri("msrps://relay2:2855/r2;tcp"), 8);
-        t.note_peer("s1", &uri("msrps://relay2:2855/r1;tcp"), 8);
         // The far end's connection goes: Bob's connection held only s1, so it goes too; Carol's
         // holds two sessions and stays.
         let closed = t.close_conn(7);
         assert!(closed.ended.is_empty());
         assert_eq!(closed.cascade, [2]);
         assert_eq!(t.peer_conn("s1", &uri("msrp://far:1/f1;tcp")), None, "forgotten as a peer");
-        // Bob's connection closes (as asked): the relay link still serves s2, so it stays.
+        // Bob's connection closes (as asked): nothing else went with s1.
         let closed = t.close_conn(2);
         assert_eq!(closed.ended.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s1"]);
         assert!(closed.cascade.is_empty(), "{:?}", closed.cascade);

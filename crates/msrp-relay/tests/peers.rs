@@ -77,6 +77,24 @@ async fn a_far_end_without_a_relay_is_answered_over_its_own_connection() {
 }
 
 #[tokio::test]
+async fn a_stranger_naming_the_far_end_cannot_divert_its_traffic() {
+    let relay = start_relay(options("127.0.0.1", REALM), None, REALM).await;
+    let (mut f, mut b, ub) = far_end_and_bob(&relay).await;
+    // Mallory learnt both session-ids and delivers one request under the far end's URI.
+    let mut m = Endpoint::connect(&relay, "mallory", None).await;
+    m.uri = f.uri.clone();
+    let fake = m.send(join(&[&ub, &b.path()]), b"it's me");
+    m.send_request(&fake, Some(b"it's me")).await;
+    let got = b.frame().await;
+    b.ok(got.request()).await;
+    let reply = b.send(join(&[&ub, &f.path()]), b"for the far end");
+    b.send_request(&reply, Some(b"for the far end")).await;
+    assert_eq!(f.frame().await.body, b"for the far end", "still over the far end's own connection");
+    assert!(m.try_frame(Duration::from_millis(300)).await.is_some_and(|r| r.response().status == StatusCode::OK));
+    assert!(m.try_frame(Duration::from_millis(300)).await.is_none(), "nothing for Mallory but her 200");
+}
+
+#[tokio::test]
 async fn when_the_far_end_goes_its_peers_connection_is_closed() {
     let relay = start_relay(options("127.0.0.1", REALM), None, REALM).await;
     let (f, mut b, _) = far_end_and_bob(&relay).await;
