@@ -77,7 +77,10 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
                 if let Some(n) = shared.refused_auth.note() {
                     warn!(%peer, %realm, why, refused_so_far = n, "AUTH refused (Basic)");
                 }
-                failed(&user, None);
+                // Only a guess counts against the account (not Basic being off, or the store).
+                if matches!(why, "wrong password" | "unknown user") {
+                    failed(&user, None);
+                }
                 return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
             }
         }
@@ -108,6 +111,10 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
                     warn!(%peer, user = %d.username, %realm, why, refused_so_far = n, "AUTH refused");
                 }
                 return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
+            }
+            Err(Failure::Unavailable(why)) => {
+                warn!(%peer, user = %d.username, %realm, why, "AUTH refused: not the client's fault");
+                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, false);
             }
             Err(Failure::Forbidden(why)) => {
                 if let Some(n) = shared.refused_auth.note() {
@@ -150,6 +157,8 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
 }
 
 enum Failure {
+    /// Refused for a reason that is not a guess (the user store is down): not counted.
+    Unavailable(&'static str),
     Stale,
     Challenge(&'static str),
     Forbidden(&'static str),
@@ -170,7 +179,7 @@ async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u6
         Ok(None) => return Err(Failure::Forbidden("unknown user")),
         Err(e) => {
             warn!(error = %e, "user store lookup failed");
-            return Err(Failure::Forbidden("user store unavailable"));
+            return Err(Failure::Unavailable("user store unavailable"));
         }
     };
     if !d.verify(&ha1, "AUTH") {

@@ -160,10 +160,14 @@ where
     if !table.contains_key(key) && table.len() >= o.max_entries {
         table.retain(|_, c| now.saturating_duration_since(c.last) < o.window);
         if table.len() >= o.max_entries {
-            // Still full of recent entries: make room by the oldest one.
-            if let Some(oldest) = table.iter().min_by_key(|(_, c)| c.last).map(|(k, _)| k.clone()) {
-                table.remove::<K>(&oldest);
-            }
+            // Still full of recent entries: the oldest tenth goes at once, so that a table
+            // kept full (attacker-chosen user names) costs one pass per tenth of inserts, not
+            // one per insert.
+            let mut ages: Vec<Instant> = table.values().map(|c| c.last).collect();
+            let nth = ages.len() / 10;
+            let (_, cutoff, _) = ages.select_nth_unstable(nth);
+            let cutoff = *cutoff;
+            table.retain(|_, c| c.last > cutoff);
         }
     }
     let c = table.entry(key.to_owned()).or_insert(Count { failures: 0, last: now, until: None });
