@@ -135,7 +135,11 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
                     if !on_decode_error(&inner, &conn, &e).await {
                         break 'read format!("unreadable frame: {e}");
                     }
-                    current = None;
+                    // A refused binding request bound its session all the same: it starts now
+                    // that the refusal is out (else it would stay bound and silent).
+                    if let Some(Current { session, bound: Some(to), .. }) = current.take() {
+                        inner.activate(&session, &conn, to);
+                    }
                     continue;
                 }
             };

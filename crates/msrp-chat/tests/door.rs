@@ -119,6 +119,31 @@ async fn one_source_gets_its_rate_and_no_more() {
     assert!((20..=25).contains(&answered), "a burst of twice the rate, then the rate: {answered}");
 }
 
+#[tokio::test]
+async fn a_tcp_client_that_never_reads_does_not_stall_sip() {
+    // Stateless answers used to be written inside rsipstack's event loop: one peer not
+    // reading its TCP answers held up every SIP request (review of issue 11's door).
+    let chat = server(SipLimits { rate: 1_000_000, ..SipLimits::default() }).await;
+    let addr = chat.addr(Transport::Tcp);
+    let mut deaf = TcpStream::connect(addr).await.unwrap();
+    let local = deaf.local_addr().unwrap();
+    let mut burst = String::new();
+    for n in 0..20_000 {
+        burst.push_str(&request("OPTIONS", n, local, addr, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP"));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(20), deaf.write_all(burst.as_bytes())).await;
+        deaf
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = chat.addr(Transport::Udp);
+    sock.send_to(request("OPTIONS", 1, sock.local_addr().unwrap(), target, "").as_bytes(), target).await.unwrap();
+    let got = replies_n(&sock, 1).await;
+    assert_eq!(got.len(), 1, "answered while the deaf client's answers back up");
+    writer.abort();
+}
+
 /// True when the server closes `s` within `wait`.
 async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
     let mut buf = [0u8; 512];

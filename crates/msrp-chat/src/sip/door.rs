@@ -99,12 +99,26 @@ struct Sources {
     overflow: Option<Bucket>,
 }
 
+/// A TCP/TLS flow: (local listener address, remote address). The remote address alone is not
+/// enough: one client port may reach both the TCP and the TLS listener.
+pub(crate) type FlowKey = (SocketAddr, SocketAddr);
+
+/// An admitted TCP/TLS flow.
+struct Flow {
+    last: Instant,
+    /// A second handle on its socket: `shutdown` on it ends rsipstack's read loop for good
+    /// (rsipstack's own `close` shuts the write half only, and its loop reads on).
+    socket: Option<std::net::TcpStream>,
+    /// When it was shut down; its slot is given back at rsipstack's Closed event (or, if that
+    /// never comes, by the sweep 10 s later).
+    closing: Option<Instant>,
+}
+
 #[derive(Default)]
 struct Streams {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
-    /// Last message per flow, and the flow (to close it when idle).
-    flows: HashMap<SocketAddr, (Instant, Option<SipConnection>)>,
+    flows: HashMap<FlowKey, Flow>,
 }
 
 pub(crate) struct Door {
@@ -152,9 +166,13 @@ impl Door {
         lock(&self.admitted).remove(key).map(|(id, _)| id)
     }
 
-    /// Whether an accepted TCP/TLS connection from `peer` may be kept (counted if so).
-    pub(crate) fn admit_stream(&self, peer: SocketAddr) -> bool {
+    /// Whether an accepted TCP/TLS connection from `peer` to `local` may be kept (counted if
+    /// so).
+    pub(crate) fn admit_stream(&self, local: SocketAddr, peer: SocketAddr) -> bool {
         let mut s = lock(&self.streams);
+        if s.flows.contains_key(&(local, peer)) {
+            return false; // the same four-tuple twice: the old one has not ended yet
+        }
         let n = s.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if s.total >= self.limits.max_connections || n >= self.limits.max_connections_per_ip {
             drop(s);
@@ -166,14 +184,18 @@ impl Door {
         }
         s.total += 1;
         *s.per_ip.entry(peer.ip()).or_default() += 1;
-        s.flows.insert(peer, (Instant::now(), None));
+        s.flows.insert((local, peer), Flow { last: Instant::now(), socket: None, closing: None });
         true
     }
 
-    /// Gives back the slot of a stream connection from `peer` that ended.
-    pub(crate) fn release_stream(&self, peer: SocketAddr) {
+    /// Gives back the slot of a flow that ended (once: a second call finds nothing).
+    pub(crate) fn release_stream(&self, key: FlowKey) {
         let mut s = lock(&self.streams);
-        if s.flows.remove(&peer).is_none() {
+        Self::release_locked(&mut s, key);
+    }
+
+    fn release_locked(s: &mut Streams, (local, peer): FlowKey) {
+        if s.flows.remove(&(local, peer)).is_none() {
             return;
         }
         s.total = s.total.saturating_sub(1);
@@ -185,10 +207,24 @@ impl Door {
         }
     }
 
-    /// Notes the rsipstack connection of an admitted stream (to close it when idle).
-    pub(crate) fn track_stream(&self, peer: SocketAddr, conn: SipConnection) {
-        if let Some(flow) = lock(&self.streams).flows.get_mut(&peer) {
-            flow.1 = Some(conn);
+    /// Keeps a second handle on an admitted flow's socket, to end it when idle.
+    pub(crate) fn track_stream(&self, key: FlowKey, socket: std::net::TcpStream) {
+        if let Some(flow) = lock(&self.streams).flows.get_mut(&key) {
+            flow.socket = Some(socket);
+        }
+    }
+
+    /// Ends a flow: both directions of its socket are shut down, so rsipstack's read loop
+    /// ends and reports it closed (which gives its slot back).
+    pub(crate) fn end_stream(&self, key: FlowKey) {
+        let mut s = lock(&self.streams);
+        if let Some(flow) = s.flows.get_mut(&key)
+            && flow.closing.is_none()
+        {
+            if let Some(sock) = &flow.socket {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            }
+            flow.closing = Some(Instant::now());
         }
     }
 
@@ -203,24 +239,32 @@ impl Door {
         lock(&self.streams).total
     }
 
-    /// Closes flows idle past `idle_timeout` that carry no call; forgets stale admissions.
-    pub(crate) async fn sweep(&self, busy_flows: &HashSet<SocketAddr>, now: Instant) {
-        let idle: Vec<(SocketAddr, SipConnection)> = {
-            let s = lock(&self.streams);
-            s.flows
-                .iter()
-                .filter(|(addr, (last, _))| {
-                    now.saturating_duration_since(*last) >= self.limits.idle_timeout && !busy_flows.contains(*addr)
-                })
-                .filter_map(|(addr, (_, conn))| Some((*addr, conn.clone()?)))
-                .collect()
-        };
-        for (addr, conn) in idle {
-            debug!(remote = %addr, "closing an idle SIP connection that carries no call");
-            let _ = conn.close().await;
-            // Its slot is free now; the transport's own Closed event finds nothing left.
-            self.release_stream(addr);
+    /// Ends flows idle past `idle_timeout` that carry no call; gives back the slots of ended
+    /// flows whose Closed event never came; forgets stale admissions.
+    pub(crate) fn sweep(&self, busy_flows: &HashSet<FlowKey>, now: Instant) {
+        let mut s = lock(&self.streams);
+        let mut gone = Vec::new();
+        for (key, flow) in s.flows.iter_mut() {
+            match flow.closing {
+                Some(at) if now.saturating_duration_since(at) >= Duration::from_secs(10) => gone.push(*key),
+                Some(_) => {}
+                None if flow.socket.is_some()
+                    && now.saturating_duration_since(flow.last) >= self.limits.idle_timeout
+                    && !busy_flows.contains(key) =>
+                {
+                    debug!(remote = %key.1, "ending an idle SIP connection that carries no call");
+                    if let Some(sock) = &flow.socket {
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                    }
+                    flow.closing = Some(now);
+                }
+                None => {}
+            }
         }
+        for key in gone {
+            Self::release_locked(&mut s, key);
+        }
+        drop(s);
         lock(&self.admitted).retain(|_, (_, at)| now.saturating_duration_since(*at) < ADMITTED_TTL);
         let mut sources = lock(&self.sources);
         let rate = f64::from(self.limits.rate);
@@ -258,11 +302,10 @@ impl Door {
         let (Some(ep), Some(st)) = (self.endpoint(), self.state()) else { return pass(req, conn, from) };
         let source = from.get_socketaddr().ok();
         let now = Instant::now();
-        if conn.is_reliable()
-            && let Some(remote) = conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok())
-            && let Some(flow) = lock(&self.streams).flows.get_mut(&remote)
+        if let Some(key) = flow_key(&conn)
+            && let Some(flow) = lock(&self.streams).flows.get_mut(&key)
         {
-            flow.0 = now;
+            flow.last = now;
         }
         if let Some(src) = source
             && !st.auth.trusts(src.ip(), conn.is_reliable())
@@ -373,7 +416,14 @@ impl Door {
     }
 
     /// Sends the stateless answer a refusing verdict calls for.
-    async fn answer(&self, ep: &EndpointInner, req: &Request, conn: &SipConnection, from: &SipAddr, v: Verdict) {
+    async fn answer(
+        self: &Arc<Self>,
+        ep: &EndpointInner,
+        req: &Request,
+        conn: &SipConnection,
+        from: &SipAddr,
+        v: Verdict,
+    ) {
         match v {
             Verdict::Admit(_) => {}
             Verdict::Challenge(values) => {
@@ -394,7 +444,7 @@ impl Door {
     /// A response sent without a transaction: over the request's flow, or for UDP where its
     /// Via says (as rsipstack sends its own), with a To-tag of our own on a final answer.
     async fn reply(
-        &self,
+        self: &Arc<Self>,
         ep: &EndpointInner,
         req: &Request,
         conn: &SipConnection,
@@ -411,15 +461,37 @@ impl Door {
             resp.headers.unique_push(to.clone().with_tag(tag.into()).into());
         }
         resp.headers.extend(headers);
-        let dest = if conn.is_reliable() {
-            None
-        } else {
-            Some(ep.get_destination_from_request(req).await.unwrap_or_else(|| from.clone()))
-        };
+        if let Some(key) = flow_key(conn) {
+            // Over TCP/TLS the write may wait for a peer that does not read: not in rsipstack's
+            // event loop (every SIP request waits behind it), and not for ever.
+            let (conn, door) = (conn.clone(), self.clone());
+            tokio::spawn(async move {
+                let sent = tokio::time::timeout(STATELESS_WRITE, conn.send(resp.into(), None)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    debug!(remote = %key.1, "stateless SIP answer not taken: ending the connection");
+                    door.end_stream(key);
+                }
+            });
+            return;
+        }
+        let dest = Some(ep.get_destination_from_request(req).await.unwrap_or_else(|| from.clone()));
         if let Err(e) = conn.send(resp.into(), dest.as_ref()).await {
             debug!(error = %e, "stateless SIP answer not sent");
         }
     }
+}
+
+/// How long a stateless answer over TCP/TLS may take to be written.
+const STATELESS_WRITE: Duration = Duration::from_secs(5);
+
+/// The flow a TCP/TLS connection is (None for UDP).
+pub(crate) fn flow_key(conn: &SipConnection) -> Option<FlowKey> {
+    if !conn.is_reliable() {
+        return None;
+    }
+    let local = conn.get_addr().get_socketaddr().ok()?;
+    let remote = conn.get_remote_addr()?.get_socketaddr().ok()?;
+    Some((local, remote))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -435,10 +507,8 @@ impl TransportEventInspector for DoorInspector {
         match event {
             TransportEvent::Incoming(SipMessage::Request(req), conn, from) => self.0.request(req, conn, from).await,
             TransportEvent::Closed(conn) => {
-                if conn.is_reliable()
-                    && let Some(remote) = conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok())
-                {
-                    self.0.release_stream(remote);
+                if let Some(key) = flow_key(&conn) {
+                    self.0.release_stream(key);
                 }
                 Some(TransportEvent::Closed(conn))
             }

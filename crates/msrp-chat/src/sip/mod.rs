@@ -88,7 +88,7 @@ struct Call {
     answer: String,
     contact: String,
     /// The TCP/TLS flow the INVITE came over (kept open while the call lasts).
-    flow: Option<SocketAddr>,
+    flow: Option<door::FlowKey>,
 }
 
 struct State {
@@ -251,9 +251,9 @@ async fn sweep(state: std::sync::Weak<State>, token: CancellationToken) {
             _ = tick.tick() => {}
         }
         let Some(st) = state.upgrade() else { return };
-        let busy: std::collections::HashSet<SocketAddr> =
+        let busy: std::collections::HashSet<door::FlowKey> =
             st.calls.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|c| c.flow).collect();
-        st.door.sweep(&busy, std::time::Instant::now()).await;
+        st.door.sweep(&busy, std::time::Instant::now());
     }
 }
 
@@ -294,7 +294,7 @@ async fn accept_loop(
                 }
             },
         };
-        if !door.admit_stream(peer) {
+        if !door.admit_stream(local, peer) {
             drop(stream);
             continue;
         }
@@ -309,7 +309,7 @@ async fn accept_loop(
             let mut probe = [0u8; 1];
             if !matches!(tokio::time::timeout(first, stream.peek(&mut probe)).await, Ok(Ok(1))) {
                 debug!(%peer, "SIP connection sent nothing: closed");
-                door.release_stream(peer);
+                door.release_stream((local, peer));
                 return;
             }
             Box::pin(hand_over(stream, peer, local, acceptor, endpoint, door, token, handshake)).await;
@@ -330,6 +330,19 @@ async fn hand_over(
     token: CancellationToken,
     handshake: Duration,
 ) {
+    // A second handle on the socket, so that the door can end the flow for good
+    // (`Door::end_stream`).
+    let stream = match second_handle(stream) {
+        Ok((stream, keep)) => {
+            door.track_stream((local, peer), keep);
+            stream
+        }
+        Err(e) => {
+            debug!(%peer, error = %e, "SIP connection not usable");
+            door.release_stream((local, peer));
+            return;
+        }
+    };
     let conn = match acceptor {
         None => {
             let local = SipAddr { r#type: Some(Transport::Tcp), addr: local.into() };
@@ -340,12 +353,12 @@ async fn hand_over(
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "SIP TLS handshake failed");
-                    door.release_stream(peer);
+                    door.release_stream((local, peer));
                     return;
                 }
                 Err(_) => {
                     debug!(%peer, "SIP TLS handshake not completed in time");
-                    door.release_stream(peer);
+                    door.release_stream((local, peer));
                     return;
                 }
             };
@@ -357,15 +370,19 @@ async fn hand_over(
         }
     };
     match conn {
-        Ok(c) => {
-            door.track_stream(peer, c.clone());
-            endpoint.transport_layer.add_connection(c);
-        }
+        Ok(c) => endpoint.transport_layer.add_connection(c),
         Err(e) => {
             debug!(%peer, error = %e, "SIP connection not usable");
-            door.release_stream(peer);
+            door.release_stream((local, peer));
         }
     }
+}
+
+/// The stream back, and a duplicate of its socket (a std handle: `shutdown` needs no await).
+fn second_handle(stream: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std = stream.into_std()?;
+    let keep = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, keep))
 }
 
 /// `(display name, URI)` of a name-addr header value such as `"Alice" <sip:a@x>;tag=1`.
@@ -461,7 +478,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         return refuse(tx, 488, vec![Header::Accept(ACCEPT.into())]).await;
     }
     let Some(conn) = tx.connection.clone() else { return };
-    let flow = conn.is_reliable().then(|| conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok())).flatten();
+    let flow = door::flow_key(&conn);
     let (scheme, param) = match conn.transport() {
         Transport::Tcp => ("sip", ";transport=tcp"),
         Transport::Tls => ("sips", ";transport=tls"),
