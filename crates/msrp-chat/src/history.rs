@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+pub use msrp_auth::BoxFuture;
 
 /// One stored public message, as it was fanned out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use msrp::header::Path;
 use msrp::{Request, StatusCode, Uri};
-use msrp_relay::log_throttle::LogThrottle;
+use msrp_auth::log_throttle::LogThrottle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};

@@ -2,9 +2,7 @@
 //! decisions of `route`, `sessions` and `digest`).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,25 +12,13 @@ use tokio::sync::watch;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
+use crate::CredentialStore;
 use crate::conn::{self, Conn};
-use crate::digest::{Algorithm, NonceCounts, NonceKey};
+use crate::digest::{NonceCounts, NonceKey};
 use crate::guard::AuthGuard;
 use crate::log_throttle::LogThrottle;
 use crate::options::RelayOptions;
 use crate::sessions::{ConnId, Sessions};
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Where the relay finds the HA1 of an account (the daemon's user store).
-pub trait CredentialStore: Send + Sync + 'static {
-    /// The lowercase-hex HA1 of `user` in `realm` for `alg`; `Ok(None)` for no such account.
-    fn ha1<'a>(
-        &'a self,
-        user: &'a str,
-        realm: &'a str,
-        alg: Algorithm,
-    ) -> BoxFuture<'a, Result<Option<String>, String>>;
-}
 
 /// Nonce-counts remembered for replay detection (RFC 7616 §3.4); bounded.
 const NONCE_COUNT_CAPACITY: usize = 100_000;

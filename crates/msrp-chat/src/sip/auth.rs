@@ -11,10 +11,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use msrp_relay::CredentialStore;
-use msrp_relay::digest::{self, Algorithm, DigestResponse, NonceCheck, NonceCounts, NonceKey};
-use msrp_relay::guard::AuthGuard;
-use msrp_relay::log_throttle::LogThrottle;
+use msrp_auth::CredentialStore;
+use msrp_auth::digest::{self, Algorithm, DigestResponse, NonceCheck, NonceCounts, NonceKey};
+use msrp_auth::guard::AuthGuard;
+use msrp_auth::log_throttle::LogThrottle;
 use tracing::{info, warn};
 
 use crate::identity::{self, Identity};
@@ -212,7 +212,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msrp_relay::BoxFuture;
+    use msrp_auth::BoxFuture;
 
     struct OneUser;
     impl CredentialStore for OneUser {

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use msrp_relay::log_throttle::LogThrottle;
+use msrp_auth::log_throttle::LogThrottle;
 use rsipstack::dialog::DialogId;
 use rsipstack::sip::prelude::*;
 use rsipstack::sip::{Header, Method, Request, SipMessage, StatusCode};
