@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use msrp::encode::{self, body_is_safe};
+use msrp::encode;
 use msrp::header::{ByteRange, ContentType, FailureReport, MessageId, Path, SuccessReport};
 use msrp::message::TransactionId;
 use msrp::{ByteString, Continuation, Header, Method, Request, Uri};
@@ -185,15 +185,6 @@ impl Session {
     }
 }
 
-/// `tid`, or another one when the chunk happens to hold `tid`'s end-line (RFC 4975 §7.1:
-/// the sender must pick a transaction id that does not occur that way in the body).
-fn safe_tid(chunk: &[u8], mut tid: TransactionId) -> TransactionId {
-    while !body_is_safe(chunk, &tid) {
-        tid = TransactionId::random();
-    }
-    tid
-}
-
 /// One message being written, possibly over several chunks.
 struct InFlight {
     body: Bytes,
@@ -258,7 +249,7 @@ pub(crate) async fn write_queue(
             let chunk = m.body.slice(m.sent..end);
             let range = ByteRange::chunk(m.sent as u64 + 1, chunk.len() as u64, Some(total as u64));
             let mut req = session.send_head(&to, &m.id, range, m.quiet).with(cpim.clone());
-            req.tid = safe_tid(&chunk, req.tid);
+            req.tid = encode::safe_tid_from(&chunk, req.tid);
             let flag = if end == total { Continuation::Complete } else { Continuation::More };
             encode::encode_request(&req, Some(&chunk), flag, &mut batch).map_err(std::io::Error::other)?;
             m.sent = end;
@@ -276,20 +267,5 @@ pub(crate) async fn write_queue(
             return Ok(());
         }
         session.queued_bytes.fetch_sub(finished, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_body_holding_the_end_line_gets_another_transaction_id() {
-        let tid = TransactionId::parse("abcd1234").unwrap();
-        let body = b"text\r\n-------abcd1234$\r\nmore";
-        let chosen = safe_tid(body, tid);
-        assert_ne!(chosen, tid);
-        assert!(body_is_safe(body, &chosen));
-        assert_eq!(safe_tid(b"harmless", tid), tid, "kept when it does not occur");
     }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use msrp::Limits;
-use msrp::encode::{self, body_is_safe};
+use msrp::encode;
 use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport, name};
 use msrp::lex::{Lexed, Start, lex_frame};
 use msrp::message::TransactionId;
@@ -378,7 +378,7 @@ fn forward(
     batch: &Batch,
 ) -> Handled {
     let body = &frame[plan.body.clone()];
-    let tid = safe_tid(body);
+    let tid = encode::safe_tid_for(body);
     let start = plan.range.start;
     // `plan_send` bounded `start`, so this cannot overflow.
     let range = ByteRange { start, end: Some(start + body.len() as u64 - 1), total: plan.range.total };
@@ -454,14 +454,4 @@ fn put_header(out: &mut BytesMut, hname: &str, value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
-}
-
-/// A transaction id whose end-line is not in `body` (RFC 4975 §7.1).
-fn safe_tid(body: &[u8]) -> TransactionId {
-    loop {
-        let tid = TransactionId::random();
-        if body_is_safe(body, &tid) {
-            return tid;
-        }
-    }
 }

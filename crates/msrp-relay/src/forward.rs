@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::OwnedMutexGuard;
 
 use bytes::{Bytes, BytesMut};
-use msrp::encode::{self, body_is_safe};
+use msrp::encode::{self, SEAM, continues_safely, safe_tid_for_pieces};
 use msrp::header::{ByteRange, FailureReport, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
@@ -101,12 +101,7 @@ impl Forwarding {
         }
         let pieces = std::mem::take(&mut self.queued);
         let len = std::mem::take(&mut self.queued_len) as u64;
-        let tid = loop {
-            let tid = TransactionId::random();
-            if chunk_is_safe(&pieces, &tid) {
-                break tid;
-            }
-        };
+        let tid = safe_tid_for_pieces(&pieces);
         let start = self.next_byte;
         // The sender's end when this chunk can carry all of its frame, else unknown (`*`,
         // RFC 4975 §7.1.1): the chunk may still end early (`+`) like any interrupted chunk.
@@ -147,7 +142,7 @@ impl Forwarding {
         let Some(open) = self.open.as_mut() else { return };
         let room = (shared.opts.max_chunk as u64).saturating_sub(open.len).max(1);
         let take = piece.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        if !seam_is_safe(&open.last, &piece[..take], &open.tid) {
+        if !continues_safely(&open.last, &piece[..take], &open.tid) {
             self.end_open(Continuation::More, shared).await;
             return;
         }
@@ -202,12 +197,7 @@ impl Forwarding {
         let start = self.next_byte;
         let body_section = self.body_section();
         // A transaction id whose end-line occurs nowhere in this chunk (RFC 4975 §7.1).
-        let tid = loop {
-            let tid = TransactionId::random();
-            if chunk_is_safe(&pieces, &tid) {
-                break tid;
-            }
-        };
+        let tid = safe_tid_for_pieces(&pieces);
         // Exact, even for an empty final chunk (`N-(N-1)`).
         let range = ByteRange { start, end: Some(start + len - 1), total: self.total };
         // Only a SEND is re-chunked (RFC 4975 §7.1.1); any other request (a REPORT, whose
@@ -342,10 +332,6 @@ fn end_chunk(tid: &TransactionId, flag: Continuation, body_section: bool, out: &
     }
 }
 
-/// Bytes of each side of a seam between two pieces that an end-line can span: the needle is
-/// at most 2 + 7 + 32 bytes (CRLF, dashes, the longest transaction id).
-const SEAM: usize = 48;
-
 /// Keeps the last [`SEAM`] bytes of what was written, `piece` last.
 fn keep_tail(last: &mut Vec<u8>, piece: &[u8]) {
     if piece.len() >= SEAM {
@@ -355,54 +341,5 @@ fn keep_tail(last: &mut Vec<u8>, piece: &[u8]) {
         last.extend_from_slice(piece);
         let excess = last.len().saturating_sub(SEAM);
         last.drain(..excess);
-    }
-}
-
-/// True when `next`, written after bytes ending with `last`, puts no end-line of `tid` in the
-/// chunk, neither inside it nor across the seam.
-fn seam_is_safe(last: &[u8], next: &[u8], tid: &TransactionId) -> bool {
-    if !body_is_safe(next, tid) {
-        return false;
-    }
-    let mut seam = Vec::with_capacity(2 * SEAM);
-    seam.extend_from_slice(last);
-    seam.extend_from_slice(&next[..next.len().min(SEAM)]);
-    !encode::contains_end_line(&seam, tid)
-}
-
-/// True when no piece, and no seam between pieces, holds `tid`'s end-line.
-fn chunk_is_safe(pieces: &[Bytes], tid: &TransactionId) -> bool {
-    if !pieces.iter().all(|p| body_is_safe(p, tid)) {
-        return false;
-    }
-    let mut seam = Vec::with_capacity(2 * SEAM);
-    for pair in pieces.windows(2) {
-        seam.clear();
-        let left = &pair[0];
-        seam.extend_from_slice(&left[left.len().saturating_sub(SEAM)..]);
-        seam.extend_from_slice(&pair[1][..pair[1].len().min(SEAM)]);
-        // Only an end-line crossing the seam matters; each side alone was checked above.
-        if encode::contains_end_line(&seam, tid) {
-            return false;
-        }
-    }
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn end_lines_across_piece_seams_are_caught() {
-        let tid: TransactionId = "abcd1234".parse().unwrap();
-        let whole = [Bytes::from_static(b"hello\r\n-------abcd1234$\r\n")];
-        assert!(!chunk_is_safe(&whole, &tid));
-        let split = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----abcd1234$\r\n")];
-        assert!(!chunk_is_safe(&split, &tid), "a needle across two pieces");
-        let other = [Bytes::from_static(b"hello\r\n---"), Bytes::from_static(b"----zzzz9999$\r\n")];
-        assert!(chunk_is_safe(&other, &tid));
-        let leading = [Bytes::from_static(b"-------abcd1234$\r\n")];
-        assert!(!chunk_is_safe(&leading, &tid), "a body starting with the end-line");
     }
 }

@@ -46,12 +46,62 @@ pub fn contains_end_line(hay: &[u8], tid: &TransactionId) -> bool {
 
 /// A transaction id whose end-line does not occur in `body`.
 pub fn safe_tid_for(body: &[u8]) -> TransactionId {
+    safe_tid_from(body, TransactionId::random())
+}
+
+/// `tid` when its end-line does not occur in `body`, else a fresh one that does not.
+pub fn safe_tid_from(body: &[u8], mut tid: TransactionId) -> TransactionId {
+    while !body_is_safe(body, &tid) {
+        tid = TransactionId::random();
+    }
+    tid
+}
+
+/// Bytes of each side of a seam between two pieces of one body that an end-line can span:
+/// CRLF, seven dashes and the longest transaction id, rounded up.
+pub const SEAM: usize = 48;
+
+/// True when no piece of a body written as `pieces`, and no seam between two of them, holds
+/// `tid`'s end-line.
+pub fn pieces_are_safe<P: AsRef<[u8]>>(pieces: &[P], tid: &TransactionId) -> bool {
+    if !pieces.iter().all(|p| body_is_safe(p.as_ref(), tid)) {
+        return false;
+    }
+    let mut seam = Vec::with_capacity(2 * SEAM);
+    for pair in pieces.windows(2) {
+        let (left, right) = (pair[0].as_ref(), pair[1].as_ref());
+        seam.clear();
+        seam.extend_from_slice(&left[left.len().saturating_sub(SEAM)..]);
+        seam.extend_from_slice(&right[..right.len().min(SEAM)]);
+        // Only an end-line crossing the seam matters; each side alone was checked above.
+        if contains_end_line(&seam, tid) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A transaction id whose end-line occurs nowhere in a body written as `pieces`.
+pub fn safe_tid_for_pieces<P: AsRef<[u8]>>(pieces: &[P]) -> TransactionId {
     loop {
         let tid = TransactionId::random();
-        if body_is_safe(body, &tid) {
+        if pieces_are_safe(pieces, &tid) {
             return tid;
         }
     }
+}
+
+/// True when `next`, written after body bytes ending with `tail` (their last [`SEAM`] bytes),
+/// puts no end-line of `tid` in the body, neither inside it nor across the seam (a body
+/// streamed under a transaction id the receiver has already seen).
+pub fn continues_safely(tail: &[u8], next: &[u8], tid: &TransactionId) -> bool {
+    if !body_is_safe(next, tid) {
+        return false;
+    }
+    let mut seam = Vec::with_capacity(2 * SEAM);
+    seam.extend_from_slice(&tail[tail.len().saturating_sub(SEAM)..]);
+    seam.extend_from_slice(&next[..next.len().min(SEAM)]);
+    !contains_end_line(&seam, tid)
 }
 
 fn write_headers<'a>(out: &mut BytesMut, headers: impl Iterator<Item = &'a Header> + Clone) {
@@ -223,6 +273,31 @@ mod tests {
     use super::*;
     use crate::header::{ByteRange, MessageId, Path};
     use crate::message::{Method, StatusCode};
+
+    #[test]
+    fn end_lines_inside_pieces_and_across_seams_are_caught() {
+        let tid: TransactionId = "abcd1234".parse().unwrap();
+        assert!(!pieces_are_safe(&[&b"hello\r\n-------abcd1234$\r\n"[..]], &tid));
+        let split: [&[u8]; 2] = [b"hello\r\n---", b"----abcd1234$\r\n"];
+        assert!(!pieces_are_safe(&split, &tid), "a needle across two pieces");
+        let other: [&[u8]; 2] = [b"hello\r\n---", b"----zzzz9999$\r\n"];
+        assert!(pieces_are_safe(&other, &tid));
+        assert!(!pieces_are_safe(&[&b"-------abcd1234$\r\n"[..]], &tid), "a body starting with it");
+        assert!(!continues_safely(b"hello\r\n---", b"----abcd1234$", &tid), "across a streamed seam");
+        assert!(continues_safely(b"hello\r\n---", b"----zzzz9999$", &tid));
+        let chosen = safe_tid_for_pieces(&split);
+        assert!(pieces_are_safe(&split, &chosen));
+    }
+
+    #[test]
+    fn a_body_holding_the_end_line_gets_another_transaction_id() {
+        let tid = TransactionId::parse("abcd1234").unwrap();
+        let body = b"text\r\n-------abcd1234$\r\nmore";
+        let chosen = safe_tid_from(body, tid);
+        assert_ne!(chosen, tid);
+        assert!(body_is_safe(body, &chosen));
+        assert_eq!(safe_tid_from(b"harmless", tid), tid, "kept when it does not occur");
+    }
 
     fn path(s: &str) -> Path {
         Path::single(s.parse().unwrap())
