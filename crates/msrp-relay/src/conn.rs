@@ -122,6 +122,9 @@ pub struct Conn {
     pub(crate) pending: Mutex<HashMap<TransactionId, Pending, BuildTidHasher>>,
     closed: AtomicBool,
     close_notify: Notify,
+    /// Output queued beyond this is written by its producer before it goes on
+    /// (`relay.output_buffer`: the back-pressure bound per connection and direction).
+    high_water: usize,
     /// Tasks waiting for `writer`: an open chunk that stalls is cut only when someone waits
     /// (or output is queued), so a slow sender with the connection to itself keeps one chunk.
     waiters: AtomicUsize,
@@ -162,7 +165,7 @@ impl Conn {
         match self.out.lock() {
             Ok(mut out) => {
                 write(&mut out);
-                out.len() >= OUT_HIGH_WATER
+                out.len() >= self.high_water
             }
             Err(_) => false,
         }
@@ -268,9 +271,6 @@ pub(crate) fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {
     }
 }
 
-/// Queued output beyond which a producer writes it out itself before going on.
-const OUT_HIGH_WATER: usize = 256 * 1024;
-
 /// Writes `data` and flushes. The flush matters over TLS: tokio-rustls's `poll_write` returns
 /// once rustls has taken the plaintext, even when the socket was full and the encrypted records
 /// are still in rustls's buffer; nothing sends them until the next write or a flush. Without
@@ -344,6 +344,7 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         closed: AtomicBool::new(false),
         close_notify: Notify::new(),
         waiters: AtomicUsize::new(0),
+        high_water: shared.opts.output_buffer,
     });
     if let Ok(mut conns) = shared.conns.lock() {
         conns.insert(conn.id, conn.clone());

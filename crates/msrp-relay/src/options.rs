@@ -40,6 +40,9 @@ pub struct RelayOptions {
     pub max_chunk: usize,
     /// Read buffer size per connection: also the largest body piece handed on at once.
     pub read_buffer: usize,
+    /// Output queued for one connection (bytes) beyond which its producer writes it out
+    /// before going on: the back-pressure bound per connection and direction.
+    pub output_buffer: usize,
     /// Password guessing limits, per account, address and nonce; one guard may be shared with
     /// the chat's SIP Digest so that both count together.
     pub guard: std::sync::Arc<crate::guard::AuthGuard>,
@@ -70,6 +73,7 @@ impl Default for RelayOptions {
             limits: Limits::default(),
             max_chunk: 256 * 1024,
             read_buffer: 256 * 1024,
+            output_buffer: 256 * 1024,
             chunk_hold: Duration::from_secs(1),
             guard: std::sync::Arc::default(),
         }

@@ -230,6 +230,9 @@ pub struct RelayConfig {
     /// direction (a forwarded body is written on before more is read, so a slow receiver
     /// holds back only its own sender).
     pub read_buffer: usize,
+    /// Bytes queued for one connection before their producer writes them out itself
+    /// (back-pressure per connection and direction).
+    pub output_buffer: usize,
     /// Largest chunk the relay sends before interrupting it with `+` so that other messages
     /// to the same peer can pass (RFC 4975 §7.1, bytes).
     pub max_chunk: usize,
@@ -267,6 +270,7 @@ impl Default for RelayConfig {
             extra_methods: vec![FILE_OFFSET.into()],
             read_buffer: 256 * 1024,
             max_chunk: 256 * 1024,
+            output_buffer: 256 * 1024,
             chunk_hold_ms: 1000,
             max_start_line: limits.max_start_line,
             max_header_line: limits.max_header_line,
@@ -668,7 +672,11 @@ impl Config {
                 return bad(format!("relay.{name} = {v} is below its bound of {min}"));
             }
         }
-        let caps: [(&str, u64, u64); 16] = [
+        if r.output_buffer < 16 * 1024 {
+            return bad(format!("relay.output_buffer = {} is below its bound of 16384", r.output_buffer));
+        }
+        let caps: [(&str, u64, u64); 17] = [
+            ("output_buffer", r.output_buffer as u64, 64 * MIB),
             ("chunk_hold_ms", r.chunk_hold_ms, 60_000),
             ("max_expires", u64::from(r.max_expires), 7 * DAY),
             ("nonce_lifetime", r.nonce_lifetime, DAY),
@@ -773,6 +781,12 @@ mod tests {
         assert!(e.contains("relay.transaction_timeout"), "{e}");
         let e = Config::parse("[relay]\nread_buffer = 1000000000000").unwrap_err().to_string();
         assert!(e.contains("relay.read_buffer"), "{e}");
+        let e = Config::parse("[relay]\noutput_buffer = 100").unwrap_err().to_string();
+        assert!(e.contains("relay.output_buffer") && e.contains("16384"), "{e}");
+        let e = Config::parse("[auth]\naccount_failures = 0").unwrap_err().to_string();
+        assert!(e.contains("auth.account_failures"), "{e}");
+        let e = Config::parse("[chat]\nsip_rate = 0").unwrap_err().to_string();
+        assert!(e.contains("chat.sip_rate"), "{e}");
         assert!(Config::parse("[database]\ncache_seconds = 999999999").is_err());
         assert!(Config::parse("[chat]\nqueue_messages = 1000000").is_ok(), "the bound itself is allowed");
         let e = Config::parse("[relay]\nmax_auth_failures = 0").unwrap_err().to_string();

@@ -225,6 +225,7 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         limits: r.limits(),
         max_chunk: r.max_chunk,
         read_buffer: r.read_buffer,
+        output_buffer: r.output_buffer,
         chunk_hold: std::time::Duration::from_millis(r.chunk_hold_ms),
         guard: Arc::new(msrp_relay::guard::AuthGuard::new(config.auth.guard_options())),
     }
