@@ -362,6 +362,9 @@ async fn sessions(args: SessionArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Handshakes per connection in `auth` mode (under any relay's per-connection session cap).
+const AUTHS_PER_CONNECTION: usize = 10;
+
 async fn auth(args: AuthArgs) -> Result<(), Error> {
     let relay = args.relay.relay.as_deref().ok_or("--relay is required")?;
     let (target, relay_uri) = Target::parse(relay).await?;
@@ -374,8 +377,14 @@ async fn auth(args: AuthArgs) -> Result<(), Error> {
                 (target.clone(), relay_uri.clone(), user.clone(), password.clone());
             let n = args.handshakes;
             tokio::spawn(async move {
+                // Each handshake creates a session, and relays cap the sessions of one
+                // connection (msrpd: relay.max_sessions_per_connection, 16 by default): a new
+                // connection every ten handshakes.
                 let mut c = Conn::connect(&target, &format!("auth{i}"), None).await?;
-                for _ in 0..n {
+                for k in 0..n {
+                    if k > 0 && k % AUTHS_PER_CONNECTION == 0 {
+                        c = Conn::connect(&target, &format!("auth{i}"), None).await?;
+                    }
                     c.authenticate(&relay_uri, &user, &password).await?;
                 }
                 Ok::<_, Error>(n)

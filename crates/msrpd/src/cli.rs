@@ -45,10 +45,15 @@ pub enum UserCommand {
     /// List accounts.
     List,
     /// Remove an account.
-    Remove { account: String },
+    Remove {
+        /// USER@DOMAIN.
+        account: String,
+    },
     /// Change an account's password.
     Passwd {
+        /// USER@DOMAIN.
         account: String,
+        /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },

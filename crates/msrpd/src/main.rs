@@ -36,12 +36,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let config_flag = config_flag(cli.config.path.as_deref());
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(config).await,
-            Command::CheckConfig => {
-                print!("{}", config.to_toml());
-                Ok(())
-            }
+            Command::Serve => serve(config, &config_flag).await,
+            Command::CheckConfig => check_config(&config),
             Command::User(cmd) => user(&config, cmd).await,
         }
     });
@@ -56,11 +54,38 @@ fn main() -> ExitCode {
 
 pub(crate) type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// ` -c PATH` when a configuration file is in use (from the flag or $MSRPD_CONFIG), for the
+/// commands msrpd suggests: without it they would act on the embedded defaults' store.
+fn config_flag(path: Option<&std::path::Path>) -> String {
+    let path = path.map(std::path::Path::to_path_buf).or_else(|| std::env::var_os(config::CONFIG_ENV).map(Into::into));
+    path.map(|p| format!(" -c {}", p.display())).unwrap_or_default()
+}
+
+/// `check-config`: the configuration as `serve` would load it, certificate and key included
+/// (a generated one is not created here), then the effective settings.
+fn check_config(config: &Config) -> Result<(), AnyError> {
+    if config.tls.certificate.is_some() {
+        let identity = tls::identity(config)?;
+        tls::server_config(&identity)?;
+        if config.relay.enabled && config.relay.listen.iter().any(|l| l.tls) {
+            tls::check_hostname(&identity, &config.relay.hostname)?;
+        }
+    }
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
 async fn user(config: &Config, cmd: UserCommand) -> Result<(), AnyError> {
-    let store = Store::open(&config.database_url()).await?;
+    let url = config.database_url();
+    let store = Store::open(&url).await?;
+    // On stderr, so that `user list` output stays the accounts alone.
+    eprintln!("msrpd: user store {url}");
     match cmd {
         UserCommand::Add { account, password_stdin } => {
             let account: Account = account.parse()?;
+            if store.exists(&account).await? {
+                return Err(format!("{account} exists already (msrpd user passwd changes its password)").into());
+            }
             let password = read_password(password_stdin)?;
             store.add(&account, &password).await?;
             println!("added {account} (realm {})", account.domain);
@@ -87,6 +112,9 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<(), AnyError> {
 
 /// The password from stdin's first line, or prompted twice without echo.
 fn read_password(from_stdin: bool) -> Result<String, AnyError> {
+    if !from_stdin && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err("standard input is not a terminal: pass --password-stdin to read the password from it".into());
+    }
     let password = if from_stdin {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
@@ -105,7 +133,7 @@ fn read_password(from_stdin: bool) -> Result<String, AnyError> {
     Ok(password)
 }
 
-async fn serve(config: Config) -> Result<(), AnyError> {
+async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
     logging::init(&config.log);
     let identity = tls::identity(&config)?;
     if identity.generated {
@@ -155,7 +183,7 @@ async fn serve(config: Config) -> Result<(), AnyError> {
         }
         info!(
             domains = ?config.relay.domains,
-            "add an account with: msrpd user add USER@DOMAIN (the domain is the realm; e.g. alice@{})",
+            "add an account with: msrpd{config_flag} user add USER@DOMAIN (the domain is the realm; e.g. alice@{})",
             config.relay.domains[0]
         );
     }

@@ -15,6 +15,8 @@ use sqlx::{Row, SqlStr};
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database {0}: {1}")]
+    Open(String, sqlx::Error),
     #[error("database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} is not USER@DOMAIN")]
@@ -85,15 +87,17 @@ impl Store {
             if let Some(dir) = Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open(url.to_owned(), sqlx::Error::Io(e)))?;
             }
             if !Path::new(path).exists() {
                 tracing::info!(database = path, "creating a new, empty user store");
             }
         }
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        migrator().run(&pool).await?;
+        // Errors name the database (sqlx's "unable to open database file" names nothing).
+        let named = |e: sqlx::Error| StoreError::Open(url.to_owned(), e);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(named)?;
+        migrator().run(&pool).await.map_err(|e| StoreError::Open(url.to_owned(), e.into()))?;
         Ok(Store { pool })
     }
 
@@ -135,6 +139,15 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound(account.to_string())) } else { Ok(()) }
+    }
+
+    pub async fn exists(&self, account: &Account) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM subscriber WHERE username = ? AND domain = ?")
+            .bind(&account.user)
+            .bind(&account.domain)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     pub async fn list(&self) -> Result<Vec<Account>, StoreError> {

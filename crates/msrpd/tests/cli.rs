@@ -98,6 +98,49 @@ fn user_commands_and_check_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("msrps://"));
 }
 
+#[test]
+fn the_first_hour_gets_clear_answers() {
+    // Issue 14, from a newcomer's run of the README.
+    let dir = TempDir::new("firsthour");
+    let config = write_config(&dir.0, free_port(), free_port());
+    // The store in use is named (on stderr; the list on stdout stays the accounts).
+    let list = msrpd().args(["user", "list", "-c"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stderr).contains("msrpd.sqlite"), "{:?}", list);
+    // A piped password without --password-stdin: the flag is named, not "os error 6".
+    let mut child = msrpd()
+        .args(["user", "add", "bob@example.com", "-c"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"), "{out:?}");
+    // An existing account is refused before any password is asked for.
+    assert!(add_user(&config, "carol@example.com", "pw").status.success());
+    let again = msrpd().args(["user", "add", "carol@example.com", "-c"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"), "{again:?}");
+    // check-config loads the certificate as serve does.
+    let missing = dir.0.join("missing.toml");
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[tls]\ncertificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"\n";
+    std::fs::write(&missing, text).unwrap();
+    let out = msrpd().args(["check-config", "-c"]).arg(&missing).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cert.pem"), "{out:?}");
+    // A database that cannot be opened is named.
+    let baddb = dir.0.join("baddb.toml");
+    // Its directory cannot be made: a file stands where it should be.
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!("[database]\nurl = \"sqlite://{}/x.sqlite\"\n", config.display());
+    std::fs::write(&baddb, text).unwrap();
+    let out = msrpd().args(["user", "list", "-c"]).arg(&baddb).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x.sqlite"), "{out:?}");
+}
+
 /// Reads frames until a complete response arrives.
 async fn read_response(stream: &mut tokio::net::TcpStream, dec: &mut Decoder, buf: &mut BytesMut) -> msrp::Response {
     let mut head = None;
@@ -184,7 +227,8 @@ fn serve_authenticates_and_stops_on_sigterm() {
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
     assert!(log.contains("relay listening"), "{log}");
     assert!(log.contains("SIP listening") && log.contains("chat MSRP listening"), "the chat service started: {log}");
-    assert!(log.contains("msrpd user add"), "the log says how to add a user: {log}");
+    assert!(log.contains("user add"), "the log says how to add a user: {log}");
+    assert!(log.contains("msrpd -c "), "with the config file in use (issue 14): {log}");
     assert!(log.contains("fingerprint"), "{log}");
 }
 
