@@ -77,11 +77,13 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
                 if let Some(n) = shared.refused_auth.note() {
                     warn!(%peer, %realm, why, refused_so_far = n, "AUTH refused (Basic)");
                 }
-                // Only a guess counts against the account (not Basic being off, or the store).
-                if matches!(why, "wrong password" | "unknown user") {
+                // Only a guess counts, against the account and the connection (not Basic being
+                // off, or the store).
+                let guess = matches!(why, "wrong password" | "unknown user");
+                if guess {
                     failed(&user, None);
                 }
-                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, guess);
             }
         }
     } else {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::OwnedMutexGuard;
 
 use bytes::{Bytes, BytesMut};
-use msrp::encode::{self, SEAM, continues_safely, safe_tid_for_pieces};
+use msrp::encode::{self, SEAM, continues_safely, keep_tail, safe_tid_for_pieces};
 use msrp::header::{ByteRange, FailureReport, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
@@ -113,6 +113,13 @@ impl Forwarding {
         // Recorded before the head leaves, with the range known so far: a next hop may answer
         // (413, 481) before the chunk ends; `end_open` sets the final range.
         self.track(tid, ByteRange { start, end: None, total: self.total }, shared);
+        // No response is due before the end-line, however long the chunk stays open: the
+        // timer starts in `end_open`.
+        if let Ok(mut p) = self.target.pending.lock()
+            && let Some(Pending::Send { deadline, .. }) = p.get_mut(&tid)
+        {
+            *deadline = far_future();
+        }
         // Whatever others queued for the target leaves first.
         let mut ok = self.target.flush_locked(&mut writer, shared).await;
         ok = ok && write_timed(&mut writer, &head, &self.target, shared).await;
@@ -170,10 +177,13 @@ impl Forwarding {
         let Some(mut open) = self.open.take() else { return };
         let range = ByteRange { start: open.start, end: Some(open.start + open.len - 1), total: self.total };
         // The final range, unless the next hop has answered already.
+        // and the response's clock starts now, at the end-line (the chunk may have been open
+        // longer than transaction_timeout on a slow uplink).
         if let Ok(mut p) = self.target.pending.lock()
-            && let Some(Pending::Send { range: r, .. }) = p.get_mut(&open.tid)
+            && let Some(Pending::Send { range: r, deadline, .. }) = p.get_mut(&open.tid)
         {
             *r = range;
+            *deadline = Instant::now() + shared.opts.transaction_timeout;
         }
         let mut out = BytesMut::with_capacity(64);
         end_chunk(&open.tid, flag, true, &mut out);
@@ -320,6 +330,12 @@ impl Forwarding {
     }
 }
 
+/// A deadline that does not come (an open chunk's transaction, until its end-line).
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)).unwrap_or(now)
+}
+
 /// Chunks below this size are copied into the target's output queue; larger ones are written
 /// straight from the read buffer.
 const SMALL_CHUNK: u64 = 16 * 1024;
@@ -329,17 +345,5 @@ fn end_chunk(tid: &TransactionId, flag: Continuation, body_section: bool, out: &
         encode::encode_body_end(tid, flag, out);
     } else {
         encode::encode_end_line(tid, flag, out);
-    }
-}
-
-/// Keeps the last [`SEAM`] bytes of what was written, `piece` last.
-fn keep_tail(last: &mut Vec<u8>, piece: &[u8]) {
-    if piece.len() >= SEAM {
-        last.clear();
-        last.extend_from_slice(&piece[piece.len() - SEAM..]);
-    } else {
-        last.extend_from_slice(piece);
-        let excess = last.len().saturating_sub(SEAM);
-        last.drain(..excess);
     }
 }

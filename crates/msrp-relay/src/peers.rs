@@ -31,17 +31,13 @@ impl Peers {
     /// the session's traffic to a connection of its own by delivering one request.
     pub fn note(&mut self, sid: &str, peer_sid: &str, conn: ConnId) {
         let list = self.by_session.entry(sid.to_owned()).or_default();
-        let evicted = if list.iter().any(|(p, _)| **p == *peer_sid) {
+        // Full: every entry is a live connection (closed ones are forgotten), and evicting one
+        // would let a stranger push the real peer out and take its place; the newcomer is
+        // simply not remembered (its traffic still arrives; replies to it are dialled).
+        if list.iter().any(|(p, _)| **p == *peer_sid) || list.len() >= MAX_PEERS {
             return;
-        } else if list.len() >= MAX_PEERS {
-            Some(list.remove(0).1)
-        } else {
-            None
-        };
-        list.push((peer_sid.into(), conn));
-        if let Some(old) = evicted {
-            self.unlist(old, sid);
         }
+        list.push((peer_sid.into(), conn));
         self.by_conn.entry(conn).or_default().push(sid.to_owned());
     }
 

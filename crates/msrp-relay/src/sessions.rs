@@ -251,7 +251,7 @@ mod tests {
             t.note_peer("s1", &uri(&format!("msrp://x:1/p{i};tcp")), 10 + i as ConnId);
         }
         assert_eq!(t.peers.count("s1"), crate::peers::MAX_PEERS, "bounded");
-        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), None, "the oldest went first");
+        assert_eq!(t.peer_conn("s1", &uri("msrp://x:1/far1;tcp")), Some(8), "a live peer is never pushed out");
         t.note_peer("nope", &uri("msrp://x:1/p;tcp"), 3);
         assert_eq!(t.peers.count("nope"), 0, "only for live sessions");
         // The session's end forgets its peers.

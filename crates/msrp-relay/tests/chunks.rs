@@ -183,6 +183,27 @@ async fn a_stalled_sender_keeps_its_chunk_whole_while_nobody_waits() {
 }
 
 #[tokio::test]
+async fn a_chunk_open_longer_than_the_transaction_timeout_is_not_reported_failed() {
+    // The response's clock starts at the chunk's end-line, not at its head (review fix).
+    let opts = RelayOptions {
+        chunk_hold: Duration::from_millis(100),
+        transaction_timeout: Duration::from_secs(1),
+        ..options("127.0.0.1", REALM)
+    };
+    let relay = start_relay(opts, None, REALM).await;
+    let (mut a, ua, mut b, ub) = pair(&relay).await;
+    let data = body(40_000);
+    let send = a.send(join(&[&ua, &ub, &b.path()]), &data);
+    send_slowly(&mut a, &send, &data, 20_000, Duration::from_millis(2500)).await;
+    let (chunks, got) = receive(&mut b).await;
+    assert_eq!(chunks.len(), 1, "one chunk: {chunks:?}");
+    assert!(got == data);
+    assert_eq!(a.frame().await.response().status, StatusCode::OK);
+    let report = a.try_frame(Duration::from_millis(1500)).await;
+    assert!(report.is_none(), "no failure REPORT for a chunk that was answered: {:?}", report.map(|f| f.head));
+}
+
+#[tokio::test]
 async fn an_end_line_planted_after_the_chunk_id_is_seen_never_reaches_the_receiver() {
     // The receiver sees our transaction id as soon as the head is out; a sender in league
     // with it could then put that end-line in the rest of the body and smuggle frames into

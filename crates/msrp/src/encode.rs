@@ -64,21 +64,28 @@ pub const SEAM: usize = 48;
 /// True when no piece of a body written as `pieces`, and no seam between two of them, holds
 /// `tid`'s end-line.
 pub fn pieces_are_safe<P: AsRef<[u8]>>(pieces: &[P], tid: &TransactionId) -> bool {
-    if !pieces.iter().all(|p| body_is_safe(p.as_ref(), tid)) {
-        return false;
-    }
-    let mut seam = Vec::with_capacity(2 * SEAM);
-    for pair in pieces.windows(2) {
-        let (left, right) = (pair[0].as_ref(), pair[1].as_ref());
-        seam.clear();
-        seam.extend_from_slice(&left[left.len().saturating_sub(SEAM)..]);
-        seam.extend_from_slice(&right[..right.len().min(SEAM)]);
-        // Only an end-line crossing the seam matters; each side alone was checked above.
-        if contains_end_line(&seam, tid) {
+    // A rolling window of what came before, so that an end-line spread over several short
+    // pieces is seen as well as one across a single seam.
+    let mut tail = Vec::with_capacity(SEAM);
+    for p in pieces {
+        if !continues_safely(&tail, p.as_ref(), tid) {
             return false;
         }
+        keep_tail(&mut tail, p.as_ref());
     }
     true
+}
+
+/// Keeps in `tail` the last [`SEAM`] bytes of a body, `piece` being its newest bytes.
+pub fn keep_tail(tail: &mut Vec<u8>, piece: &[u8]) {
+    if piece.len() >= SEAM {
+        tail.clear();
+        tail.extend_from_slice(&piece[piece.len() - SEAM..]);
+    } else {
+        tail.extend_from_slice(piece);
+        let excess = tail.len().saturating_sub(SEAM);
+        tail.drain(..excess);
+    }
 }
 
 /// A transaction id whose end-line occurs nowhere in a body written as `pieces`.
@@ -283,6 +290,8 @@ mod tests {
         let other: [&[u8]; 2] = [b"hello\r\n---", b"----zzzz9999$\r\n"];
         assert!(pieces_are_safe(&other, &tid));
         assert!(!pieces_are_safe(&[&b"-------abcd1234$\r\n"[..]], &tid), "a body starting with it");
+        let three: [&[u8]; 4] = [b"hello", b"\r\n", b"---", b"----abcd1234$"];
+        assert!(!pieces_are_safe(&three, &tid), "spread over several short pieces");
         assert!(!continues_safely(b"hello\r\n---", b"----abcd1234$", &tid), "across a streamed seam");
         assert!(continues_safely(b"hello\r\n---", b"----zzzz9999$", &tid));
         let chosen = safe_tid_for_pieces(&split);

@@ -548,6 +548,11 @@ impl ChatConfig {
                 return Err(format!("chat.{name} must be positive"));
             }
         }
+        // A flow must outlive an INVITE being joined (SIP's 32 s transaction time): it counts
+        // as carrying a call only once the call is set up.
+        if self.sip_idle_timeout < 32 {
+            return Err(format!("chat.sip_idle_timeout = {} is below its bound of 32", self.sip_idle_timeout));
+        }
         if self.history_size >= self.queue_messages {
             return Err("chat.history_size must be below chat.queue_messages (a joiner's replay is queued)".into());
         }
