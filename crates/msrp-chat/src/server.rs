@@ -51,6 +51,10 @@ pub(crate) struct Inner {
     /// Refusals a peer can cause at will (bad frames, unknown sessions, failed handshakes),
     /// logged at most once a second with the count so far.
     pub(crate) noisy: LogThrottle,
+    /// Messages offered to participants (fan-out deliveries) and participants dropped as
+    /// too slow, for metrics.
+    fanned_out: std::sync::atomic::AtomicU64,
+    dropped_slow: std::sync::atomic::AtomicU64,
     next_conn: AtomicU64,
     answers: AtomicU64,
 }
@@ -136,6 +140,8 @@ impl Chat {
             history_dropped: LogThrottle::default(),
             refused: LogThrottle::default(),
             noisy: LogThrottle::default(),
+            fanned_out: std::sync::atomic::AtomicU64::new(0),
+            dropped_slow: std::sync::atomic::AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             answers: AtomicU64::new(1),
         };
@@ -355,6 +361,13 @@ impl Chat {
     pub fn session_count(&self) -> usize {
         self.inner.sessions().len()
     }
+
+    /// Messages offered to participants so far (one per recipient), and participants dropped
+    /// as too slow.
+    pub fn counters(&self) -> (u64, u64) {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        (load(&self.inner.fanned_out), load(&self.inner.dropped_slow))
+    }
 }
 
 /// Serves an accepted connection: reads it until it ends, closing it when it stays without
@@ -555,12 +568,14 @@ impl Inner {
     fn fan_out(self: &Arc<Self>, room: &Room, out: Out, to: impl Fn(&Session) -> bool) -> usize {
         let st = room.lock();
         let (delivered, overflowed) = offer_all(&st, &out, to);
+        self.fanned_out.fetch_add(delivered as u64, Ordering::Relaxed);
         drop(st);
         self.drop_overflowed(room, overflowed);
         delivered
     }
 
     fn drop_overflowed(self: &Arc<Self>, room: &Room, overflowed: Vec<Arc<Session>>) {
+        self.dropped_slow.fetch_add(overflowed.len() as u64, Ordering::Relaxed);
         for r in overflowed {
             warn!(room = %room.uri, user = %r.identity.uri, session = %r.id, "outgoing queue full: dropping the participant");
             self.end_session(&r, "too slow: outgoing queue full", true);
@@ -623,7 +638,8 @@ impl Inner {
                         "history backlog full ({HISTORY_BACKLOG} messages): messages not stored"
                     );
                 }
-                let (_, overflowed) = offer_all(&st, &out, |m| m.id != session.id);
+                let (delivered, overflowed) = offer_all(&st, &out, |m| m.id != session.id);
+                self.fanned_out.fetch_add(delivered as u64, Ordering::Relaxed);
                 drop(st);
                 self.drop_overflowed(room, overflowed);
                 StatusCode::OK

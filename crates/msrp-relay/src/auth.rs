@@ -20,6 +20,8 @@ pub(crate) struct AuthOutcome {
     /// A wrong password, unknown user, bad nonce or replay (not a first challenge, a stale
     /// nonce or an Expires out of bounds).
     pub counts_as_failure: bool,
+    /// Refused unchecked: the account or address is blocked for guessing.
+    pub blocked: bool,
 }
 
 fn reply(req: &Request, status: StatusCode, local: &Uri) -> Response {
@@ -47,7 +49,8 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
     let local = req.headers.to_path().map(|p| p.first().clone()).expect("routed AUTH has a To-Path");
     let realm = shared.opts.realm_for(local.host_unbracketed()).to_owned();
     let peer = conn.peer;
-    let outcome = |response, success, counts_as_failure| AuthOutcome { response, success, counts_as_failure };
+    let outcome =
+        |response, success, counts_as_failure| AuthOutcome { response, success, counts_as_failure, blocked: false };
     let Some(creds) = req.headers.authorization() else {
         return outcome(challenge_response(shared, req, &local, &realm, now, false), false, false);
     };
@@ -69,7 +72,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
     let (verified_user, auth_info) = if creds.is_basic() {
         let user = creds.token68.as_deref().and_then(digest::parse_basic).map(|(u, _)| u).unwrap_or_default();
         if blocked(&user) {
-            return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+            return AuthOutcome { blocked: true, ..outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true) };
         }
         match verify_basic(shared, creds, &realm, conn.local.0).await {
             Ok(u) => (u, None),
@@ -97,7 +100,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
             }
         };
         if blocked(&d.username) {
-            return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true);
+            return AuthOutcome { blocked: true, ..outcome(reply(req, StatusCode::FORBIDDEN, &local), false, true) };
         }
         if shared.guard.nonce_spent(&d.nonce) {
             // One challenge serves a few wrong answers, not unlimited guesses.

@@ -32,6 +32,7 @@ use crate::forward::Forwarding;
 use crate::route::{Route, remember_peer, route};
 use crate::server::Shared;
 use crate::sessions::ConnId;
+use crate::stats::AuthOutcome;
 
 pub(crate) type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
@@ -137,6 +138,11 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Over TLS (accepted on a TLS listener, or dialled to an `msrps` hop).
+    pub fn is_tls(&self) -> bool {
+        self.local.0
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -366,6 +372,11 @@ struct Reader {
     fast: FastPath,
     /// Frames the fast path took since the last flush, for [`crate::Relay::fast_path_frames`].
     fast_frames: u64,
+    /// SENDs the fast path forwarded, their body bytes, and the 200s it answered, since the
+    /// last flush (added to `Stats` once per batch).
+    fast_sends: u64,
+    fast_bytes: u64,
+    fast_oks: u64,
 }
 
 /// The frame being read.
@@ -400,6 +411,9 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         frame: Frame::Idle,
         fast: FastPath::default(),
         fast_frames: 0,
+        fast_sends: 0,
+        fast_bytes: 0,
+        fast_oks: 0,
     };
     'conn: loop {
         if buf.capacity() - buf.len() < IDLE_BUFFER / 2 || (busy && buf.capacity() < shared.opts.read_buffer) {
@@ -449,6 +463,9 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, current);
                 if let Some(handled) = handled {
                     reader.fast_frames += handled.frames;
+                    reader.fast_sends += handled.sends;
+                    reader.fast_bytes += handled.bytes;
+                    reader.fast_oks += handled.oks;
                     reader.trusted |= handled.forwarded;
                     for c in handled.flush {
                         batch = None;
@@ -681,6 +698,7 @@ impl Reader {
     }
 
     async fn respond(&mut self, resp: &Response) {
+        self.shared.stats.responded(resp.status, 1);
         let mut out = BytesMut::with_capacity(256);
         encode::encode_response(resp, &mut out);
         let conn = self.conn.clone();
@@ -696,6 +714,13 @@ impl Reader {
     async fn flush_touched(&mut self) {
         if self.fast_frames > 0 {
             self.shared.fast_frames.fetch_add(std::mem::take(&mut self.fast_frames), Ordering::Relaxed);
+        }
+        if self.fast_sends > 0 {
+            let (sends, bytes) = (std::mem::take(&mut self.fast_sends), std::mem::take(&mut self.fast_bytes));
+            self.shared.stats.forwarded(sends, bytes);
+        }
+        if self.fast_oks > 0 {
+            self.shared.stats.responded(StatusCode::OK, std::mem::take(&mut self.fast_oks));
         }
         // A target whose writer an open chunk holds is flushed when that chunk ends. With a
         // chunk open, other connections are flushed only if their writer is free at once (a
@@ -719,6 +744,15 @@ impl Reader {
         match decision {
             Route::Auth => {
                 let outcome = Box::pin(auth::handle(&self.shared, &self.conn, &req, unix_now())).await;
+                self.shared.stats.auth(if outcome.success {
+                    AuthOutcome::Accepted
+                } else if outcome.blocked {
+                    AuthOutcome::Blocked
+                } else if outcome.response.status == StatusCode::UNAUTHORIZED {
+                    AuthOutcome::Challenged
+                } else {
+                    AuthOutcome::Refused
+                });
                 if outcome.success {
                     self.trusted = true;
                 } else if outcome.counts_as_failure {
@@ -791,6 +825,7 @@ async fn send_report(
         .with(Header::ByteRange(range))
         .with(Header::Status(Status::new(status)));
     let mut out = BytesMut::new();
+    shared.stats.reported(status);
     if encode::encode_request(&report, None, Continuation::Complete, &mut out).is_ok() {
         if let Some(n) = shared.reports.note() {
             info!(conn = src.id, message_id = %message_id, status = status.0, reports_so_far = n, "failure REPORT sent");

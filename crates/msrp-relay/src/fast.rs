@@ -100,6 +100,10 @@ pub(crate) struct Handled {
     pub(crate) forwarded: bool,
     /// Connections whose output passed the high-water mark: flush before going on.
     pub(crate) flush: Vec<Arc<Conn>>,
+    /// SENDs forwarded, their body bytes, and 200s answered (for `Stats`).
+    pub(crate) sends: u64,
+    pub(crate) bytes: u64,
+    pub(crate) oks: u64,
 }
 
 /// Headers the fast path understands; any other sends the frame the general way.
@@ -168,7 +172,7 @@ impl FastPath {
             Start::Response(_) => {
                 let (len, frames) = responses(conn, buf, lexed, &shared.opts.limits)?;
                 bytes::Buf::advance(buf, len);
-                Some(Handled { frames, forwarded: false, flush: Vec::new() })
+                Some(Handled { frames, forwarded: false, flush: Vec::new(), sends: 0, bytes: 0, oks: 0 })
             }
             Start::Request(b"SEND") => {
                 let plan = plan_send(&lexed, buf, shared)?;
@@ -434,7 +438,8 @@ fn forward(
     // Hop-by-hop answer (RFC 4976 §7) as Failure-Report asks (RFC 4975 §7.1.2): `yes` every
     // time, `partial` only for a failure.
     let status = if lost { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };
-    if plan.failure == FailureReport::Yes || (lost && plan.failure == FailureReport::Partial) {
+    let answered = plan.failure == FailureReport::Yes || (lost && plan.failure == FailureReport::Partial);
+    if answered {
         let full = conn.queue_with(|out| {
             // The comment is the reason phrase, as in the general path's `Response::new`.
             encode::encode_status_line(&plan.tid, status, status.reason(), out);
@@ -446,7 +451,9 @@ fn forward(
         }
         touch(touched, conn);
     }
-    Handled { frames: 1, forwarded: !lost, flush }
+    let oks = u64::from(answered && !lost);
+    let bytes = if lost { 0 } else { body.len() as u64 };
+    Handled { frames: 1, forwarded: !lost, flush, sends: u64::from(!lost), bytes, oks }
 }
 
 fn put_header(out: &mut BytesMut, hname: &str, value: &[u8]) {

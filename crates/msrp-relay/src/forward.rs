@@ -139,6 +139,7 @@ impl Forwarding {
             keep_tail(&mut last, p);
         }
         self.sent_any = true;
+        shared.stats.forwarded(1, len);
         self.open = Some(Open { writer, tid, since: Instant::now(), start, len, last });
     }
 
@@ -165,6 +166,7 @@ impl Forwarding {
             return;
         }
         open.len += part.len() as u64;
+        shared.stats.forwarded(0, part.len() as u64);
         keep_tail(&mut open.last, &part);
         if open.len >= shared.opts.max_chunk as u64 {
             self.end_open(Continuation::More, shared).await;
@@ -254,6 +256,7 @@ impl Forwarding {
             return;
         }
         self.sent_any = true;
+        shared.stats.forwarded(1, len);
         self.next_byte += len;
     }
 

@@ -13,6 +13,7 @@ pub mod peers;
 pub mod route;
 mod server;
 pub mod sessions;
+pub mod stats;
 
 pub use options::RelayOptions;
 pub use server::Relay;

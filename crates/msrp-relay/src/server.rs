@@ -19,6 +19,7 @@ use crate::guard::AuthGuard;
 use crate::log_throttle::LogThrottle;
 use crate::options::RelayOptions;
 use crate::sessions::{ConnId, Sessions};
+use crate::stats::Stats;
 
 /// Nonce-counts remembered for replay detection (RFC 7616 §3.4); bounded.
 const NONCE_COUNT_CAPACITY: usize = 100_000;
@@ -67,6 +68,7 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Frames handled by the fast path (`fast`), added once per read batch.
     pub fast_frames: AtomicU64,
+    pub stats: Stats,
     /// Connections refused over each cap (logged at most once a second per cap).
     pub refused_total: LogThrottle,
     pub refused_per_ip: LogThrottle,
@@ -103,6 +105,7 @@ impl Relay {
             closed_conns: LogThrottle::default(),
             shutdown,
             fast_frames: AtomicU64::new(0),
+            stats: Stats::default(),
             refused_total: LogThrottle::default(),
             refused_per_ip: LogThrottle::default(),
         };
@@ -206,6 +209,19 @@ impl Relay {
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.shared.conns.lock().map_or(0, |c| c.len())
+    }
+
+    /// Open connections over (plain TCP, TLS), accepted and dialled alike.
+    pub fn connections_by_transport(&self) -> (usize, usize) {
+        self.shared.conns.lock().map_or((0, 0), |c| {
+            let tls = c.values().filter(|c| c.is_tls()).count();
+            (c.len() - tls, tls)
+        })
+    }
+
+    /// The counters (AUTH outcomes, forwarded chunks and bytes, responses and REPORTs).
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
     }
 }
 

@@ -16,7 +16,8 @@ use crate::store::{CachedCredentials, Store};
 
 /// The running chat service.
 pub struct ChatService {
-    pub sip: SipServer,
+    pub chat: Chat,
+    pub sip: Arc<SipServer>,
     token: CancellationToken,
 }
 
@@ -98,8 +99,9 @@ pub async fn start(
     let credentials = CachedCredentials::new(store.clone(), Duration::from_secs(config.database.cache_seconds));
     let lifetime = Duration::from_secs(config.relay.nonce_lifetime);
     let auth = Authenticator::new(trust, c.trusted_over_udp, Some(Arc::new(credentials)), lifetime).with_guard(guard);
-    let sip =
-        SipServer::start(chat, auth, listeners, token.clone()).await.map_err(|e| format!("cannot start SIP: {e}"))?;
+    let sip = SipServer::start(chat.clone(), auth, listeners, token.clone())
+        .await
+        .map_err(|e| format!("cannot start SIP: {e}"))?;
     info!(domain = %c.domain, "chat rooms are sip:ROOM@{}", c.domain);
-    Ok(ChatService { sip, token })
+    Ok(ChatService { chat, sip: Arc::new(sip), token })
 }

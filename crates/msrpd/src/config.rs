@@ -22,6 +22,15 @@ pub struct Config {
     pub auth: AuthConfig,
     pub relay: RelayConfig,
     pub chat: ChatConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus text at `/metrics` (and `/health`) when `listen` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:PORT` to serve on (off when absent); keep it on a private address.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -34,6 +43,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             relay: RelayConfig::default(),
             chat: ChatConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod listen;
 mod logging;
+mod metrics;
 mod store;
 mod tls;
 
@@ -192,6 +193,14 @@ async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
     } else {
         None
     };
+    if let Some(listener) = metrics::bind(config.metrics.listen)? {
+        let sources = metrics::Sources {
+            relay: relays.first().cloned(),
+            chat: chat.as_ref().map(|c| (c.chat.clone(), c.sip.clone())),
+        };
+        // Not among the tasks awaited at shutdown: it serves until the process ends.
+        tokio::spawn(metrics::serve(listener, sources));
+    }
     shutdown_signal().await;
     info!("shutting down: reporting what is in flight, hanging up chat calls, then ending sessions");
     if let Some(chat) = &chat {

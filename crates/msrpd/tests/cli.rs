@@ -191,11 +191,24 @@ async fn authenticate(port: u16) -> msrp::Response {
     read_response(&mut stream, &mut dec, &mut buf).await
 }
 
+/// GET `path` from the metrics listener: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
 #[test]
 fn serve_authenticates_and_stops_on_sigterm() {
     let dir = TempDir::new("serve");
-    let (plain, tls) = (free_port(), free_port());
+    let (plain, tls, metrics) = (free_port(), free_port(), free_port());
     let config = write_config(&dir.0, plain, tls);
+    let text = std::fs::read_to_string(&config).unwrap() + &format!("[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n");
+    std::fs::write(&config, text).unwrap();
     assert!(add_user(&config, "alice@example.com", "alicepw").status.success());
     let mut child = msrpd().arg("-c").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
@@ -210,6 +223,23 @@ fn serve_authenticates_and_stops_on_sigterm() {
     assert_eq!(use_path.first().port(), Some(plain));
     assert!(std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok(), "the TLS listener is up too");
     assert!(dir.0.join("127.0.0.1.cert.pem").exists(), "a certificate was generated into data_dir");
+
+    // Prometheus text after that workload (issue 14): one challenge, one accepted AUTH.
+    let (status, body) = http_get(metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    for line in [
+        "msrpd_up 1",
+        "msrpd_relay_auth_total{outcome=\"challenged\"} 1",
+        "msrpd_relay_auth_total{outcome=\"accepted\"} 1",
+        "msrpd_relay_responses_total{status=\"401\"} 1",
+        "msrpd_relay_responses_total{status=\"200\"} 1",
+        "# TYPE msrpd_chat_rooms gauge",
+        "msrpd_sip_calls 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+    }
+    assert!(http_get(metrics, "/health").0.contains("200"));
+    assert!(http_get(metrics, "/nope").0.contains("404"));
 
     // The shell's builtin `kill`: no dependency on procps being installed.
     let killed = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().unwrap();

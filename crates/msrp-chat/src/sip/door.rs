@@ -134,6 +134,9 @@ pub(crate) struct Door {
     salt: RandomState,
     dropped: LogThrottle,
     busy: LogThrottle,
+    /// Requests answered here (without a transaction), and dropped over the rate, for metrics.
+    pub(crate) answered: std::sync::atomic::AtomicU64,
+    pub(crate) rate_dropped: std::sync::atomic::AtomicU64,
     refused_conns: LogThrottle,
 }
 
@@ -151,6 +154,8 @@ impl Door {
             salt: RandomState::new(),
             dropped: LogThrottle::default(),
             busy: LogThrottle::default(),
+            answered: std::sync::atomic::AtomicU64::new(0),
+            rate_dropped: std::sync::atomic::AtomicU64::new(0),
             refused_conns: LogThrottle::default(),
         })
     }
@@ -311,6 +316,7 @@ impl Door {
             && !st.auth.trusts(src.ip(), conn.is_reliable())
             && !self.within_rate(src.ip(), now)
         {
+            self.rate_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(n) = self.dropped.note() {
                 warn!(source = %src, rate = self.limits.rate, dropped_so_far = n, "SIP requests over the per-source rate dropped");
             }
@@ -452,6 +458,7 @@ impl Door {
         status: StatusCode,
         headers: Vec<Header>,
     ) {
+        self.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut resp = ep.make_response(req, status.clone(), None);
         if !matches!(status.kind(), rsipstack::sip::StatusCodeKind::Provisional)
             && let Ok(to) = req.to_header()

@@ -214,6 +214,13 @@ impl SipServer {
         self.endpoint.inner.transactions.len() + self.endpoint.inner.finished_transactions.len()
     }
 
+    /// Requests the front door answered without a transaction, and requests it dropped over
+    /// their source's rate, so far.
+    pub fn door_counters(&self) -> (u64, u64) {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (load(&self.state.door.answered), load(&self.state.door.rate_dropped))
+    }
+
     /// SIP TCP/TLS connections open now.
     pub fn connection_count(&self) -> usize {
         self.state.door.stream_count()
