@@ -80,6 +80,11 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Forgets transaction `tid` (its chunk never left whole); true if it was still pending.
+    pub(crate) fn untrack(&self, tid: &TransactionId) -> bool {
+        self.pending.lock().is_ok_and(|mut p| p.remove(tid).is_some())
+    }
+
     /// Over TLS (accepted on a TLS listener, or dialled to an `msrps` hop).
     pub fn is_tls(&self) -> bool {
         self.local.0
@@ -130,13 +135,6 @@ impl Conn {
         if let Ok(mut out) = self.out.lock() {
             *out = BytesMut::new();
         }
-    }
-
-    /// Writes everything queued if the writer is free now; false when it is not.
-    pub(crate) async fn try_flush_out(&self, shared: &Shared) -> bool {
-        let Ok(mut w) = self.writer.try_lock() else { return false };
-        self.flush_locked(&mut w, shared).await;
-        true
     }
 
     /// Writes everything queued, in order.
@@ -346,7 +344,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             _ = tokio::time::sleep(shared.opts.chunk_hold), if reader.chunk_open() => None,
         };
         let Some(read) = read else {
-            reader.cut_stalled_chunk().await;
+            reader.cut_chunk_if_wanted().await;
             reader.flush_touched().await;
             continue;
         };
@@ -576,14 +574,17 @@ impl Reader {
         }
     }
 
-    /// A chunk open longer than `chunk_hold` while someone else wants its target is cut at
-    /// the batch end, even if its sender keeps trickling bytes (the silence timer alone would
-    /// let one byte a second hold a target for days).
+    /// A chunk open longer than `chunk_hold` while someone else wants its target is cut
+    /// (`+`), so the target is free; the rest of the frame goes in a chunk of its own. Checked
+    /// when the sender stalls and at every batch end (a trickle of bytes never looks silent).
+    /// Nobody waiting, the chunk stays whole (a client on a slow uplink keeps its chat message
+    /// in one chunk, which sipsimple needs).
     async fn cut_chunk_if_wanted(&mut self) {
         if let Frame::Forward(f) = &mut self.frame
             && f.open_for().is_some_and(|d| d >= self.shared.opts.chunk_hold)
             && f.target.is_wanted()
         {
+            debug!(conn = self.conn.id, target = f.target.id, "chunk held past chunk_hold and wanted: cut with '+'");
             f.end_open(Continuation::More, &self.shared).await;
         }
     }
@@ -591,23 +592,6 @@ impl Reader {
     /// Whether a chunk is open (the target's writer held) while waiting for the sender.
     fn chunk_open(&self) -> bool {
         matches!(&self.frame, Frame::Forward(f) if f.open.is_some())
-    }
-
-    /// The sender stalled with a chunk open: when someone else wants the target, end the
-    /// chunk (`+`) so the target is free; the rest of the frame goes in a chunk of its own.
-    /// Nobody waiting, the chunk stays whole (a client on a slow uplink keeps its chat message
-    /// in one chunk, which sipsimple needs).
-    async fn cut_stalled_chunk(&mut self) {
-        if let Frame::Forward(f) = &mut self.frame
-            && f.target.is_wanted()
-        {
-            debug!(
-                conn = self.conn.id,
-                target = f.target.id,
-                "sender stalled inside a chunk others wait for: cut with '+'"
-            );
-            f.end_open(Continuation::More, &self.shared).await;
-        }
     }
 
     async fn respond(&mut self, resp: &Response) {
@@ -635,21 +619,13 @@ impl Reader {
         if self.fast_oks > 0 {
             self.shared.stats.responded(StatusCode::OK, std::mem::take(&mut self.fast_oks));
         }
-        // A target whose writer an open chunk holds is flushed when that chunk ends. With a
-        // chunk open, other connections are flushed only if their writer is free at once (a
-        // busy one is retried at the next batch end or stall; its holder flushes it too).
-        let open = self.chunk_open();
-        let held = |c: &Arc<Conn>| matches!(&self.frame, Frame::Forward(f) if f.holds(c.id));
-        let touched: Vec<Arc<Conn>> = std::mem::take(&mut self.touched);
-        let (mut later, now): (Vec<_>, Vec<_>) = touched.into_iter().partition(held);
-        for conn in now {
-            if !open {
-                conn.flush_out(&self.shared).await;
-            } else if !conn.try_flush_out(&self.shared).await {
-                later.push(conn);
-            }
+        // Never waited for while a chunk is open (a reader holding one must not wait for another
+        // connection's writer): a chunk opens only after this flush at a batch end, and while
+        // it is open the reader queues nothing for anyone (its pieces go straight out).
+        debug_assert!(!self.chunk_open() || self.touched.is_empty(), "output queued while a chunk is open");
+        for conn in std::mem::take(&mut self.touched) {
+            conn.flush_out(&self.shared).await;
         }
-        self.touched = later;
     }
 
     /// A request answered by this relay: AUTH, or a refusal.

@@ -433,8 +433,7 @@ fn forward(
     touch(touched, &route.target);
     // The target closed meanwhile: unless its closing already reported this transaction (it
     // took it from the table), the sender gets the general path's 481 instead of 200.
-    let lost =
-        route.target.is_closed() && tracked && route.target.pending.lock().is_ok_and(|mut p| p.remove(&tid).is_some());
+    let lost = route.target.is_closed() && tracked && route.target.untrack(&tid);
     // Hop-by-hop answer (RFC 4976 §7) as Failure-Report asks (RFC 4975 §7.1.2): `yes` every
     // time, `partial` only for a failure.
     let status = if lost { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };

@@ -81,12 +81,6 @@ impl Forwarding {
         }
     }
 
-    /// True while this forwarding holds `conn`'s writer (an open chunk to it): whoever flushes
-    /// `conn` must leave it to [`Forwarding::end_open`].
-    pub(crate) fn holds(&self, conn: ConnId) -> bool {
-        self.open.is_some() && self.target.id == conn
-    }
-
     /// How long the open chunk has held its target, if one is open.
     pub(crate) fn open_for(&self) -> Option<std::time::Duration> {
         self.open.as_ref().map(|o| o.since.elapsed())
@@ -111,15 +105,9 @@ impl Forwarding {
         self.write_head(tid, Some(ByteRange { start, end, total: self.total }), true, &mut head);
         let mut writer = self.target.writer_owned().await;
         // Recorded before the head leaves, with the range known so far: a next hop may answer
-        // (413, 481) before the chunk ends; `end_open` sets the final range.
-        self.track(tid, ByteRange { start, end: None, total: self.total }, shared);
-        // No response is due before the end-line, however long the chunk stays open: the
-        // timer starts in `end_open`.
-        if let Ok(mut p) = self.target.pending.lock()
-            && let Some(Pending::Send { deadline, .. }) = p.get_mut(&tid)
-        {
-            *deadline = far_future();
-        }
+        // (413, 481) before the chunk ends; `end_open` sets the final range. No response is
+        // due before the end-line, however long the chunk stays open: the timer starts there.
+        self.track(tid, ByteRange { start, end: None, total: self.total }, far_future());
         // Whatever others queued for the target leaves first.
         let mut ok = self.target.flush_locked(&mut writer, shared).await;
         ok = ok && write_timed(&mut writer, &head, &self.target, shared).await;
@@ -128,9 +116,7 @@ impl Forwarding {
         }
         if !ok {
             self.failed = true;
-            if let Ok(mut p) = self.target.pending.lock() {
-                p.remove(&tid);
-            }
+            self.target.untrack(&tid);
             self.target.release_closed(&mut writer).await;
             return;
         }
@@ -157,9 +143,7 @@ impl Forwarding {
         let part = piece.split_to(take);
         if !write_timed(&mut open.writer, &part, &self.target, shared).await {
             if let Some(mut open) = self.open.take() {
-                if let Ok(mut p) = self.target.pending.lock() {
-                    p.remove(&open.tid);
-                }
+                self.target.untrack(&open.tid);
                 self.target.release_closed(&mut open.writer).await;
             }
             self.failed = true;
@@ -178,9 +162,9 @@ impl Forwarding {
     pub(crate) async fn end_open(&mut self, flag: Continuation, shared: &Shared) {
         let Some(mut open) = self.open.take() else { return };
         let range = ByteRange { start: open.start, end: Some(open.start + open.len - 1), total: self.total };
-        // The final range, unless the next hop has answered already.
-        // and the response's clock starts now, at the end-line (the chunk may have been open
-        // longer than transaction_timeout on a slow uplink).
+        // The final range, unless the next hop has answered already, and the response's clock
+        // starts now, at the end-line (the chunk may have been open longer than
+        // transaction_timeout on a slow uplink).
         if let Ok(mut p) = self.target.pending.lock()
             && let Some(Pending::Send { range: r, deadline, .. }) = p.get_mut(&open.tid)
         {
@@ -193,9 +177,7 @@ impl Forwarding {
             && self.target.flush_locked(&mut open.writer, shared).await;
         if !ok {
             self.failed = true;
-            if let Ok(mut p) = self.target.pending.lock() {
-                p.remove(&open.tid);
-            }
+            self.target.untrack(&open.tid);
         }
         self.target.release_closed(&mut open.writer).await;
         self.next_byte += open.len;
@@ -219,7 +201,7 @@ impl Forwarding {
         // read batch); large ones are written as head, pieces (no copy), end.
         // Recorded before the chunk can leave: another task may flush the target's output at
         // any moment, and the response must find its transaction.
-        self.track(tid, range, shared);
+        self.track(tid, range, Instant::now() + shared.opts.transaction_timeout);
         let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
         self.write_head(tid, with_range.then_some(range), body_section, &mut out);
         let ok = if len < SMALL_CHUNK {
@@ -250,9 +232,7 @@ impl Forwarding {
         };
         if !ok {
             self.failed = true;
-            if let Ok(mut p) = self.target.pending.lock() {
-                p.remove(&tid);
-            }
+            self.target.untrack(&tid);
             return;
         }
         self.sent_any = true;
@@ -262,8 +242,8 @@ impl Forwarding {
 
     /// The rewritten head, straight from the received one (no intermediate `Request`: the
     /// relay's profile showed cloning every header per chunk): start line, the new paths, the
-    /// other headers as received, the chunk's Byte-Range (when given: a SEND's), the Content-* headers, and the blank
-    /// line when the frame has a body section (RFC 4975 §9 order).
+    /// other headers as received, the chunk's Byte-Range (when given: a SEND's), the Content-*
+    /// headers, and the blank line when the frame has a body section (RFC 4975 §9 order).
     fn write_head(&self, tid: TransactionId, range: Option<ByteRange>, body_section: bool, out: &mut BytesMut) {
         out.extend_from_slice(b"MSRP ");
         out.extend_from_slice(tid.as_bytes());
@@ -292,8 +272,7 @@ impl Forwarding {
         }
     }
 
-    fn track(&self, tid: TransactionId, range: ByteRange, shared: &Shared) {
-        let deadline = Instant::now() + shared.opts.transaction_timeout;
+    fn track(&self, tid: TransactionId, range: ByteRange, deadline: Instant) {
         let pending = match self.req.method {
             Method::Report => return,
             Method::Send => {

@@ -30,20 +30,22 @@ impl Peers {
     /// forgotten, [`Peers::forget_conn`]): a stranger who learnt the session-ids cannot divert
     /// the session's traffic to a connection of its own by delivering one request.
     pub fn note(&mut self, sid: &str, peer_sid: &str, conn: ConnId) {
-        let list = self.by_session.entry(sid.to_owned()).or_default();
         // Full: every entry is a live connection (closed ones are forgotten), and evicting one
         // would let a stranger push the real peer out and take its place; the newcomer is
         // simply not remembered (its traffic still arrives; replies to it are dialled).
-        if list.iter().any(|(p, _)| **p == *peer_sid) || list.len() >= MAX_PEERS {
+        // Looked up before anything is allocated: this runs for every routed request.
+        if let Some(list) = self.by_session.get(sid)
+            && (list.iter().any(|(p, _)| **p == *peer_sid) || list.len() >= MAX_PEERS)
+        {
             return;
         }
-        list.push((peer_sid.into(), conn));
+        self.by_session.entry(sid.to_owned()).or_default().push((peer_sid.into(), conn));
         self.by_conn.entry(conn).or_default().push(sid.to_owned());
     }
 
-    /// The connection over which peer `peer_sid` of session `sid` was last seen.
+    /// The connection remembered for peer `peer_sid` of session `sid`.
     pub fn conn_for(&self, sid: &str, peer_sid: &str) -> Option<ConnId> {
-        self.by_session.get(sid)?.iter().rev().find(|(p, _)| **p == *peer_sid).map(|(_, c)| *c)
+        self.by_session.get(sid)?.iter().find(|(p, _)| **p == *peer_sid).map(|(_, c)| *c)
     }
 
     /// Forgets the peers of an ended session; returns their connections.
