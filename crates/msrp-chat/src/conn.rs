@@ -250,7 +250,7 @@ async fn on_request(
             return None;
         }
     };
-    match (admit(inner, conn, req, session.clone(), &to, partial).await, bound) {
+    match (admit(inner, conn, req, session.clone(), to, partial).await, bound) {
         (Some(cur), bound) => Some(Current { bound, ..cur }),
         (None, Some(path)) => {
             // Refused, and answered: the session is bound all the same.
@@ -268,10 +268,9 @@ async fn admit(
     conn: &Arc<Conn>,
     req: Request,
     session: Arc<Session>,
-    to: &msrp::Uri,
+    to: msrp::Uri,
     partial: &mut HashMap<(String, String), Partial>,
 ) -> Option<Current> {
-    let to = to.clone();
     conn.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let key = match req.method {
         Method::Send => {
