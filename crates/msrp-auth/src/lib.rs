@@ -24,4 +24,10 @@ pub trait CredentialStore: Send + Sync + 'static {
         realm: &'a str,
         alg: Algorithm,
     ) -> BoxFuture<'a, Result<Option<String>, String>>;
+
+    /// The Digest algorithms the store can verify, strongest first: what a challenge
+    /// offers (a table of MD5 hashes cannot check a SHA-256 response).
+    fn algorithms(&self) -> &[Algorithm] {
+        &[Algorithm::Sha256, Algorithm::Md5]
+    }
 }

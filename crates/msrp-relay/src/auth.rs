@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::conn::Conn;
-use crate::digest::{self, Algorithm, DigestResponse, NonceCheck};
+use crate::digest::{self, DigestResponse, NonceCheck};
 use crate::server::Shared;
 use crate::sessions::Session;
 
@@ -32,8 +32,9 @@ fn reply(req: &Request, status: StatusCode, local: &Uri) -> Response {
 fn challenge_response(shared: &Shared, req: &Request, local: &Uri, realm: &str, now: u64, stale: bool) -> Response {
     let nonce = shared.nonce_key.mint(realm, now);
     let mut resp = reply(req, StatusCode::UNAUTHORIZED, local);
-    // SHA-256 first: clients take the first one they support (RFC 7616 §3.7).
-    for alg in [Algorithm::Sha256, Algorithm::Md5] {
+    // SHA-256 first: clients take the first one they support (RFC 7616 §3.7). Only what the
+    // store can verify: a table of MD5 hashes cannot check a SHA-256 answer.
+    for &alg in shared.store.algorithms() {
         let _ = resp.headers.push(Header::WwwAuthenticate(Box::new(digest::challenge(
             alg,
             realm,
@@ -118,8 +119,13 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
                 return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
             }
             Err(Failure::Unavailable(why)) => {
-                warn!(%peer, user = %d.username, %realm, why, "AUTH refused: not the client's fault");
-                return outcome(reply(req, StatusCode::FORBIDDEN, &local), false, false);
+                // Not the client's fault, and not a verdict on the password: a 5xx at once,
+                // never a hang or a silent close (issue 13).
+                if let Some(n) = shared.refused_auth.note() {
+                    warn!(%peer, user = %d.username, %realm, why, refused_so_far = n, "AUTH refused: not the client's fault");
+                }
+                let resp = reply(req, StatusCode::SERVER_ERROR, &local);
+                return outcome(resp, false, false);
             }
             Err(Failure::Forbidden(why)) => {
                 if let Some(n) = shared.refused_auth.note() {
@@ -179,13 +185,14 @@ async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u6
         NonceCheck::Stale => return Err(Failure::Stale),
         NonceCheck::Invalid => return Err(Failure::Challenge("nonce not issued by this relay")),
     };
+    if !shared.store.algorithms().contains(&d.algorithm) {
+        return Err(Failure::Challenge("an algorithm the user store cannot verify"));
+    }
     let ha1 = match shared.store.ha1(&d.username, realm, d.algorithm).await {
         Ok(Some(h)) => h,
         Ok(None) => return Err(Failure::Forbidden("unknown user")),
-        Err(e) => {
-            warn!(error = %e, "user store lookup failed");
-            return Err(Failure::Unavailable("user store unavailable"));
-        }
+        // The store logs its failures (throttled).
+        Err(_) => return Err(Failure::Unavailable("user store unavailable")),
     };
     if !d.verify(&ha1, "AUTH") {
         return Err(Failure::Forbidden("wrong password"));
@@ -212,9 +219,11 @@ async fn verify_basic(
     }
     let (user, password) =
         creds.token68.as_deref().and_then(digest::parse_basic).ok_or("malformed Basic credentials")?;
-    let stored = shared.store.ha1(&user, realm, Algorithm::Sha256).await.map_err(|_| "user store unavailable")?;
+    // Any algorithm the store keeps: the password is in hand, its HA1 can be computed.
+    let alg = *shared.store.algorithms().first().ok_or("no algorithm")?;
+    let stored = shared.store.ha1(&user, realm, alg).await.map_err(|_| "user store unavailable")?;
     let stored = stored.ok_or("unknown user")?;
-    let computed = digest::ha1(Algorithm::Sha256, &user, realm, &password);
+    let computed = digest::ha1(alg, &user, realm, &password);
     if bool::from(computed.as_bytes().ct_eq(stored.as_bytes())) { Ok(user) } else { Err("wrong password") }
 }
 

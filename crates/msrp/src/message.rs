@@ -137,6 +137,9 @@ impl StatusCode {
     /// RFC 7701.
     pub const PRIVATE_MESSAGES_NOT_SUPPORTED: StatusCode = StatusCode(428);
     pub const SESSION_DOES_NOT_EXIST: StatusCode = StatusCode(481);
+    /// Not among RFC 4975's codes: a failure on the server's side (e.g. its user store is
+    /// down), which a client that does not know it takes by its class (5xx: not its fault).
+    pub const SERVER_ERROR: StatusCode = StatusCode(500);
     pub const NOT_IMPLEMENTED: StatusCode = StatusCode(501);
     pub const SESSION_ALREADY_BOUND: StatusCode = StatusCode(506);
 

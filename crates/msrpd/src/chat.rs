@@ -32,6 +32,7 @@ impl ChatService {
 pub async fn start(
     config: &Config,
     store: &Store,
+    credentials: Arc<CachedCredentials>,
     server_tls: Arc<rustls::ServerConfig>,
     client_tls: Arc<rustls::ClientConfig>,
     guard: Arc<msrp_relay::guard::AuthGuard>,
@@ -96,9 +97,8 @@ pub async fn start(
     } else {
         warn!(networks = ?c.trusted_networks, "chat: callers from these networks are admitted without a challenge");
     }
-    let credentials = CachedCredentials::new(store.clone(), Duration::from_secs(config.database.cache_seconds));
     let lifetime = Duration::from_secs(config.relay.nonce_lifetime);
-    let auth = Authenticator::new(trust, c.trusted_over_udp, Some(Arc::new(credentials)), lifetime).with_guard(guard);
+    let auth = Authenticator::new(trust, c.trusted_over_udp, Some(credentials), lifetime).with_guard(guard);
     let sip = SipServer::start(chat.clone(), auth, listeners, token.clone())
         .await
         .map_err(|e| format!("cannot start SIP: {e}"))?;

@@ -19,6 +19,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tls: TlsConfig,
     pub database: DatabaseConfig,
+    pub accounts: AccountsConfig,
     pub auth: AuthConfig,
     pub relay: RelayConfig,
     pub chat: ChatConfig,
@@ -40,6 +41,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tls: TlsConfig::default(),
             database: DatabaseConfig::default(),
+            accounts: AccountsConfig::default(),
             auth: AuthConfig::default(),
             relay: RelayConfig::default(),
             chat: ChatConfig::default(),
@@ -92,17 +94,61 @@ impl Default for TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`. Empty: `sqlite://<data_dir>/msrpd.sqlite`.
+    /// `sqlite://PATH`, `postgres://USER:PASSWORD@HOST/DB` or `mysql://USER:PASSWORD@HOST/DB`
+    /// (MariaDB too). Empty: `sqlite://<data_dir>/msrpd.sqlite`.
     pub url: Option<String>,
     /// Seconds an account's HA1 is remembered after a lookup (0: ask the database every
-    /// time). Password changes and removals take effect within this time.
+    /// time). Password changes and removals take effect within this time; while the database
+    /// is down, accounts looked up within it can still authenticate.
     pub cache_seconds: u64,
+    /// Most connections to the database at once.
+    pub pool_size: u32,
+    /// Longest wait, milliseconds, for a connection (connecting included) before a lookup fails.
+    pub connect_timeout_ms: u64,
+    /// Longest wait, milliseconds, for one query's answer before it fails.
+    pub query_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: None, cache_seconds: 10 }
+        DatabaseConfig { url: None, cache_seconds: 10, pool_size: 8, connect_timeout_ms: 3000, query_timeout_ms: 3000 }
     }
+}
+
+/// Which stock table layout `[accounts]` starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountSchema {
+    /// msrpd's own table, which `msrpd user` manages.
+    #[default]
+    Msrpd,
+    /// Kamailio's `subscriber` (auth_db): `password`, `ha1`, `ha1b`.
+    Kamailio,
+    /// OpenSIPS 3's `subscriber` (auth_db): `password`, `ha1`, `ha1_sha256`.
+    Opensips,
+}
+
+/// `[accounts]`: where accounts are read. `schema` fills in a stock layout; every other key
+/// overrides one part of it, and an empty string removes a column (`domain = ""`: one realm).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    pub schema: AccountSchema,
+    pub table: Option<String>,
+    pub username: Option<String>,
+    pub domain: Option<String>,
+    /// Clear-text password column (Kamailio's `calculate_ha1 = yes`).
+    pub password: Option<String>,
+    /// MD5(username:realm:password).
+    pub ha1: Option<String>,
+    /// MD5(username@domain:realm:password), for clients that send `username="user@domain"`.
+    pub ha1b: Option<String>,
+    /// SHA-256(username:realm:password) (OpenSIPS 3).
+    pub ha1_sha256: Option<String>,
+    /// An SQL condition every account must meet, e.g. `enabled = 1`.
+    pub condition: Option<String>,
+    /// Let `msrpd user add/passwd/remove` write to a table of another schema.
+    pub manage: Option<bool>,
 }
 
 /// Password guessing limits, for the relay's AUTH and the chat's SIP Digest together
@@ -710,14 +756,26 @@ impl Config {
             ("max_auth_failures", u64::from(r.max_auth_failures), 1000),
         ];
         at_most("relay", &caps).map_err(ConfigError::Invalid)?;
-        at_most("database", &[("cache_seconds", self.database.cache_seconds, DAY)]).map_err(ConfigError::Invalid)?;
+        let db = &self.database;
+        if db.pool_size == 0 || db.connect_timeout_ms == 0 || db.query_timeout_ms == 0 {
+            return bad("database.pool_size, connect_timeout_ms and query_timeout_ms must be positive".into());
+        }
+        let caps = [
+            ("cache_seconds", db.cache_seconds, DAY),
+            ("pool_size", u64::from(db.pool_size), 1000),
+            ("connect_timeout_ms", db.connect_timeout_ms, 600_000),
+            ("query_timeout_ms", db.query_timeout_ms, 600_000),
+        ];
+        at_most("database", &caps).map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
         self.chat.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database.url
-            && !url.starts_with("sqlite:")
+            && crate::store::Backend::of(url).is_none()
         {
-            return bad(format!("database.url {url:?}: only sqlite:// is supported in this build"));
+            return bad(format!("database.url {url:?}: expected sqlite://, postgres:// or mysql://"));
         }
+        crate::store::AccountTable::resolve(&self.accounts, crate::store::Backend::of(&self.database_url()))
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -780,7 +838,10 @@ mod tests {
         assert!(Config::parse("[relay]\nmin_expires = 700").is_err());
         assert!(Config::parse("[tls]\ncertificate = \"a.pem\"").is_err());
         assert!(Config::parse("[relay]\ndomains = []").is_err());
-        assert!(Config::parse("[database]\nurl = \"mysql://x\"").is_err());
+        assert!(Config::parse("[database]\nurl = \"oracle://x\"").is_err());
+        assert!(Config::parse("[database]\nurl = \"mysql://u:p@localhost/kamailio\"").is_ok());
+        assert!(Config::parse("[accounts]\ntable = \"subscriber; DROP TABLE x\"").is_err());
+        assert!(Config::parse("[accounts]\nschema = \"kamailio\"\nha1 = \"\"\npassword = \"\"\nha1b = \"\"").is_err());
         assert!(Config::parse("[chat]\nsip_listen = [\"ws://1.2.3.4:5\"]").is_err());
         assert!(Config::parse("[chat]\nrooms = \"some\"").is_err());
         assert!(Config::parse("[chat]\ntrusted_networks = [\"10.0.0.0/33\"]").is_err());

@@ -17,7 +17,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, UserCommand};
 use config::Config;
-use store::{Account, Store};
+use store::{Account, Store, StoreOptions};
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
@@ -77,10 +77,10 @@ fn check_config(config: &Config) -> Result<(), AnyError> {
 }
 
 async fn user(config: &Config, cmd: UserCommand) -> Result<(), AnyError> {
-    let url = config.database_url();
-    let store = Store::open(&url).await?;
+    let opts = StoreOptions::from_config(config)?;
+    let store = Store::open(&opts).await?;
     // On stderr, so that `user list` output stays the accounts alone.
-    eprintln!("msrpd: user store {url}");
+    eprintln!("msrpd: user store {} (table {})", store::redact(&opts.url), opts.accounts.table);
     match cmd {
         UserCommand::Add { account, password_stdin } => {
             let account: Account = account.parse()?;
@@ -151,8 +151,20 @@ async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
     let client_config = tls::client_config(&config, &identity)?;
     let server_tls = tokio_rustls::TlsAcceptor::from(server_config.clone());
     let client_tls = tokio_rustls::TlsConnector::from(client_config.clone());
-    let store = Store::open(&config.database_url()).await?;
-    info!(database = %config.database_url(), "user store open");
+    let store_opts = StoreOptions::from_config(&config)?;
+    let store = Store::open(&store_opts).await?;
+    info!(
+        database = %store::redact(&store_opts.url),
+        accounts = %store_opts.accounts.table,
+        schema = ?store_opts.accounts.schema,
+        algorithms = ?store_opts.accounts.algorithms(),
+        "user store open"
+    );
+    // One cache for both doors (store::cache).
+    let credentials = Arc::new(store::CachedCredentials::new(
+        store.clone(),
+        std::time::Duration::from_secs(config.database.cache_seconds),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One guessing guard for the relay's AUTH and the chat's SIP Digest: an account's
@@ -163,10 +175,7 @@ async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
     if config.relay.enabled {
         let relay = msrp_relay::Relay::new(
             msrp_relay::RelayOptions { guard: guard.clone(), ..relay_options(&config) },
-            Arc::new(store::CachedCredentials::new(
-                store.clone(),
-                std::time::Duration::from_secs(config.database.cache_seconds),
-            )),
+            credentials.clone(),
             Some(client_tls),
             stop_rx.clone(),
         );
@@ -189,7 +198,7 @@ async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
         );
     }
     let chat = if config.chat.enabled {
-        Some(chat::start(&config, &store, server_config, client_config, guard.clone()).await?)
+        Some(chat::start(&config, &store, credentials.clone(), server_config, client_config, guard.clone()).await?)
     } else {
         None
     };
@@ -197,6 +206,7 @@ async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
         let sources = metrics::Sources {
             relay: relays.first().cloned(),
             chat: chat.as_ref().map(|c| (c.chat.clone(), c.sip.clone())),
+            credentials: Some(credentials.clone()),
         };
         // Not among the tasks awaited at shutdown: it serves until the process ends.
         tokio::spawn(metrics::serve(listener, sources));

@@ -30,6 +30,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 pub struct Sources {
     pub relay: Option<Relay>,
     pub chat: Option<(Chat, Arc<SipServer>)>,
+    pub credentials: Option<Arc<crate::store::CachedCredentials>>,
 }
 
 /// Serves `/metrics` and `/health` on `listener` until the process ends.
@@ -145,6 +146,26 @@ pub fn render(sources: &Sources) -> String {
             "Frames taken by the relay's fast path.",
             &[("", relay.fast_path_frames())],
         );
+    }
+    if let Some(credentials) = &sources.credentials {
+        let db = credentials.stats();
+        family(
+            &mut out,
+            "msrpd_db_lookups_total",
+            "counter",
+            "Account lookups that reached the database (not answered by the cache).",
+            &[("", db.queries)],
+        );
+        family(
+            &mut out,
+            "msrpd_db_errors_total",
+            "counter",
+            "Account lookups that failed (database down, slow or refusing).",
+            &[("", db.failures)],
+        );
+        let _ = writeln!(out, "# HELP msrpd_db_lookup_seconds_total Time spent in account lookups.");
+        let _ = writeln!(out, "# TYPE msrpd_db_lookup_seconds_total counter");
+        let _ = writeln!(out, "msrpd_db_lookup_seconds_total {:.6}", db.query_seconds);
     }
     if let Some((chat, sip)) = &sources.chat {
         let (fanned, dropped) = chat.counters();

@@ -15,7 +15,7 @@ use msrp_auth::CredentialStore;
 use msrp_auth::digest::{self, Algorithm, DigestResponse, NonceCheck, NonceCounts, NonceKey};
 use msrp_auth::guard::AuthGuard;
 use msrp_auth::log_throttle::LogThrottle;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::identity::{self, Identity};
 
@@ -35,6 +35,8 @@ pub enum Verdict {
     Forbid(&'static str),
     /// Answer 400: no usable From.
     Malformed(&'static str),
+    /// Answer 503 with Retry-After: the user store did not answer (not the caller's fault).
+    Unavailable(&'static str),
 }
 
 pub struct Authenticator {
@@ -122,8 +124,11 @@ impl Authenticator {
         // among them) take the first challenge and fail on an algorithm they do not know,
         // rather than skipping to the next one as RFC 8760 §2.4 asks. SHA-256 follows for those
         // that choose.
+        // Only what the store can verify (a table of MD5 hashes cannot check SHA-256).
+        let supported = self.store.as_ref().map_or(&[][..], |s| s.algorithms());
         let values = [Algorithm::Md5, Algorithm::Sha256]
             .into_iter()
+            .filter(|alg| supported.contains(alg))
             .map(|alg| digest::challenge(alg, realm, &nonce, &self.opaque, stale).to_string())
             .collect();
         Verdict::Challenge(values)
@@ -172,8 +177,13 @@ impl Authenticator {
             NonceCheck::Stale => return self.challenge(realm, true),
             NonceCheck::Invalid => return self.challenge(realm, false),
         };
-        if d.username != user {
+        // `alice` or `alice@example.com` (the form Kamailio's ha1b column serves) for From
+        // `sip:alice@example.com`.
+        if d.username != user && !d.username.eq_ignore_ascii_case(&key) {
             return Verdict::Forbid("authenticated user differs from From");
+        }
+        if !store.algorithms().contains(&d.algorithm) {
+            return self.challenge(realm, false);
         }
         let account = key.as_str();
         if let Err(why) = self.guard.check(account, c.source, Instant::now()) {
@@ -189,10 +199,8 @@ impl Authenticator {
         let ha1 = match store.ha1(&d.username, realm, d.algorithm).await {
             Ok(Some(h)) => h,
             Ok(None) => return self.failed(c, account, &d.nonce, "unknown user"),
-            Err(e) => {
-                warn!(error = %e, "user store lookup failed");
-                return Verdict::Forbid("user store unavailable");
-            }
+            // The store logs its failures (throttled).
+            Err(_) => return Verdict::Unavailable("user store unavailable"),
         };
         if !d.verify(&ha1, c.method) {
             return self.failed(c, account, &d.nonce, "wrong password");

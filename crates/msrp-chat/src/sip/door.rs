@@ -72,6 +72,9 @@ impl Default for SipLimits {
 const MAX_SOURCES: usize = 100_000;
 /// Admitted INVITEs waiting for their handler; older entries are forgotten.
 const ADMITTED_TTL: Duration = Duration::from_secs(32);
+/// Seconds a 503 asks the caller to wait (RFC 3261 §20.33), when checks are full or the user
+/// store does not answer.
+pub(crate) const RETRY_AFTER: &str = "5";
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -398,7 +401,7 @@ impl Door {
                     "INVITE refused (503): too many being checked"
                 );
             }
-            let headers = vec![Header::Other("Retry-After".into(), "5".into())];
+            let headers = vec![Header::Other("Retry-After".into(), RETRY_AFTER.into())];
             self.reply(&ep, &req, &conn, &from, StatusCode::ServiceUnavailable, headers).await;
             return None;
         };
@@ -443,6 +446,11 @@ impl Door {
             Verdict::Malformed(why) => {
                 debug!(source = %from, why, "INVITE refused (400)");
                 self.reply(ep, req, conn, from, StatusCode::BadRequest, vec![]).await;
+            }
+            Verdict::Unavailable(why) => {
+                debug!(source = %from, why, "INVITE refused (503)");
+                let headers = vec![Header::Other("Retry-After".into(), RETRY_AFTER.into())];
+                self.reply(ep, req, conn, from, StatusCode::ServiceUnavailable, headers).await;
             }
         }
     }

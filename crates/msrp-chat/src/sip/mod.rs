@@ -475,6 +475,10 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
             info!(%source, "INVITE refused (400): {why}");
             return refuse(tx, 400, vec![]).await;
         }
+        Verdict::Unavailable(why) => {
+            info!(%source, from = %from.1, "INVITE refused (503): {why}");
+            return refuse(tx, 503, vec![Header::Other("Retry-After".into(), door::RETRY_AFTER.into())]).await;
+        }
     };
     let Some(room) = room else {
         return refuse(tx, 404, vec![]).await;

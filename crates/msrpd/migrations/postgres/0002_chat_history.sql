@@ -1,0 +1,12 @@
+-- Public messages of chat rooms, newest kept per room (chat.history_size), replayed to
+-- joiners with their original sender and time. Private messages are never stored.
+CREATE TABLE msrpd_chat_history (
+    id            BIGSERIAL PRIMARY KEY,
+    room          VARCHAR(255) NOT NULL,
+    sender        TEXT NOT NULL,
+    display       TEXT,
+    datetime      VARCHAR(64) NOT NULL,
+    content_type  VARCHAR(255) NOT NULL,
+    body          BYTEA NOT NULL
+);
+CREATE INDEX msrpd_chat_history_room ON msrpd_chat_history (room, id);
