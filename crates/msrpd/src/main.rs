@@ -81,6 +81,9 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<(), AnyError> {
     let store = Store::open(&opts).await?;
     // On stderr, so that `user list` output stays the accounts alone.
     eprintln!("msrpd: user store {} (table {})", store::redact(&opts.url), opts.accounts.table);
+    if !matches!(cmd, UserCommand::List) {
+        store.writable()?;
+    }
     match cmd {
         UserCommand::Add { account, password_stdin } => {
             let account: Account = account.parse()?;

@@ -218,7 +218,8 @@ impl Daemon {
             .spawn()
             .unwrap();
         if let Some(pw) = password {
-            child.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+            // msrpd may have refused (and exited) before reading it.
+            let _ = child.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes());
         }
         let out = child.wait_with_output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))

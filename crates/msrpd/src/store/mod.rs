@@ -316,8 +316,8 @@ impl Store {
         }
     }
 
-    /// Refuses writes to a table msrpd does not manage.
-    fn writable(&self) -> Result<(), StoreError> {
+    /// Refuses writes to a table msrpd does not manage (checked before a password is asked).
+    pub fn writable(&self) -> Result<(), StoreError> {
         if self.accounts.manage {
             return Ok(());
         }
