@@ -412,6 +412,12 @@ async fn opensips_accounts_and_a_condition() {
         let mut ep = d.endpoint("d").await;
         let resp = relay_auth(&mut ep, &relay, "dave", "disabled", Algorithm::Md5).await.1;
         assert_eq!(resp.status, StatusCode::FORBIDDEN, "the condition hides dave");
+        drop(d);
+        // Without a SHA-256 hash or a password to compute one, SHA-256 is not offered.
+        let d = Daemon::start(name, &url, "[accounts]\nschema = \"opensips\"\npassword = \"\"\nha1_sha256 = \"\"\n");
+        let mut ep = d.endpoint("c").await;
+        let (offered, resp) = relay_auth(&mut ep, &d.relay_uri(), "carol", "c", Algorithm::Md5).await;
+        assert_eq!((offered, resp.status), (vec!["MD5".to_owned()], StatusCode::OK));
     }
 }
 

@@ -309,4 +309,37 @@ mod tests {
         assert_eq!(v, Verdict::Forbid("too many failures: blocked for a while"));
         assert!(guard.check("alice@example.com", "203.0.113.1".parse().unwrap(), Instant::now()).is_err());
     }
+
+    /// A table of MD5 hashes whose database has stopped answering.
+    struct Md5OnlyDown;
+    impl CredentialStore for Md5OnlyDown {
+        fn ha1<'a>(&'a self, _: &'a str, _: &'a str, _: Algorithm) -> BoxFuture<'a, Result<Option<String>, String>> {
+            Box::pin(async { Err("connection refused".to_owned()) })
+        }
+        fn algorithms(&self) -> &[Algorithm] {
+            &[Algorithm::Md5]
+        }
+    }
+
+    #[tokio::test]
+    async fn only_verifiable_algorithms_and_503_while_the_store_is_down() {
+        let trust: TrustFn = Arc::new(|_| false);
+        let guard = Arc::new(AuthGuard::default());
+        let auth = Authenticator::new(trust, false, Some(Arc::new(Md5OnlyDown)), Duration::from_secs(60))
+            .with_guard(guard.clone());
+        let Verdict::Challenge(ch) = auth.check(&claims(None, "192.0.2.1")).await else { panic!() };
+        assert_eq!(ch.len(), 1, "no SHA-256 offered: {ch:?}");
+        assert!(ch[0].contains("MD5"));
+        // `alice@example.com` is the From's account as well as `alice`.
+        let v = auth.check(&claims(Some(answer(&ch[0], "alice@example.com", "pw", 1)), "192.0.2.1")).await;
+        assert_eq!(v, Verdict::Unavailable("user store unavailable"));
+        for nc in 2..=10 {
+            let v = auth.check(&claims(Some(answer(&ch[0], "alice", "pw", nc)), "192.0.2.1")).await;
+            assert_eq!(v, Verdict::Unavailable("user store unavailable"));
+        }
+        assert!(
+            guard.check("alice@example.com", "192.0.2.1".parse().unwrap(), Instant::now()).is_ok(),
+            "an outage is not a guess"
+        );
+    }
 }
