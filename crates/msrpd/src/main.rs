@@ -6,6 +6,7 @@ mod config;
 mod listen;
 mod logging;
 mod metrics;
+mod reload;
 mod store;
 mod tls;
 
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let config_flag = config_flag(cli.config.path.as_deref());
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(config, &config_flag).await,
+            Command::Serve => serve(config, cli.config.path.clone(), &config_flag).await,
             Command::CheckConfig => check_config(&config),
             Command::User(cmd) => user(&config, cmd).await,
         }
@@ -67,7 +68,7 @@ fn config_flag(path: Option<&std::path::Path>) -> String {
 fn check_config(config: &Config) -> Result<(), AnyError> {
     if config.tls.certificate.is_some() {
         let identity = tls::identity(config)?;
-        tls::server_config(&identity)?;
+        tls::certified(&identity)?;
         if config.relay.enabled && config.relay.listen.iter().any(|l| l.tls) {
             tls::check_hostname(&identity, &config.relay.hostname)?;
         }
@@ -137,8 +138,8 @@ fn read_password(from_stdin: bool) -> Result<String, AnyError> {
     Ok(password)
 }
 
-async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
-    logging::init(&config.log);
+async fn serve(config: Config, path: Option<std::path::PathBuf>, config_flag: &str) -> Result<(), AnyError> {
+    let set_filter = logging::init(&config.log);
     let identity = tls::identity(&config)?;
     if identity.generated {
         info!(certificate = %identity.cert_path.display(), fingerprint = %identity.fingerprint, "using a self-signed certificate generated for relay.hostname");
@@ -150,8 +151,13 @@ async fn serve(config: Config, config_flag: &str) -> Result<(), AnyError> {
     }
     // rsipstack builds some rustls configs with the process default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let server_config = tls::server_config(&identity)?;
-    let client_config = tls::client_config(&config, &identity)?;
+    // Swappable by SIGHUP (reload.rs): every listener and dial reads them through these.
+    let cert = tls::CertSlot::new(&identity)?;
+    let trust = tls::TrustSlot::new(&config, &identity)?;
+    let server_config = tls::server_config(cert.clone())?;
+    let client_config = tls::client_config(trust.clone())?;
+    let reloader = Arc::new(reload::Reloader::new(path, config.clone(), cert, trust, set_filter));
+    tokio::spawn(reloader.on_sighup());
     let server_tls = tokio_rustls::TlsAcceptor::from(server_config.clone());
     let client_tls = tokio_rustls::TlsConnector::from(client_config.clone());
     let store_opts = StoreOptions::from_config(&config)?;

@@ -3,11 +3,15 @@
 //! rustls only speaks TLS 1.2 and 1.3 (RFC 8996).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
@@ -113,19 +117,101 @@ pub fn check_hostname(identity: &Identity, hostname: &str) -> Result<(), TlsErro
         .map_err(|_| bad(format!("the certificate does not name relay.hostname {hostname:?} (not among its SANs)")))
 }
 
-pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
+/// The server certificate every listener presents, swapped by a reload (SIGHUP): handshakes
+/// after the swap get the new one, connections already up keep theirs.
+#[derive(Debug)]
+pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl CertSlot {
+    pub fn new(identity: &Identity) -> Result<Arc<CertSlot>, TlsError> {
+        Ok(Arc::new(CertSlot(RwLock::new(certified(identity)?))))
+    }
+
+    pub fn set(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// The chain and key as rustls serves them; fails when the key does not match the certificate.
+pub fn certified(identity: &Identity) -> Result<Arc<CertifiedKey>, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(identity.chain.clone(), identity.key.clone_key(), &provider)?;
+    Ok(Arc::new(key))
+}
+
+pub fn server_config(slot: Arc<CertSlot>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+        .with_cert_resolver(slot);
     Ok(Arc::new(config))
+}
+
+/// The trust for outgoing TLS, swapped by a reload: the next handshake verifies against the
+/// new roots.
+#[derive(Debug)]
+pub struct TrustSlot(RwLock<Arc<WebPkiServerVerifier>>);
+
+impl TrustSlot {
+    pub fn new(config: &Config, identity: &Identity) -> Result<Arc<TrustSlot>, TlsError> {
+        Ok(Arc::new(TrustSlot(RwLock::new(verifier(config, identity)?))))
+    }
+
+    pub fn set(&self, verifier: Arc<WebPkiServerVerifier>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = verifier;
+    }
+
+    fn current(&self) -> Arc<WebPkiServerVerifier> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ServerCertVerifier for TrustSlot {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.current().verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.current().supported_verify_schemes()
+    }
 }
 
 /// Trust for outgoing TLS: the system roots (unless disabled), the configured extra
 /// certificates, and our own certificate (so that instances sharing one certificate trust
 /// each other).
-pub fn client_config(config: &Config, identity: &Identity) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn verifier(config: &Config, identity: &Identity) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     if config.tls.system_roots {
         let native = rustls_native_certs::load_native_certs();
@@ -140,9 +226,17 @@ pub fn client_config(config: &Config, identity: &Identity) -> Result<Arc<ClientC
     }
     let _ = roots.add(identity.chain[0].clone());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))
+}
+
+pub fn client_config(trust: Arc<TrustSlot>) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(trust)
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

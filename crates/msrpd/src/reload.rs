@@ -1,0 +1,164 @@
+//! SIGHUP: the configuration file is read again and what can change while serving changes:
+//! the server certificate and key (new handshakes get the new one; connections already up
+//! keep theirs), the trust for outgoing TLS, and the log filter. All of it or none: a file
+//! that does not load, a certificate that does not match its key or does not name
+//! `relay.hostname`, or a filter that does not parse leave the running configuration as it
+//! was, and the log says why. Settings that only a restart applies (listen addresses, the
+//! database, limits) are named in the log when they differ from the running ones.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::logging::{self, SetFilter};
+use crate::tls::{self, CertSlot, TrustSlot};
+
+/// Keys a reload applies; every other key needs a restart.
+const RELOADABLE: [&str; 5] =
+    ["tls.certificate", "tls.private_key", "tls.trusted_certificates", "tls.system_roots", "log.filter"];
+
+pub struct Reloader {
+    /// The file given with `-c` (else `$MSRPD_CONFIG`, as at start).
+    path: Option<PathBuf>,
+    /// The configuration the daemon started with: what the restart-only keys still are.
+    started: Config,
+    cert: Arc<CertSlot>,
+    trust: Arc<TrustSlot>,
+    set_filter: SetFilter,
+    /// One reload at a time (a second SIGHUP during one waits).
+    busy: Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub fingerprint: String,
+    /// Keys whose new value waits for a restart.
+    pub need_restart: Vec<String>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        started: Config,
+        cert: Arc<CertSlot>,
+        trust: Arc<TrustSlot>,
+        set_filter: SetFilter,
+    ) -> Reloader {
+        Reloader { path, started, cert, trust, set_filter, busy: Mutex::new(()) }
+    }
+
+    /// Reads the configuration again and applies it, or changes nothing and says why.
+    pub fn reload(&self) -> Result<Reloaded, String> {
+        let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let config = Config::load(self.path.as_deref()).map_err(|e| e.to_string())?;
+        // Everything is checked before anything is swapped.
+        let identity = tls::identity(&config).map_err(|e| e.to_string())?;
+        if config.relay.enabled && config.relay.listen.iter().any(|l| l.tls) {
+            tls::check_hostname(&identity, &config.relay.hostname).map_err(|e| e.to_string())?;
+        }
+        let key = tls::certified(&identity).map_err(|e| e.to_string())?;
+        let verifier = tls::verifier(&config, &identity).map_err(|e| e.to_string())?;
+        let filter = match logging::env_filter() {
+            Some(_) => None, // RUST_LOG wins over the file, as at start.
+            None => Some(config.log.filter.clone()),
+        };
+        if let Some(f) = &filter {
+            tracing_subscriber::EnvFilter::try_new(f).map_err(|e| format!("log.filter {f:?}: {e}"))?;
+        }
+        self.cert.set(key);
+        self.trust.set(verifier);
+        if let Some(f) = &filter {
+            (self.set_filter)(f).map_err(|e| format!("log.filter {f:?}: {e}"))?;
+        }
+        Ok(Reloaded { fingerprint: identity.fingerprint, need_restart: restart_only_changes(&self.started, &config) })
+    }
+
+    /// Reloads on every SIGHUP until the process ends.
+    pub async fn on_sighup(self: Arc<Self>) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                warn!("cannot listen for SIGHUP: reloading is off");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let me = self.clone();
+                // File reads and certificate parsing: off the runtime's worker threads.
+                let result = tokio::task::spawn_blocking(move || me.reload()).await;
+                match result {
+                    Ok(Ok(done)) => {
+                        info!(fingerprint = %done.fingerprint, "configuration reloaded (SIGHUP): certificate, trust and log filter");
+                        if !done.need_restart.is_empty() {
+                            warn!(keys = ?done.need_restart, "these settings changed and take effect only after a restart");
+                        }
+                    }
+                    Ok(Err(why)) => {
+                        warn!(error = %why, "reload refused (SIGHUP): the running configuration is unchanged")
+                    }
+                    Err(e) => warn!(error = %e, "reload failed"),
+                }
+            }
+        }
+    }
+}
+
+/// `section.key` → value, for every leaf of the configuration.
+fn flatten(config: &Config) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(value) = toml::Value::try_from(config) {
+        walk("", &value, &mut out);
+    }
+    out
+}
+
+/// The keys, other than the reloadable ones, whose value differs between `a` and `b`.
+fn restart_only_changes(a: &Config, b: &Config) -> Vec<String> {
+    let (a, b) = (flatten(a), flatten(b));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !RELOADABLE.iter().any(|r| k == r || k.starts_with(&format!("{r}."))))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_keys_are_named() {
+        let a = Config::parse("[relay]\nhostname = \"a.example\"\n").unwrap();
+        let b = Config::parse(
+            "[relay]\nhostname = \"a.example\"\nlisten = [\"msrps://0.0.0.0:2855\"]\n[log]\nfilter = \"debug\"\n\
+             [database]\ncache_seconds = 5\n",
+        )
+        .unwrap();
+        assert_eq!(restart_only_changes(&a, &b), ["database.cache_seconds", "relay.listen"]);
+        assert!(restart_only_changes(&a, &a).is_empty());
+    }
+}
