@@ -6,6 +6,7 @@
 pub mod digest;
 pub mod guard;
 pub mod log_throttle;
+pub mod rate;
 
 use std::future::Future;
 use std::pin::Pin;

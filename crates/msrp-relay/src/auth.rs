@@ -52,6 +52,15 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
     let peer = conn.peer;
     let outcome =
         |response, success, counts_as_failure| AuthOutcome { response, success, counts_as_failure, blocked: false };
+    // `auth_rate` per source address: beyond it, refused unchecked (not a guess).
+    if !shared.throttle.admit_auth(peer.ip(), &realm, Instant::now()) {
+        if let Some(n) = shared.refused_auth.note() {
+            info!(%peer, %realm, refused_so_far = n, "AUTH refused: over auth_rate for this address");
+        }
+        let mut resp = reply(req, StatusCode::FORBIDDEN, &local);
+        resp.comment = Some("Too many AUTH requests from this address".into());
+        return outcome(resp, false, false);
+    }
     let Some(creds) = req.headers.authorization() else {
         return outcome(challenge_response(shared, req, &local, &realm, now, false), false, false);
     };
@@ -154,8 +163,14 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
     let until = Instant::now() + Duration::from_secs(u64::from(expires));
     let session_uri = match create_or_refresh(shared, conn, &local, client, &verified_user, &realm, until) {
         Ok(uri) => uri,
-        Err(status) => return outcome(reply(req, status, &local), false, false),
+        Err((status, comment)) => {
+            let mut resp = reply(req, status, &local);
+            resp.comment = comment.map(Into::into);
+            return outcome(resp, false, false);
+        }
     };
+    // The connection's reads are charged to this account's rates from now on.
+    let _ = conn.throttle.get_or_init(|| shared.throttle.for_session(&verified_user, &realm));
     let mut resp = reply(req, StatusCode::OK, &local)
         .with(Header::UsePath(Path::single(session_uri.clone())))
         .with(Header::Expires(expires));
@@ -236,25 +251,31 @@ fn create_or_refresh(
     user: &str,
     realm: &str,
     until: Instant,
-) -> Result<Uri, StatusCode> {
-    let mut sessions = shared.sessions.lock().map_err(|_| StatusCode(500))?;
+) -> Result<Uri, (StatusCode, Option<&'static str>)> {
+    let mut sessions = shared.sessions.lock().map_err(|_| (StatusCode(500), None))?;
     if let Some(sid) = local.session_id() {
         let now = Instant::now();
-        let s = sessions.get(sid, now).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
+        let s = sessions.get(sid, now).ok_or((StatusCode::SESSION_DOES_NOT_EXIST, None))?;
         if s.conn != conn.id || s.user != user || !s.realm.eq_ignore_ascii_case(realm) {
-            return Err(StatusCode::FORBIDDEN);
+            return Err((StatusCode::FORBIDDEN, None));
         }
-        let s = sessions.refresh(sid, now, until).ok_or(StatusCode::SESSION_DOES_NOT_EXIST)?;
+        let s = sessions.refresh(sid, now, until).ok_or((StatusCode::SESSION_DOES_NOT_EXIST, None))?;
         return Ok(s.uri.clone());
     }
     if sessions.count_on(conn.id) >= shared.opts.max_sessions_per_connection {
         info!(conn = conn.id, peer = %conn.peer, limit = shared.opts.max_sessions_per_connection, "AUTH refused: too many sessions on this connection");
-        return Err(StatusCode::FORBIDDEN);
+        return Err((StatusCode::FORBIDDEN, Some("Too many sessions on this connection")));
+    }
+    if let Some(limit) = shared.throttle.opts.for_realm(realm).user_sessions
+        && sessions.count_of(user, realm) >= limit
+    {
+        info!(conn = conn.id, peer = %conn.peer, user, realm, limit, "AUTH refused: the account has user_sessions sessions already");
+        return Err((StatusCode::FORBIDDEN, Some("Too many sessions for this account")));
     }
     let sid = msrp::id::random_session_id();
     let (secure, port) = conn.local;
     let uri = Uri::new(secure, &shared.opts.hostname, (port != 0).then_some(port), Some(&sid))
-        .map_err(|_| StatusCode(500))?;
+        .map_err(|_| (StatusCode(500), None))?;
     sessions.insert(Session {
         id: sid,
         uri: uri.clone(),

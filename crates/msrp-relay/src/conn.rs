@@ -71,6 +71,8 @@ pub struct Conn {
     /// Tasks waiting for `writer`: an open chunk that stalls is cut only when someone waits
     /// (or output is queued), so a slow sender with the connection to itself keeps one chunk.
     waiters: AtomicUsize,
+    /// The rate buckets its reads are charged to, set by its first accepted AUTH.
+    pub(crate) throttle: std::sync::OnceLock<crate::throttle::ConnThrottle>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -262,6 +264,7 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         close_notify: Notify::new(),
         waiters: AtomicUsize::new(0),
         high_water: shared.opts.output_buffer,
+        throttle: std::sync::OnceLock::new(),
     });
     if let Ok(mut conns) = shared.conns.lock() {
         conns.insert(conn.id, conn.clone());
@@ -326,7 +329,19 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         fast_bytes: 0,
         fast_oks: 0,
     };
+    // The wait owed to a rate before the next read (`throttle`): the sender is read more
+    // slowly, so that TCP pushes back on it alone.
+    let mut owed = std::time::Duration::ZERO;
     'conn: loop {
+        if !owed.is_zero() {
+            shared.stats.throttled(owed);
+            tokio::select! {
+                _ = tokio::time::sleep(owed) => {}
+                _ = conn.close_notify.notified() => break,
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            owed = std::time::Duration::ZERO;
+        }
         if buf.capacity() - buf.len() < IDLE_BUFFER / 2 || (busy && buf.capacity() < shared.opts.read_buffer) {
             buf.reserve(if busy { shared.opts.read_buffer } else { IDLE_BUFFER });
         }
@@ -355,7 +370,12 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 }
                 break;
             }
-            Ok(n) => busy = n == spare,
+            Ok(n) => {
+                busy = n == spare;
+                if let Some(t) = conn.throttle.get() {
+                    owed = t.charge(n as u64, Instant::now());
+                }
+            }
             Err(e) => {
                 debug!(conn = conn.id, peer = %conn.peer, error = %e, "read failed");
                 break;

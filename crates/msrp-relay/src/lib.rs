@@ -14,6 +14,7 @@ pub mod route;
 mod server;
 pub mod sessions;
 pub mod stats;
+pub mod throttle;
 mod transactions;
 
 pub use options::RelayOptions;

@@ -49,6 +49,8 @@ pub struct RelayOptions {
     /// How long a chunk being streamed through may wait for more of its sender's bytes while
     /// it holds the next hop's connection; then it is cut (`+`) and the connection is free.
     pub chunk_hold: Duration,
+    /// Rates and quotas (`[relay.limits]`); unlimited by default.
+    pub throttle: crate::throttle::ThrottleOptions,
 }
 
 impl Default for RelayOptions {
@@ -76,6 +78,7 @@ impl Default for RelayOptions {
             output_buffer: 256 * 1024,
             chunk_hold: Duration::from_secs(1),
             guard: std::sync::Arc::default(),
+            throttle: crate::throttle::ThrottleOptions::default(),
         }
     }
 }

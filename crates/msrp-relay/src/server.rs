@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// Connections refused over each cap (logged at most once a second per cap).
     pub refused_total: LogThrottle,
     pub refused_per_ip: LogThrottle,
+    /// Rates and quotas, and their buckets.
+    pub throttle: crate::throttle::Throttle,
 }
 
 impl Relay {
@@ -83,6 +85,7 @@ impl Relay {
         shutdown: watch::Receiver<bool>,
     ) -> Relay {
         let opts_guard = opts.guard.clone();
+        let throttle = crate::throttle::Throttle::new(opts.throttle.clone());
         let shared = Shared {
             opts,
             store,
@@ -108,6 +111,7 @@ impl Relay {
             stats: Stats::default(),
             refused_total: LogThrottle::default(),
             refused_per_ip: LogThrottle::default(),
+            throttle,
         };
         let relay = Relay { shared: Arc::new(shared) };
         tokio::spawn(housekeeping(Arc::downgrade(&relay.shared)));

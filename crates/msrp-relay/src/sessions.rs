@@ -43,6 +43,12 @@ pub struct Sessions {
     epoch: u64,
     /// The connections each session's traffic goes over besides its client's ([`Peers`]).
     peers: Peers,
+    /// Sessions per account (`user@realm`, realm lower-cased): `user_sessions` quotas.
+    by_user: HashMap<String, usize>,
+}
+
+fn user_key(user: &str, realm: &str) -> String {
+    format!("{user}@{}", realm.to_ascii_lowercase())
 }
 
 /// What a closed connection leaves behind ([`Sessions::close_conn`]).
@@ -66,6 +72,7 @@ impl Sessions {
         }
         self.peers.forget_session(&session.id);
         self.by_conn.entry(session.conn).or_default().push(session.id.clone());
+        *self.by_user.entry(user_key(&session.user, &session.realm)).or_default() += 1;
         self.by_id.insert(session.id.clone(), session);
     }
 
@@ -114,6 +121,9 @@ impl Sessions {
             candidates.extend(self.peers.forget_session(id));
         }
         let ended: Vec<Session> = ids.iter().filter_map(|id| self.by_id.remove(id)).collect();
+        for s in &ended {
+            self.uncount(s);
+        }
         let mut cascade = Vec::new();
         for sid in self.peers.forget_conn(conn) {
             // The client's connection carries this session alone, no other session's traffic,
@@ -157,7 +167,23 @@ impl Sessions {
         self.by_conn.get(&conn).map_or(0, Vec::len)
     }
 
+    /// Sessions `user` of `realm` holds.
+    pub fn count_of(&self, user: &str, realm: &str) -> usize {
+        self.by_user.get(&user_key(user, realm)).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, s: &Session) {
+        let key = user_key(&s.user, &s.realm);
+        if let Some(n) = self.by_user.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_user.remove(&key);
+            }
+        }
+    }
+
     fn unindex(&mut self, s: &Session) {
+        self.uncount(s);
         self.peers.forget_session(&s.id);
         if let Some(ids) = self.by_conn.get_mut(&s.conn) {
             ids.retain(|id| *id != s.id);

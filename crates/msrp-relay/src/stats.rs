@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use msrp::StatusCode;
 
 /// Status codes counted one by one; any other falls in the last slot (`"other"`).
-pub const COUNTED_STATUSES: [u16; 10] = [200, 400, 401, 403, 408, 413, 423, 481, 501, 0];
+pub const COUNTED_STATUSES: [u16; 11] = [200, 400, 401, 403, 408, 413, 423, 481, 500, 501, 0];
 
 /// Outcomes of an AUTH request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct Stats {
     /// Responses the relay sent, and failure REPORTs it made, by status.
     responses: [AtomicU64; COUNTED_STATUSES.len()],
     reports: [AtomicU64; COUNTED_STATUSES.len()],
+    /// Time readers waited to keep a rate (`[relay.limits]`), microseconds.
+    throttled_micros: AtomicU64,
 }
 
 fn slot(status: StatusCode) -> usize {
@@ -65,6 +67,15 @@ impl Stats {
 
     pub(crate) fn reported(&self, status: StatusCode) {
         self.reports[slot(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn throttled(&self, wait: std::time::Duration) {
+        self.throttled_micros.fetch_add(wait.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Seconds readers waited to keep a session's or an account's rate.
+    pub fn throttled_seconds(&self) -> f64 {
+        self.throttled_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 
     pub fn auth_count(&self, outcome: AuthOutcome) -> u64 {

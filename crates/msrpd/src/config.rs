@@ -302,6 +302,76 @@ pub struct RelayConfig {
     pub max_headers: usize,
     pub max_head_bytes: usize,
     pub max_non_send_body: u64,
+    /// Rates and quotas (`[relay.limits]`, with `[relay.limits.domain."…"]` overrides).
+    pub limits: LimitsConfig,
+}
+
+/// One set of rates and quotas; absent keys are unlimited (or, in a domain's table, the
+/// global value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Bytes per second one session may send (its connection is read more slowly beyond).
+    pub session_rate: Option<u64>,
+    /// Bytes per second all sessions of one account may send together.
+    pub user_rate: Option<u64>,
+    /// Sessions one account may hold at once (AUTH beyond: 403).
+    pub user_sessions: Option<usize>,
+    /// AUTH requests per second from one address (beyond: 403).
+    pub auth_rate: Option<u32>,
+    /// Chat messages per second one participant may send (read more slowly beyond).
+    pub message_rate: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(flatten)]
+    pub global: RateLimits,
+    /// Per domain (realm, or a chat participant's SIP domain).
+    pub domain: std::collections::BTreeMap<String, RateLimits>,
+}
+
+impl LimitsConfig {
+    fn rates(l: &RateLimits) -> msrp_relay::throttle::Limits {
+        msrp_relay::throttle::Limits {
+            session_rate: l.session_rate,
+            user_rate: l.user_rate,
+            user_sessions: l.user_sessions,
+            auth_rate: l.auth_rate,
+        }
+    }
+
+    pub fn throttle(&self) -> msrp_relay::throttle::ThrottleOptions {
+        msrp_relay::throttle::ThrottleOptions {
+            global: Self::rates(&self.global),
+            domains: self.domain.iter().map(|(d, l)| (d.to_ascii_lowercase(), Self::rates(l))).collect(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, l) in std::iter::once(("relay.limits".to_owned(), &self.global))
+            .chain(self.domain.iter().map(|(d, l)| (format!("relay.limits.domain.{d:?}"), l)))
+        {
+            let values = [
+                ("session_rate", l.session_rate),
+                ("user_rate", l.user_rate),
+                ("user_sessions", l.user_sessions.map(|n| n as u64)),
+                ("auth_rate", l.auth_rate.map(u64::from)),
+                ("message_rate", l.message_rate.map(u64::from)),
+            ];
+            for (key, v) in values {
+                match v {
+                    Some(0) => return Err(format!("{name}.{key} must be positive (leave it out for no limit)")),
+                    Some(v) if v > 1 << 40 => {
+                        return Err(format!("{name}.{key} = {v} is above its bound of {}", 1u64 << 40));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RelayConfig {
@@ -333,6 +403,7 @@ impl Default for RelayConfig {
             max_headers: limits.max_headers,
             max_head_bytes: limits.max_head_bytes,
             max_non_send_body: limits.max_non_send_body,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -768,6 +839,7 @@ impl Config {
         ];
         at_most("database", &caps).map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        self.relay.limits.validate().map_err(ConfigError::Invalid)?;
         self.chat.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database.url
             && crate::store::Backend::of(url).is_none()

@@ -284,5 +284,6 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         output_buffer: r.output_buffer,
         chunk_hold: std::time::Duration::from_millis(r.chunk_hold_ms),
         guard: Arc::new(msrp_relay::guard::AuthGuard::new(config.auth.guard_options())),
+        throttle: r.limits.throttle(),
     }
 }
