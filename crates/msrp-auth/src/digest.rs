@@ -47,6 +47,27 @@ impl Algorithm {
     }
 }
 
+/// The user a Digest `username` names in `realm`: `alice`, or `alice@REALM` with the
+/// realm in any case (the form Kamailio's `ha1b` column serves). A name qualified with another
+/// domain names no account of this realm (None): each realm checks its own accounts.
+pub fn account_user<'a>(username: &'a str, realm: &str) -> Option<&'a str> {
+    match username.rsplit_once('@') {
+        None => Some(username),
+        Some((user, domain)) if !user.is_empty() && domain.eq_ignore_ascii_case(realm) => Some(user),
+        Some(_) => None,
+    }
+}
+
+/// The key failures are counted under (`guard`): one per account, whichever form of its
+/// name a client sends and whichever door (relay AUTH, chat INVITE) it comes through.
+pub fn account_key(username: &str, realm: &str) -> String {
+    let realm = realm.to_ascii_lowercase();
+    match account_user(username, &realm) {
+        Some(user) => format!("{user}@{realm}"),
+        None => format!("{username}@{realm}"),
+    }
+}
+
 /// HA1 = H(user ":" realm ":" password), lowercase hex (RFC 7616 §3.4.2): stored, not passwords.
 pub fn ha1(alg: Algorithm, user: &str, realm: &str, password: &str) -> String {
     alg.hash_hex(format!("{user}:{realm}:{password}").as_bytes())
@@ -328,6 +349,16 @@ pub fn parse_basic(token68: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_forms_of_a_name_are_one_account() {
+        assert_eq!(account_user("alice", "example.com"), Some("alice"));
+        assert_eq!(account_user("alice@EXAMPLE.com", "example.com"), Some("alice"));
+        assert_eq!(account_user("alice@other.org", "example.com"), None, "another realm's account");
+        assert_eq!(account_user("@example.com", "example.com"), None);
+        assert_eq!(account_key("alice@Example.COM", "example.com"), account_key("alice", "EXAMPLE.com"));
+        assert_ne!(account_key("Alice", "example.com"), account_key("alice", "example.com"), "users keep their case");
+    }
 
     const TO_PATH: &str = "msrps://relay.example.com:2855;tcp";
 

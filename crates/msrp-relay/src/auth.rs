@@ -67,7 +67,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
 
     // Who is it: Digest (and the Authentication-Info then owed), or Basic where enabled.
     // Refused unchecked while the account or address is blocked for guessing (`guard`).
-    let blocked = |user: &str| match shared.guard.check(&format!("{user}@{realm}"), peer.ip(), Instant::now()) {
+    let blocked = |user: &str| match shared.guard.check(&digest::account_key(user, &realm), peer.ip(), Instant::now()) {
         Ok(()) => false,
         Err(why) => {
             if let Some(n) = shared.blocked.note() {
@@ -77,7 +77,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
         }
     };
     let failed = |user: &str, nonce: Option<&str>| {
-        shared.guard.failed(&format!("{user}@{realm}"), peer.ip(), nonce, Instant::now());
+        shared.guard.failed(&digest::account_key(user, &realm), peer.ip(), nonce, Instant::now());
     };
     let (verified_user, auth_info) = if creds.is_basic() {
         let user = creds.token68.as_deref().and_then(digest::parse_basic).map(|(u, _)| u).unwrap_or_default();
@@ -117,7 +117,12 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
             return outcome(challenge_response(shared, req, &local, &realm, now, false), false, true);
         }
         match verify_digest(shared, &d, &realm, now).await {
-            Ok(ha1) => (d.username.clone(), Some(digest::authentication_info(&d, &ha1))),
+            // One name per account (`alice@realm` is `alice`): sessions, quotas and rates
+            // count it once.
+            Ok(ha1) => {
+                let user = digest::account_user(&d.username, &realm).unwrap_or(&d.username).to_owned();
+                (user, Some(digest::authentication_info(&d, &ha1)))
+            }
             Err(Failure::Stale) => {
                 return outcome(challenge_response(shared, req, &local, &realm, now, true), false, false);
             }
@@ -178,7 +183,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: &Arc<Conn>, req: &Request
         resp.headers.set(Header::AuthenticationInfo(Box::new(info)));
     }
     info!(%peer, user = %verified_user, %realm, session = %session_uri, expires, "AUTH accepted");
-    shared.guard.succeeded(&format!("{verified_user}@{realm}"), peer.ip(), Instant::now());
+    shared.guard.succeeded(&digest::account_key(&verified_user, &realm), peer.ip(), Instant::now());
     outcome(resp, true, false)
 }
 
@@ -234,12 +239,19 @@ async fn verify_basic(
     }
     let (user, password) =
         creds.token68.as_deref().and_then(digest::parse_basic).ok_or("malformed Basic credentials")?;
-    // Any algorithm the store keeps: the password is in hand, its HA1 can be computed.
-    let alg = *shared.store.algorithms().first().ok_or("no algorithm")?;
-    let stored = shared.store.ha1(&user, realm, alg).await.map_err(|_| "user store unavailable")?;
-    let stored = stored.ok_or("unknown user")?;
-    let computed = digest::ha1(alg, &user, realm, &password);
-    if bool::from(computed.as_bytes().ct_eq(stored.as_bytes())) { Ok(user) } else { Err("wrong password") }
+    // The password is in hand: any HA1 the store keeps for the account checks it.
+    for &alg in shared.store.algorithms() {
+        let stored = shared.store.ha1(&user, realm, alg).await.map_err(|_| "user store unavailable")?;
+        if let Some(stored) = stored {
+            let computed = digest::ha1(alg, &user, realm, &password);
+            return if bool::from(computed.as_bytes().ct_eq(stored.as_bytes())) {
+                Ok(user)
+            } else {
+                Err("wrong password")
+            };
+        }
+    }
+    Err("unknown user")
 }
 
 /// A new session (To-Path without session-id) or the refresh of the one named.

@@ -844,6 +844,7 @@ impl Config {
         if let Some(url) = &self.database.url
             && crate::store::Backend::of(url).is_none()
         {
+            let url = crate::store::redact(url);
             return bad(format!("database.url {url:?}: expected sqlite://, postgres:// or mysql://"));
         }
         crate::store::AccountTable::resolve(&self.accounts, crate::store::Backend::of(&self.database_url()))

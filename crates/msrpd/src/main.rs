@@ -73,7 +73,12 @@ fn check_config(config: &Config) -> Result<(), AnyError> {
             tls::check_hostname(&identity, &config.relay.hostname)?;
         }
     }
-    print!("{}", config.to_toml());
+    // The effective settings, without a database password.
+    let mut shown = config.clone();
+    if let Some(url) = &mut shown.database.url {
+        *url = store::redact(url);
+    }
+    print!("{}", shown.to_toml());
     Ok(())
 }
 

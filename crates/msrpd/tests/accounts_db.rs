@@ -328,17 +328,25 @@ async fn kamailio_accounts_authenticate(db: Db) {
     let d = Daemon::start(name, &url, "[accounts]\nschema = \"kamailio\"\n");
     let relay = d.relay_uri();
 
-    // The relay: the clear-text password column lets SHA-256 be offered too; ha1 and ha1b
-    // answer MD5, for `alice` and for `alice@example.com`.
+    // The relay: the clear-text password column lets SHA-256 be offered too (after MD5,
+    // which every Kamailio row answers); ha1 and ha1b answer MD5, for `alice` and for
+    // `alice@example.com`.
     for (user, alg) in [("alice", Algorithm::Md5), ("alice@example.com", Algorithm::Md5), ("alice", Algorithm::Sha256)]
     {
         let mut ep = d.endpoint("a").await;
         let (offered, resp) = relay_auth(&mut ep, &relay, user, "alicepw", alg).await;
-        assert_eq!(offered, ["SHA-256", "MD5"]);
+        assert_eq!(offered, ["MD5", "SHA-256"]);
         assert_eq!(resp.status, StatusCode::OK, "{user} {alg:?}: {resp:?}\n{}", d.log());
     }
     let mut ep = d.endpoint("wrong").await;
     assert_eq!(relay_auth(&mut ep, &relay, "alice", "nope", Algorithm::Md5).await.1.status, StatusCode::FORBIDDEN);
+    // Names match exactly (MariaDB's collation would let `ALICE` find alice's row), and a
+    // name of another domain is no account of this realm.
+    for other in ["ALICE", "alice@other.org"] {
+        let mut ep = d.endpoint("other").await;
+        let resp = relay_auth(&mut ep, &relay, other, "alicepw", Algorithm::Sha256).await.1;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{other}");
+    }
     // The chat: SIP Digest for INVITE with either username form.
     assert_eq!(chat_invite(d.sip, "alice", "alicepw"), 200, "{}", d.log());
     assert_eq!(chat_invite(d.sip, "alice@example.com", "alicepw"), 200, "{}", d.log());

@@ -179,7 +179,7 @@ impl Authenticator {
         };
         // `alice` or `alice@example.com` (the form Kamailio's ha1b column serves) for From
         // `sip:alice@example.com`.
-        if d.username != user && !d.username.eq_ignore_ascii_case(&key) {
+        if digest::account_user(&d.username, realm) != Some(user) {
             return Verdict::Forbid("authenticated user differs from From");
         }
         if !store.algorithms().contains(&d.algorithm) {
@@ -282,6 +282,14 @@ mod tests {
             auth.check(&claims(Some(other), "192.0.2.1")).await,
             Verdict::Forbid("authenticated user differs from From")
         );
+        // `user@domain` names the From's account only with the same user, exactly.
+        for other in ["Alice@example.com", "alice@other.org"] {
+            assert_eq!(
+                auth.check(&claims(Some(answer(&ch[0], other, "pw", 1)), "192.0.2.1")).await,
+                Verdict::Forbid("authenticated user differs from From"),
+                "{other}"
+            );
+        }
         let forged = answer(&ch[0], "alice", "pw", 1).replace("nonce=\"", "nonce=\"x");
         assert!(matches!(auth.check(&claims(Some(forged), "192.0.2.1")).await, Verdict::Challenge(_)));
     }

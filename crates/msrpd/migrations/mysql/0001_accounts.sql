@@ -3,7 +3,7 @@
 -- it can share a database with a SIP proxy's own `subscriber` table.
 CREATE TABLE msrpd_accounts (
     id          BIGINT AUTO_INCREMENT PRIMARY KEY,
-    username    VARCHAR(64) NOT NULL,
+    username    VARCHAR(64) COLLATE utf8mb4_bin NOT NULL,
     domain      VARCHAR(128) NOT NULL,
     ha1         VARCHAR(128) NOT NULL,
     ha1_sha256  VARCHAR(128) NOT NULL,

@@ -127,22 +127,33 @@ impl AccountTable {
             .filter_map(|(k, c)| c.as_ref().map(|c| (k, c)))
     }
 
-    /// The Digest algorithms this table lets msrpd verify, strongest first: SHA-256 only with
-    /// a SHA-256 hash or a clear-text password to compute one from.
+    /// The Digest algorithms this table lets msrpd verify, preferred first (clients take the
+    /// first they support, RFC 7616 §3.7). SHA-256 only with a SHA-256 hash or a clear-text
+    /// password to compute one from; and first only with a stored SHA-256 hash: a Kamailio
+    /// row may have its password column empty (kamctl with STORE_PLAINTEXT_PW=0), and MD5 is
+    /// what every row of such a table can answer.
     pub fn algorithms(&self) -> Vec<Algorithm> {
-        let mut algs = Vec::new();
-        if self.ha1_sha256.is_some() || self.password.is_some() {
-            algs.push(Algorithm::Sha256);
+        let md5 = self.ha1.is_some() || self.ha1b.is_some() || self.password.is_some();
+        let sha = self.ha1_sha256.is_some() || self.password.is_some();
+        match (self.ha1_sha256.is_some(), md5, sha) {
+            (true, true, _) => vec![Algorithm::Sha256, Algorithm::Md5],
+            (true, false, _) => vec![Algorithm::Sha256],
+            (false, true, true) => vec![Algorithm::Md5, Algorithm::Sha256],
+            (false, true, false) => vec![Algorithm::Md5],
+            (false, false, true) => vec![Algorithm::Sha256],
+            (false, false, false) => Vec::new(),
         }
-        if self.ha1.is_some() || self.ha1b.is_some() || self.password.is_some() {
-            algs.push(Algorithm::Md5);
-        }
-        algs
     }
 
-    /// `SELECT <secret columns> FROM table WHERE username = ? [AND domain = ?] [AND (condition)]`.
+    /// `SELECT username[, domain], <secret columns> FROM table WHERE username = ? [AND domain = ?]
+    /// [AND (condition)]`: the name columns come back to be compared exactly (a MySQL `_ci`
+    /// collation would let `ALICE` find `alice`).
     pub fn lookup_sql(&self) -> String {
-        let cols: Vec<&str> = self.columns().map(|(_, c)| c.as_str()).collect();
+        let cols: Vec<&str> = std::iter::once(&self.username)
+            .chain(&self.domain)
+            .chain(self.columns().map(|(_, c)| c))
+            .map(String::as_str)
+            .collect();
         format!("SELECT {} FROM {}{}", cols.join(", "), self.table, self.account_filter())
     }
 
@@ -165,12 +176,25 @@ impl AccountTable {
         format!("SELECT {}, {domain} FROM {}{filter} ORDER BY 2, 1", self.username, self.table)
     }
 
-    /// Reads a row of `lookup_sql` (empty strings and NULLs as absent, hex lower-cased).
-    pub fn secrets(&self, row: &sqlx::any::AnyRow) -> Result<Secrets, sqlx::Error> {
+    /// Reads a row of `lookup_sql` (empty strings and NULLs as absent, hex lower-cased), if
+    /// its name is exactly `user` (and its domain `domain`, in any case).
+    pub fn secrets(&self, row: &sqlx::any::AnyRow, user: &str, domain: &str) -> Result<Option<Secrets>, sqlx::Error> {
         use sqlx::Row;
+        let name: String = row.try_get(0)?;
+        let mut first = 1;
+        if self.domain.is_some() {
+            let d: String = row.try_get(1)?;
+            if !d.eq_ignore_ascii_case(domain) {
+                return Ok(None);
+            }
+            first = 2;
+        }
+        if name != user {
+            return Ok(None);
+        }
         let mut s = Secrets::default();
         for (i, (key, _)) in self.columns().enumerate() {
-            let value: Option<String> = row.try_get(i)?;
+            let value: Option<String> = row.try_get(first + i)?;
             let value = value.filter(|v| !v.is_empty());
             match key {
                 "password" => s.password = value,
@@ -179,17 +203,14 @@ impl AccountTable {
                 _ => s.ha1_sha256 = value.map(|v| v.to_ascii_lowercase()),
             }
         }
-        Ok(s)
+        Ok(Some(s))
     }
 
-    /// The row that holds the account a client names, as (username, domain) to bind.
-    /// `alice@example.com` is looked up as user `alice` of `example.com` (its ha1b); a plain
-    /// name in the realm's domain.
-    pub fn key<'a>(&self, username: &'a str, realm: &'a str) -> (&'a str, String) {
-        match username.split_once('@') {
-            Some((user, domain)) if !user.is_empty() => (user, domain.to_ascii_lowercase()),
-            _ => (username, realm.to_ascii_lowercase()),
-        }
+    /// The row that holds the account a client names in `realm`, as (username, domain) to
+    /// bind: `alice` and `alice@REALM` are user `alice` of the realm's domain; a name of
+    /// another domain is no account here (each realm checks its own accounts, as Kamailio).
+    pub fn key<'a>(&self, username: &'a str, realm: &str) -> Option<(&'a str, String)> {
+        msrp_auth::digest::account_user(username, realm).map(|user| (user, realm.to_ascii_lowercase()))
     }
 
     /// The columns and values `msrpd user add` writes for `user@domain` (the domain is the
@@ -281,20 +302,23 @@ mod tests {
     #[test]
     fn schemas_fill_in_and_keys_override() {
         let k = AccountTable::resolve(&config("schema = \"kamailio\""), Some(Backend::Postgres)).unwrap();
-        assert_eq!(k.lookup_sql(), "SELECT password, ha1, ha1b FROM subscriber WHERE username = ? AND domain = ?");
-        assert_eq!(k.algorithms(), [Algorithm::Sha256, Algorithm::Md5], "a clear-text password gives both");
+        assert_eq!(
+            k.lookup_sql(),
+            "SELECT username, domain, password, ha1, ha1b FROM subscriber WHERE username = ? AND domain = ?"
+        );
+        assert_eq!(k.algorithms(), [Algorithm::Md5, Algorithm::Sha256], "a clear-text password gives both, MD5 first");
         assert!(!k.manage);
         let k = AccountTable::resolve(
             &config("schema = \"kamailio\"\npassword = \"\"\ndomain = \"\"\ncondition = \"enabled = 1\""),
             Some(Backend::MySql),
         )
         .unwrap();
-        assert_eq!(k.lookup_sql(), "SELECT ha1, ha1b FROM subscriber WHERE username = ? AND (enabled = 1)");
+        assert_eq!(k.lookup_sql(), "SELECT username, ha1, ha1b FROM subscriber WHERE username = ? AND (enabled = 1)");
         assert_eq!(k.algorithms(), [Algorithm::Md5], "no SHA-256 offered without a way to check it");
         let o = AccountTable::resolve(&config("schema = \"opensips\""), None).unwrap();
         assert_eq!(
             o.lookup_sql(),
-            "SELECT password, ha1, ha1_sha256 FROM subscriber WHERE username = ? AND domain = ?"
+            "SELECT username, domain, password, ha1, ha1_sha256 FROM subscriber WHERE username = ? AND domain = ?"
         );
         let own = AccountTable::resolve(&AccountsConfig::default(), Some(Backend::Postgres)).unwrap();
         assert_eq!(own.table, "msrpd_accounts");
@@ -337,8 +361,9 @@ mod tests {
     #[test]
     fn qualified_usernames_name_their_row() {
         let t = AccountTable::resolve(&config("schema = \"kamailio\""), None).unwrap();
-        assert_eq!(t.key("alice", "Example.com"), ("alice", "example.com".to_owned()));
-        assert_eq!(t.key("alice@Other.org", "example.com"), ("alice", "other.org".to_owned()));
+        assert_eq!(t.key("alice", "Example.com"), Some(("alice", "example.com".to_owned())));
+        assert_eq!(t.key("alice@EXAMPLE.com", "example.com"), Some(("alice", "example.com".to_owned())));
+        assert_eq!(t.key("alice@other.org", "example.com"), None, "another domain's account");
         let row = t.new_row("bob", "example.com", "pw");
         assert_eq!(row[0], ("username".to_owned(), "bob".to_owned()));
         assert_eq!(row[2], ("password".to_owned(), "pw".to_owned()));

@@ -15,7 +15,8 @@ use tracing::warn;
 
 use super::Store;
 
-/// (user as sent, lower-cased realm, algorithm).
+/// (user as sent, realm as sent, algorithm): an HA1 computed from a password depends on both
+/// exactly.
 type CacheKey = (String, String, Algorithm);
 
 /// Most cached lookups before the cache is emptied (bounded memory under a flood of names).
@@ -96,7 +97,7 @@ impl msrp_relay::CredentialStore for CachedCredentials {
         alg: Algorithm,
     ) -> msrp_relay::BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
-            let key = (user.to_owned(), realm.to_ascii_lowercase(), alg);
+            let key = (user.to_owned(), realm.to_owned(), alg);
             if let Some(value) = self.cached(&key) {
                 return Ok(value);
             }

@@ -31,7 +31,28 @@ impl Store {
         self.timed(q.execute(&mut **tx)).await.map(|_| ())
     }
 
+    /// Stores a batch in one transaction; if that fails, each message on its own, so that
+    /// one message the database refuses (a text it cannot hold) loses only itself.
     async fn append_all(&self, batch: &[(&str, &msrp_chat::Stored)], keep: usize) -> Result<(), StoreError> {
+        let Err(e) = self.append_tx(batch, keep).await else { return Ok(()) };
+        if batch.len() == 1 || matches!(e, StoreError::Timeout(_)) {
+            return Err(e);
+        }
+        let mut lost = 0;
+        let mut last = None;
+        for one in batch {
+            if let Err(e) = self.append_tx(std::slice::from_ref(one), keep).await {
+                lost += 1;
+                last = Some(e);
+            }
+        }
+        match last {
+            None => Ok(()),
+            Some(e) => Err(StoreError::Lost(format!("{lost} of {} messages not stored: {e}", batch.len()))),
+        }
+    }
+
+    async fn append_tx(&self, batch: &[(&str, &msrp_chat::Stored)], keep: usize) -> Result<(), StoreError> {
         let mut tx = self.timed(self.pool.begin()).await?;
         for (room, msg) in batch {
             self.insert(&mut tx, room, msg).await?;

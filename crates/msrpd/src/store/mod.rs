@@ -36,6 +36,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("{0}")]
     Foreign(String),
+    #[error("{0}")]
+    Lost(String),
     #[error("database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} is not USER@DOMAIN")]
@@ -212,8 +214,8 @@ pub struct StoreOptions {
 impl StoreOptions {
     pub fn from_config(config: &crate::config::Config) -> Result<StoreOptions, StoreError> {
         let url = config.database_url();
-        let backend =
-            Backend::of(&url).ok_or_else(|| StoreError::Config(format!("database.url {url:?}: unknown scheme")))?;
+        let backend = Backend::of(&url)
+            .ok_or_else(|| StoreError::Config(format!("database.url {:?}: unknown scheme", redact(&url))))?;
         let accounts = AccountTable::resolve(&config.accounts, Some(backend)).map_err(StoreError::Config)?;
         Ok(StoreOptions {
             url,
@@ -394,11 +396,12 @@ impl Store {
     /// The HA1 (lowercase hex) for `alg` of `username` (as the client sent it) in `realm`,
     /// if the account exists and its row can give one.
     pub async fn ha1(&self, username: &str, realm: &str, alg: Algorithm) -> Result<Option<String>, StoreError> {
-        let (user, domain) = self.accounts.key(username, realm);
+        let Some((user, domain)) = self.accounts.key(username, realm) else { return Ok(None) };
         let q = self.query(&self.sql.lookup).bind(user).bind_domain(self, &domain);
         let row = self.timed(q.fetch_optional(&self.pool)).await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(self.accounts.secrets(&row)?.ha1_for(username, realm, alg))
+        let Some(secrets) = self.accounts.secrets(&row, user, &domain)? else { return Ok(None) };
+        Ok(secrets.ha1_for(username, realm, alg))
     }
 }
 
@@ -432,18 +435,31 @@ impl BindDomain for sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
     }
 }
 
-/// `url` without its password, for logs and errors.
+/// `url` without its password (in the authority or a `password=` parameter), for logs,
+/// errors and `check-config`.
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((auth, host)) if auth.contains(':') => {
-                let user = auth.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not a URL: nothing after a scheme is shown.
+        return url.split_once(':').map_or_else(|| "<unparseable>".to_owned(), |(s, _)| format!("{s}:…"));
+    };
+    if parsed.host().is_none() && !parsed.scheme().starts_with("sqlite") {
+        // No authority to take a password out of (`u:pw@h`): nothing after the scheme.
+        return format!("{}:…", parsed.scheme());
     }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "***".to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 fn unix_now() -> i64 {
@@ -454,6 +470,15 @@ fn unix_now() -> i64 {
 mod tests {
     use super::*;
     use msrp_relay::digest::ha1;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact("postgres://msrpd:s3cr@t@db.example.com/kam"), "postgres://msrpd:***@db.example.com/kam");
+        assert_eq!(redact("postgres://db/kam?user=m&password=x1"), "postgres://db/kam?user=m&password=***");
+        assert_eq!(redact("sqlite://msrpd-data/msrpd.sqlite"), "sqlite://msrpd-data/msrpd.sqlite");
+        assert!(!redact("postgresql+x://u:pw@h/d").contains("pw"));
+        assert!(!redact("u:pw@h").contains("pw"));
+    }
 
     #[test]
     fn accounts_parse() {
