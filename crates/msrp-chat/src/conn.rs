@@ -380,6 +380,17 @@ async fn answer_request(
                             let _ = conn.write(&out).await;
                         }
                     }
+                    // Over `message_rate`: this connection is read again only when the
+                    // participant is back within it (TCP holds its further messages back).
+                    if let Some(rate) = &session.rate {
+                        let wait = rate.charge(1, std::time::Instant::now());
+                        if !wait.is_zero() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = conn.stop.cancelled() => {}
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -64,6 +64,19 @@ pub struct ChatOptions {
     pub limits: msrp::Limits,
     /// TLS for connections the server opens to participants or their relays (`msrps`).
     pub client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Messages per second one participant may send; beyond it, its connection is read more
+    /// slowly (`[relay.limits] message_rate`). None: unlimited.
+    pub message_rate: Option<u32>,
+    /// Per SIP domain of the participant (lower-case), overriding `message_rate`.
+    pub message_rate_domains: std::collections::HashMap<String, u32>,
+}
+
+impl ChatOptions {
+    /// The message rate for a participant whose identity key is `user@domain`.
+    pub fn message_rate_for(&self, key: &str) -> Option<u32> {
+        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
+        self.message_rate_domains.get(domain).copied().or(self.message_rate)
+    }
 }
 
 impl Default for ChatOptions {
@@ -87,6 +100,8 @@ impl Default for ChatOptions {
             msrps_port: None,
             limits: msrp::Limits::default(),
             client_tls: None,
+            message_rate: None,
+            message_rate_domains: std::collections::HashMap::new(),
         }
     }
 }

@@ -281,6 +281,7 @@ impl Chat {
                 stream.clone(),
                 opts.queue_messages,
                 opts.queue_bytes,
+                opts.message_rate_for(&req.identity.key),
                 on_end.take().expect("taken once: the loop ends here"),
             ));
             for m in st.recent.iter() {

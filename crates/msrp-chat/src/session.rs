@@ -64,6 +64,8 @@ pub(crate) struct Session {
     ended: AtomicBool,
     pub stop: CancellationToken,
     on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Messages this participant may send per second (`message_rate`), if limited.
+    pub rate: Option<msrp_auth::rate::Bucket>,
 }
 
 /// The connection a session is bound to and the To-Path its messages take.
@@ -83,6 +85,7 @@ impl Session {
         stream: ChatStream,
         queue_messages: usize,
         queue_bytes: usize,
+        rate: Option<u32>,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Session {
         let (tx, rx) = mpsc::channel(queue_messages.max(1));
@@ -100,6 +103,7 @@ impl Session {
             ended: AtomicBool::new(false),
             stop: CancellationToken::new(),
             on_end: Mutex::new(Some(on_end)),
+            rate: rate.map(|r| msrp_auth::rate::Bucket::new(u64::from(r))),
         }
     }
 

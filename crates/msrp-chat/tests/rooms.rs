@@ -509,3 +509,45 @@ async fn connections_over_max_connections_are_closed_at_once() {
     let mut a = a;
     assert_eq!(a.status_of(tid).await, StatusCode::OK);
 }
+
+/// `message_rate` (issue 14): a participant over it is read more slowly; nothing is lost, and
+/// another participant's messages pass at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_over_its_message_rate_is_read_more_slowly() {
+    let opts = ChatOptions {
+        message_rate: Some(5),
+        message_rate_domains: [("vip.example".to_owned(), 1000)].into_iter().collect(),
+        ..ChatOptions::default()
+    };
+    let chat = start_chat(opts).await;
+    let a = Participant::join(&chat, "lobby", ALICE).await;
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let v = Participant::join(&chat, "lobby", "sip:vip@vip.example").await;
+    // Alice sends 15 at once: 5 within the first second's burst, then 5 a second.
+    let started = std::time::Instant::now();
+    for i in 0..15 {
+        a.say(&format!("flood {i}")).await;
+    }
+    // The VIP's domain has its own, higher rate: 15 pass at once.
+    for i in 0..15 {
+        v.say(&format!("vip {i}")).await;
+    }
+    let (mut flood, mut vip) = (0, 0);
+    let mut vip_done = None;
+    while flood < 15 || vip < 15 {
+        let (_, body) = b.message().await;
+        let text = Cpim::parse(&body).unwrap().body;
+        if text.starts_with(b"flood") {
+            assert_eq!(&text[..], format!("flood {flood}").as_bytes(), "in order, none lost");
+            flood += 1;
+        } else {
+            vip += 1;
+            if vip == 15 {
+                vip_done = Some(started.elapsed());
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1_700), "alice was not slowed: {took:?}");
+    assert!(vip_done.unwrap() < Duration::from_millis(1_000), "the VIP waited: {vip_done:?}");
+}

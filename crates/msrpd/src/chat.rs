@@ -68,6 +68,14 @@ pub async fn start(
         msrps_port: secure,
         limits: config.relay.limits(),
         client_tls: Some(client_tls),
+        message_rate: config.relay.limits.global.message_rate,
+        message_rate_domains: config
+            .relay
+            .limits
+            .domain
+            .iter()
+            .filter_map(|(d, l)| l.message_rate.map(|r| (d.to_ascii_lowercase(), r)))
+            .collect(),
         ..defaults
     };
     let chat = Chat::new(opts, Arc::new(store.clone()));

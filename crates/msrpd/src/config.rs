@@ -944,6 +944,23 @@ mod tests {
     }
 
     #[test]
+    fn limits_with_domain_overrides() {
+        let c = Config::parse(
+            "[relay.limits]\nsession_rate = 1000000\nuser_sessions = 4\n\
+             [relay.limits.domain.\"Partners.example\"]\nsession_rate = 250000\nmessage_rate = 3\n",
+        )
+        .unwrap();
+        let t = c.relay.limits.throttle();
+        assert_eq!(t.for_realm("partners.example").session_rate, Some(250_000));
+        assert_eq!(t.for_realm("partners.example").user_sessions, Some(4), "the rest from the global table");
+        assert_eq!(t.for_realm("other.example").session_rate, Some(1_000_000));
+        assert_eq!(Config::parse(&c.to_toml()).unwrap().relay.limits, c.relay.limits);
+        let e = Config::parse("[relay.limits]\nauth_rate = 0").unwrap_err().to_string();
+        assert!(e.contains("relay.limits.auth_rate"), "{e}");
+        assert!(Config::parse("[relay.limits]\nsesion_rate = 5").is_err(), "typos are refused");
+    }
+
+    #[test]
     fn chat_keys() {
         let c = Config::parse(
             "[chat]\nrooms = [\"lobby\", \"dev\"]\ntrusted_networks = [\"10.1.0.0/16\", \"::1\"]\n\

@@ -139,6 +139,12 @@ pub fn render(sources: &Sources) -> String {
         family(&mut out, "msrpd_relay_forwarded_bytes_total", "counter", "Body bytes relayed.", &[("", bytes)]);
         by_status(&mut out, "msrpd_relay_responses_total", "Responses the relay sent, by status.", stats.responses());
         by_status(&mut out, "msrpd_relay_failure_reports_total", "Failure REPORTs the relay made.", stats.reports());
+        let _ = writeln!(
+            out,
+            "# HELP msrpd_relay_throttled_seconds_total Time senders were read more slowly to keep [relay.limits] rates."
+        );
+        let _ = writeln!(out, "# TYPE msrpd_relay_throttled_seconds_total counter");
+        let _ = writeln!(out, "msrpd_relay_throttled_seconds_total {:.6}", stats.throttled_seconds());
         family(
             &mut out,
             "msrpd_relay_fast_path_frames_total",
