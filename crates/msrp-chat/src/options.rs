@@ -71,14 +71,6 @@ pub struct ChatOptions {
     pub message_rate_domains: std::collections::HashMap<String, u32>,
 }
 
-impl ChatOptions {
-    /// The message rate for a participant whose identity key is `user@domain`.
-    pub fn message_rate_for(&self, key: &str) -> Option<u32> {
-        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
-        self.message_rate_domains.get(domain).copied().or(self.message_rate)
-    }
-}
-
 impl Default for ChatOptions {
     fn default() -> Self {
         ChatOptions {

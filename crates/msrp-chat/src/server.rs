@@ -42,6 +42,9 @@ pub struct Chat {
 
 pub(crate) struct Inner {
     pub opts: ChatOptions,
+    /// `message_rate` and its per-domain overrides as in force (a reload replaces them; a
+    /// session keeps the rate it joined with).
+    rates: std::sync::RwLock<(Option<u32>, HashMap<String, u32>)>,
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     history: Arc<dyn History>,
@@ -132,6 +135,7 @@ impl Chat {
             }
         });
         let inner = Inner {
+            rates: std::sync::RwLock::new((opts.message_rate, opts.message_rate_domains.clone())),
             opts,
             rooms: Mutex::default(),
             sessions: Mutex::default(),
@@ -281,7 +285,7 @@ impl Chat {
                 stream.clone(),
                 opts.queue_messages,
                 opts.queue_bytes,
-                opts.message_rate_for(&req.identity.key),
+                inner.message_rate_for(&req.identity.key),
                 on_end.take().expect("taken once: the loop ends here"),
             ));
             for m in st.recent.iter() {
@@ -365,6 +369,11 @@ impl Chat {
 
     /// Messages offered to participants so far (one per recipient), and participants dropped
     /// as too slow.
+    /// New message rates (a configuration reload), for participants who join from now on.
+    pub fn set_message_rates(&self, global: Option<u32>, domains: HashMap<String, u32>) {
+        *self.inner.rates.write().unwrap_or_else(|e| e.into_inner()) = (global, domains);
+    }
+
     pub fn counters(&self) -> (u64, u64) {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         (load(&self.inner.fanned_out), load(&self.inner.dropped_slow))
@@ -470,6 +479,13 @@ async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
 }
 
 impl Inner {
+    /// The message rate for a participant whose identity key is `user@domain`.
+    fn message_rate_for(&self, key: &str) -> Option<u32> {
+        let rates = self.rates.read().unwrap_or_else(|e| e.into_inner());
+        let domain = key.rsplit_once('@').map_or("", |(_, d)| d);
+        rates.1.get(domain).copied().or(rates.0)
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -278,7 +278,7 @@ fn create_or_refresh(
         info!(conn = conn.id, peer = %conn.peer, limit = shared.opts.max_sessions_per_connection, "AUTH refused: too many sessions on this connection");
         return Err((StatusCode::FORBIDDEN, Some("Too many sessions on this connection")));
     }
-    if let Some(limit) = shared.throttle.opts.for_realm(realm).user_sessions
+    if let Some(limit) = shared.throttle.limits(realm).user_sessions
         && sessions.count_of(user, realm) >= limit
     {
         info!(conn = conn.id, peer = %conn.peer, user, realm, limit, "AUTH refused: the account has user_sessions sessions already");

@@ -224,6 +224,12 @@ impl Relay {
     }
 
     /// The counters (AUTH outcomes, forwarded chunks and bytes, responses and REPORTs).
+    /// New rates and quotas (a configuration reload): new sessions and AUTH requests take
+    /// them; connections already throttled keep their buckets until they close.
+    pub fn set_limits(&self, limits: crate::throttle::ThrottleOptions) {
+        self.shared.throttle.set(limits);
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }

@@ -83,7 +83,9 @@ const MAX_ENTRIES: usize = 100_000;
 /// The relay's shared throttling state.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    pub opts: ThrottleOptions,
+    /// Replaced by a reload (`Relay::set_limits`): new sessions and AUTHs take the new
+    /// limits; connections keep the buckets they were given.
+    opts: std::sync::RwLock<ThrottleOptions>,
     /// One bucket per account while any of its connections holds it.
     users: Mutex<HashMap<String, Weak<Bucket>>>,
     /// AUTH attempts per address.
@@ -92,12 +94,23 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(opts: ThrottleOptions) -> Throttle {
-        Throttle { opts, ..Throttle::default() }
+        Throttle { opts: std::sync::RwLock::new(opts), ..Throttle::default() }
+    }
+
+    /// The limits in force for `realm`.
+    pub fn limits(&self, realm: &str) -> Limits {
+        self.opts.read().unwrap_or_else(|e| e.into_inner()).for_realm(realm)
+    }
+
+    pub fn set(&self, opts: ThrottleOptions) {
+        *self.opts.write().unwrap_or_else(|e| e.into_inner()) = opts;
+        // Address buckets were made at the old auth_rate.
+        self.auths.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Whether one more AUTH from `ip` fits the realm's `auth_rate`.
     pub fn admit_auth(&self, ip: IpAddr, realm: &str, now: Instant) -> bool {
-        let Some(rate) = self.opts.for_realm(realm).auth_rate else { return true };
+        let Some(rate) = self.limits(realm).auth_rate else { return true };
         let mut auths = self.auths.lock().unwrap_or_else(|e| e.into_inner());
         if auths.len() >= MAX_ENTRIES && !auths.contains_key(&ip) {
             auths.clear();
@@ -107,7 +120,7 @@ impl Throttle {
 
     /// The buckets for a new session of `user` in `realm`.
     pub fn for_session(&self, user: &str, realm: &str) -> ConnThrottle {
-        let limits = self.opts.for_realm(realm);
+        let limits = self.limits(realm);
         let user = limits.user_rate.map(|rate| {
             let key = format!("{user}@{}", realm.to_ascii_lowercase());
             let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());

@@ -69,13 +69,7 @@ pub async fn start(
         limits: config.relay.limits(),
         client_tls: Some(client_tls),
         message_rate: config.relay.limits.global.message_rate,
-        message_rate_domains: config
-            .relay
-            .limits
-            .domain
-            .iter()
-            .filter_map(|(d, l)| l.message_rate.map(|r| (d.to_ascii_lowercase(), r)))
-            .collect(),
+        message_rate_domains: config.relay.limits.message_rate_domains(),
         ..defaults
     };
     let chat = Chat::new(opts, Arc::new(store.clone()));

@@ -342,6 +342,11 @@ impl LimitsConfig {
         }
     }
 
+    /// `message_rate` per domain (lower-case), for the chat.
+    pub fn message_rate_domains(&self) -> std::collections::HashMap<String, u32> {
+        self.domain.iter().filter_map(|(d, l)| l.message_rate.map(|r| (d.to_ascii_lowercase(), r))).collect()
+    }
+
     pub fn throttle(&self) -> msrp_relay::throttle::ThrottleOptions {
         msrp_relay::throttle::ThrottleOptions {
             global: Self::rates(&self.global),
@@ -896,6 +901,12 @@ mod tests {
         let again = Config::parse(&c.to_toml()).unwrap();
         assert_eq!(again.relay.domains, c.relay.domains);
         assert_eq!(again.relay.max_expires, 7200);
+    }
+
+    #[test]
+    fn the_container_configuration_is_valid() {
+        let c = Config::parse(include_str!("../../../contrib/docker/msrpd.toml")).unwrap();
+        assert!(c.relay.listen[0].addr.ip().is_unspecified() && c.metrics.listen.is_some());
     }
 
     #[test]

@@ -161,8 +161,6 @@ async fn serve(config: Config, path: Option<std::path::PathBuf>, config_flag: &s
     let trust = tls::TrustSlot::new(&config, &identity)?;
     let server_config = tls::server_config(cert.clone())?;
     let client_config = tls::client_config(trust.clone())?;
-    let reloader = Arc::new(reload::Reloader::new(path, config.clone(), cert, trust, set_filter));
-    tokio::spawn(reloader.on_sighup());
     let server_tls = tokio_rustls::TlsAcceptor::from(server_config.clone());
     let client_tls = tokio_rustls::TlsConnector::from(client_config.clone());
     let store_opts = StoreOptions::from_config(&config)?;
@@ -216,6 +214,16 @@ async fn serve(config: Config, path: Option<std::path::PathBuf>, config_flag: &s
     } else {
         None
     };
+    let reloader = reload::Reloader::new(
+        path,
+        config.clone(),
+        cert,
+        trust,
+        set_filter,
+        relays.first().cloned(),
+        chat.as_ref().map(|c| c.chat.clone()),
+    );
+    tokio::spawn(Arc::new(reloader).on_sighup());
     if let Some(listener) = metrics::bind(config.metrics.listen)? {
         let sources = metrics::Sources {
             relay: relays.first().cloned(),

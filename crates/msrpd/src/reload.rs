@@ -1,6 +1,7 @@
 //! SIGHUP: the configuration file is read again and what can change while serving changes:
 //! the server certificate and key (new handshakes get the new one; connections already up
-//! keep theirs), the trust for outgoing TLS, and the log filter. All of it or none: a file
+//! keep theirs), the trust for outgoing TLS, the log filter, and `[relay.limits]` (for new
+//! sessions, AUTHs and chat participants). All of it or none: a file
 //! that does not load, a certificate that does not match its key or does not name
 //! `relay.hostname`, or a filter that does not parse leave the running configuration as it
 //! was, and the log says why. Settings that only a restart applies (listen addresses, the
@@ -16,9 +17,15 @@ use crate::config::Config;
 use crate::logging::{self, SetFilter};
 use crate::tls::{self, CertSlot, TrustSlot};
 
-/// Keys a reload applies; every other key needs a restart.
-const RELOADABLE: [&str; 5] =
-    ["tls.certificate", "tls.private_key", "tls.trusted_certificates", "tls.system_roots", "log.filter"];
+/// Keys a reload applies (a key or a table of keys); every other key needs a restart.
+const RELOADABLE: [&str; 6] = [
+    "tls.certificate",
+    "tls.private_key",
+    "tls.trusted_certificates",
+    "tls.system_roots",
+    "log.filter",
+    "relay.limits",
+];
 
 pub struct Reloader {
     /// The file given with `-c` (else `$MSRPD_CONFIG`, as at start).
@@ -28,6 +35,9 @@ pub struct Reloader {
     cert: Arc<CertSlot>,
     trust: Arc<TrustSlot>,
     set_filter: SetFilter,
+    /// The services whose limits a reload changes.
+    relay: Option<msrp_relay::Relay>,
+    chat: Option<msrp_chat::Chat>,
     /// One reload at a time (a second SIGHUP during one waits).
     busy: Mutex<()>,
 }
@@ -53,8 +63,10 @@ impl Reloader {
         cert: Arc<CertSlot>,
         trust: Arc<TrustSlot>,
         set_filter: SetFilter,
+        relay: Option<msrp_relay::Relay>,
+        chat: Option<msrp_chat::Chat>,
     ) -> Reloader {
-        Reloader { path, started, cert, trust, set_filter, busy: Mutex::new(()) }
+        Reloader { path, started, cert, trust, set_filter, relay, chat, busy: Mutex::new(()) }
     }
 
     /// Reads the configuration again and applies it, or changes nothing and says why.
@@ -80,6 +92,13 @@ impl Reloader {
         if let Some(f) = &filter {
             (self.set_filter)(f).map_err(|e| format!("log.filter {f:?}: {e}"))?;
         }
+        let limits = &config.relay.limits;
+        if let Some(relay) = &self.relay {
+            relay.set_limits(limits.throttle());
+        }
+        if let Some(chat) = &self.chat {
+            chat.set_message_rates(limits.global.message_rate, limits.message_rate_domains());
+        }
         Ok(Reloaded { fingerprint: identity.fingerprint, need_restart: restart_only_changes(&self.started, &config) })
     }
 
@@ -98,7 +117,7 @@ impl Reloader {
                 let result = tokio::task::spawn_blocking(move || me.reload()).await;
                 match result {
                     Ok(Ok(done)) => {
-                        info!(fingerprint = %done.fingerprint, "configuration reloaded (SIGHUP): certificate, trust and log filter");
+                        info!(fingerprint = %done.fingerprint, "configuration reloaded (SIGHUP): certificate, trust, log filter and limits");
                         if !done.need_restart.is_empty() {
                             warn!(keys = ?done.need_restart, "these settings changed and take effect only after a restart");
                         }

@@ -184,4 +184,14 @@ async fn sighup_replaces_the_certificate_without_dropping_a_transfer() {
     let mut c = Endpoint::connect_to(([127, 0, 0, 1], port).into(), "127.0.0.1", "alice", Some(&tls)).await;
     c.authenticate(&relay, "alice", "alicepw").await;
     assert_eq!(d.log().matches("AUTH accepted").count(), accepted, "{}", d.log());
+
+    // Limits are reloaded too: with one session per account, Bob (who has one) gets no more.
+    let text = std::fs::read_to_string(&config).unwrap() + "[relay.limits]\nuser_sessions = 1\n";
+    std::fs::write(&config, text).unwrap();
+    d.hup();
+    d.wait_log("take effect only after a restart", 3);
+    let mut b2 = Endpoint::connect_to(([127, 0, 0, 1], port).into(), "127.0.0.1", "bob2", Some(&tls)).await;
+    let resp = b2.try_authenticate(&relay, "bob", "bobpw", None, true).await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert_eq!(resp.comment.as_deref(), Some("Too many sessions for this account"));
 }
