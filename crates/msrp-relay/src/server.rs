@@ -223,13 +223,25 @@ impl Relay {
         })
     }
 
-    /// The counters (AUTH outcomes, forwarded chunks and bytes, responses and REPORTs).
+    /// Sessions by the transport of their client's connection: (plain TCP, TLS).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let per_conn: Vec<(ConnId, usize)> =
+            self.shared.sessions.lock().map_or_else(|_| Vec::new(), |s| s.per_connection().collect());
+        let conns = self.shared.conns.lock();
+        let Ok(conns) = conns else { return (0, 0) };
+        per_conn.iter().fold((0, 0), |(tcp, tls), (id, n)| match conns.get(id) {
+            Some(c) if c.is_tls() => (tcp, tls + n),
+            _ => (tcp + n, tls),
+        })
+    }
+
     /// New rates and quotas (a configuration reload): new sessions and AUTH requests take
     /// them; connections already throttled keep their buckets until they close.
     pub fn set_limits(&self, limits: crate::throttle::ThrottleOptions) {
         self.shared.throttle.set(limits);
     }
 
+    /// The counters (AUTH outcomes, forwarded chunks and bytes, responses and REPORTs).
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }

@@ -162,6 +162,11 @@ impl Sessions {
         self.peers.conn_for(sid, next.session_id()?)
     }
 
+    /// (connection, sessions it holds), for every connection holding any.
+    pub fn per_connection(&self) -> impl Iterator<Item = (ConnId, usize)> + '_ {
+        self.by_conn.iter().map(|(c, ids)| (*c, ids.len()))
+    }
+
     /// Sessions held by connection `conn`.
     pub fn count_on(&self, conn: ConnId) -> usize {
         self.by_conn.get(&conn).map_or(0, Vec::len)

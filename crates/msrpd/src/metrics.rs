@@ -116,12 +116,13 @@ pub fn render(sources: &Sources) -> String {
             "Open relay connections, accepted and dialled.",
             &[("transport=\"tcp\"", tcp as u64), ("transport=\"tls\"", tls as u64)],
         );
+        let (tcp, tls) = relay.sessions_by_transport();
         family(
             &mut out,
             "msrpd_relay_sessions",
             "gauge",
-            "Relay sessions (RFC 4976 AUTH).",
-            &[("", relay.session_count() as u64)],
+            "Relay sessions (RFC 4976 AUTH), by their client's transport.",
+            &[("transport=\"tcp\"", tcp as u64), ("transport=\"tls\"", tls as u64)],
         );
         let stats = relay.stats();
         let labels: Vec<String> = AuthOutcome::ALL.iter().map(|o| format!("outcome=\"{}\"", o.label())).collect();

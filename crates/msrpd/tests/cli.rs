@@ -233,6 +233,8 @@ fn serve_authenticates_and_stops_on_sigterm() {
         "msrpd_relay_auth_total{outcome=\"accepted\"} 1",
         "msrpd_relay_responses_total{status=\"401\"} 1",
         "msrpd_relay_responses_total{status=\"200\"} 1",
+        "msrpd_relay_sessions{transport=\"tcp\"} 1",
+        "msrpd_relay_sessions{transport=\"tls\"} 0",
         "# TYPE msrpd_chat_rooms gauge",
         "msrpd_sip_calls 0",
     ] {
