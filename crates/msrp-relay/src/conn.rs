@@ -11,7 +11,6 @@
 //! `chunk_hold` — so chunks are not cut at read boundaries, and other messages to the same
 //! peer pass between chunks.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,8 +33,8 @@ use crate::route::{Route, remember_peer, route};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 use crate::stats::AuthOutcome;
-pub(crate) use crate::transactions::{BuildTidHasher, KeptId, Pending, Reporting, expire_pending, fail_all};
-use crate::transactions::{fail, response};
+pub(crate) use crate::transactions::{KeptId, Pending, Reporting, expire_pending, fail_all};
+use crate::transactions::{Table, response};
 
 pub(crate) type Io = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
@@ -62,7 +61,7 @@ pub struct Conn {
     /// system call per read batch (the relay's profile: one write per frame cost more than all
     /// the parsing). Only taken while holding `writer`, so frames leave in order.
     out: Mutex<BytesMut>,
-    pub(crate) pending: Mutex<HashMap<TransactionId, Pending, BuildTidHasher>>,
+    pub(crate) pending: Mutex<Table>,
     closed: AtomicBool,
     close_notify: Notify,
     /// Output queued beyond this is written by its producer before it goes on
@@ -259,7 +258,7 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         local,
         writer: Arc::new(tokio::sync::Mutex::new(Box::new(wr) as Io)),
         out: Mutex::new(BytesMut::new()),
-        pending: Mutex::new(HashMap::default()),
+        pending: Mutex::new(Table::default()),
         closed: AtomicBool::new(false),
         close_notify: Notify::new(),
         waiters: AtomicUsize::new(0),
@@ -705,11 +704,7 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
             other.close();
         }
     }
-    let pending: Vec<Pending> =
-        conn.pending.lock().map(|mut p| p.drain().map(|(_, v)| v).collect()).unwrap_or_default();
-    for p in pending {
-        fail(shared, p, true).await;
-    }
+    fail_all(shared, conn).await;
     if let Ok(mut w) = tokio::time::timeout(std::time::Duration::from_secs(1), conn.writer.lock()).await {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
         // Others may still hold this `Conn` (a route remembered by a sender's fast path, a

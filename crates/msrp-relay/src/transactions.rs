@@ -3,6 +3,7 @@
 //! timeout (408) or the loss of the connection — and how a response, an expiry or a loss
 //! settles it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -107,17 +108,100 @@ impl std::hash::Hasher for TidHasher {
     }
 }
 
-/// A response arrived on `conn`: settle the transaction it answers.
-pub(crate) async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Response) {
-    let pending = conn.pending.lock().ok().and_then(|mut p| p.remove(&resp.tid));
-    match pending {
-        None => debug!(conn = conn.id, tid = %resp.tid, status = resp.status.0, "response to no pending transaction"),
-        Some(Pending::Send { source, reporting, message_id, range, failure, .. }) => {
-            if !resp.status.is_success() && failure != FailureReport::No {
-                send_report(shared, source, &reporting, message_id, range, resp.status).await;
-            }
+/// The transactions forwarded over one connection and not answered yet, sans I/O (as
+/// quinn-proto's connection): inputs come in as `handle_*` calls with the time passed in, and
+/// what they settle comes out as the frames owed to the senders ([`Owed`]); the tokio code
+/// only delivers them ([`deliver`]).
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    map: HashMap<TransactionId, Pending, BuildTidHasher>,
+}
+
+/// What a response did to the table.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// It answers no transaction of this connection (late, duplicate or made up).
+    Unknown,
+    /// Settled; the sender is owed nothing (a success, or a failure it asked not to hear of).
+    Quiet,
+    Owe(Owed),
+}
+
+/// A frame the relay owes the sender of a transaction, on the connection it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owed {
+    pub(crate) to: ConnId,
+    pub(crate) frame: OwedFrame,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwedFrame {
+    /// The next hop's response to a relayed request, readdressed to its sender.
+    Response(Response),
+    /// A failure REPORT (RFC 4975 §7.1.2) about a chunk of the sender's SEND.
+    Report(Request),
+}
+
+impl Table {
+    pub(crate) fn insert(&mut self, tid: TransactionId, p: Pending) {
+        self.map.insert(tid, p);
+    }
+
+    pub(crate) fn get(&self, tid: &TransactionId) -> Option<&Pending> {
+        self.map.get(tid)
+    }
+
+    pub(crate) fn get_mut(&mut self, tid: &TransactionId) -> Option<&mut Pending> {
+        self.map.get_mut(tid)
+    }
+
+    pub(crate) fn remove(&mut self, tid: &TransactionId) -> Option<Pending> {
+        self.map.remove(tid)
+    }
+
+    /// A response arrived from the next hop.
+    pub(crate) fn handle_response(&mut self, resp: &Response) -> Settled {
+        match self.map.remove(&resp.tid) {
+            None => Settled::Unknown,
+            Some(p) => answered(p, resp).map_or(Settled::Quiet, Settled::Owe),
         }
-        Some(Pending::Relay { source, tid, reply_to, reporter, .. }) => {
+    }
+
+    /// Transactions whose response is overdue at `now` (RFC 4975 §7.3: 408 after 30 s).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Owed> {
+        let due: Vec<TransactionId> = self.map.iter().filter(|(_, p)| p.deadline() <= now).map(|(k, _)| *k).collect();
+        due.iter().filter_map(|k| self.map.remove(k)).filter_map(|p| unanswered(p, false)).collect()
+    }
+
+    /// The connection to the next hop is gone: nothing pending will be answered.
+    pub(crate) fn handle_loss(&mut self) -> Vec<Owed> {
+        self.map.drain().filter_map(|(_, p)| unanswered(p, true)).collect()
+    }
+
+    /// When `handle_timeout` next has something to do (the housekeeping tick asks every
+    /// second instead; tests ask this).
+    #[cfg(test)]
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.map.values().map(Pending::deadline).min()
+    }
+}
+
+impl Pending {
+    fn deadline(&self) -> Instant {
+        match self {
+            Pending::Send { deadline, .. } | Pending::Relay { deadline, .. } => *deadline,
+        }
+    }
+}
+
+/// What a response to `p` owes its sender: a relayed request's response goes back; a failed
+/// chunk is reported unless its Failure-Report is `no`.
+fn answered(p: Pending, resp: &Response) -> Option<Owed> {
+    match p {
+        Pending::Send { source, reporting, message_id, range, failure, .. } => (!resp.status.is_success()
+            && failure != FailureReport::No)
+            .then(|| report(source, &reporting, message_id, range, resp.status)),
+        Pending::Relay { source, tid, reply_to, reporter, .. } => {
             let mut back = Response::new(tid, resp.status);
             back.comment = resp.comment.clone();
             back.headers.set(Header::ToPath(Path::single(reply_to)));
@@ -127,89 +211,215 @@ pub(crate) async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Respo
                     let _ = back.headers.push(h.clone());
                 }
             }
-            if let Some(src) = shared.conn(source) {
-                let mut out = BytesMut::new();
-                encode::encode_response(&back, &mut out);
-                src.send(&out, shared).await;
-            }
+            Some(Owed { to: source, frame: OwedFrame::Response(back) })
         }
     }
 }
 
-/// A failure REPORT (RFC 4975 §7.1.2) sent back on the connection the SEND came from.
-async fn send_report(
-    shared: &Shared,
-    source: ConnId,
-    reporting: &Reporting,
-    message_id: KeptId,
-    range: ByteRange,
-    status: StatusCode,
-) {
-    let message_id = message_id.message_id();
-    let Some(src) = shared.conn(source) else { return };
-    let report = Request::new(TransactionId::random(), Method::Report)
-        .with(Header::ToPath(reporting.report_to.clone()))
-        .with(Header::FromPath(Path::single(reporting.reporter.clone())))
-        .with(Header::MessageId(message_id.clone()))
-        .with(Header::ByteRange(range))
-        .with(Header::Status(Status::new(status)));
-    let mut out = BytesMut::new();
-    shared.stats.reported(status);
-    if encode::encode_request(&report, None, Continuation::Complete, &mut out).is_ok() {
-        if let Some(n) = shared.reports.note() {
-            info!(conn = src.id, message_id = %message_id, status = status.0, reports_so_far = n, "failure REPORT sent");
-        }
-        src.send(&out, shared).await;
-    }
-}
-
-/// Times out transactions whose response is overdue (RFC 4975 §7.3: 408 after 30 s).
-pub(crate) async fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instant) {
-    let due: Vec<Pending> = match conn.pending.lock() {
-        Ok(mut p) => {
-            let keys: Vec<TransactionId> = p.iter().filter(|(_, v)| deadline(v) <= now).map(|(k, _)| *k).collect();
-            keys.iter().filter_map(|k| p.remove(k)).collect()
-        }
-        Err(_) => return,
-    };
-    for p in due {
-        fail(shared, p, false).await;
-    }
-}
-
-fn deadline(p: &Pending) -> Instant {
+/// What `p` owes its sender when no response will come: on timeout only Failure-Report `yes`
+/// reports (with `partial`, silence means success); on a lost connection both do. A relayed
+/// request gets nothing (408 is never sent as a response).
+fn unanswered(p: Pending, lost: bool) -> Option<Owed> {
     match p {
-        Pending::Send { deadline, .. } | Pending::Relay { deadline, .. } => *deadline,
-    }
-}
-
-/// Settles a transaction that will get no response: on timeout only Failure-Report `yes`
-/// reports (with `partial`, silence means success); on a lost connection both do.
-pub(crate) async fn fail(shared: &Arc<Shared>, p: Pending, lost: bool) {
-    match p {
-        Pending::Send { source, reporting, message_id, range, failure, .. } => {
-            if failure == FailureReport::Yes || (lost && failure == FailureReport::Partial) {
-                send_report(shared, source, &reporting, message_id, range, StatusCode::REQUEST_TIMEOUT).await;
-            }
-        }
+        Pending::Send { source, reporting, message_id, range, failure, .. } => (failure == FailureReport::Yes
+            || (lost && failure == FailureReport::Partial))
+            .then(|| report(source, &reporting, message_id, range, StatusCode::REQUEST_TIMEOUT)),
         Pending::Relay { tid, .. } => {
             debug!(%tid, "relayed request got no response; 408 is never sent as a response");
+            None
         }
     }
+}
+
+fn report(source: ConnId, reporting: &Reporting, message_id: KeptId, range: ByteRange, status: StatusCode) -> Owed {
+    let request = Request::new(TransactionId::random(), Method::Report)
+        .with(Header::ToPath(reporting.report_to.clone()))
+        .with(Header::FromPath(Path::single(reporting.reporter.clone())))
+        .with(Header::MessageId(message_id.message_id()))
+        .with(Header::ByteRange(range))
+        .with(Header::Status(Status::new(status)));
+    Owed { to: source, frame: OwedFrame::Report(request) }
+}
+
+/// Writes owed frames to their connections (those still open).
+pub(crate) async fn deliver(shared: &Shared, owed: Vec<Owed>) {
+    for o in owed {
+        let Some(conn) = shared.conn(o.to) else { continue };
+        let mut out = BytesMut::new();
+        match &o.frame {
+            OwedFrame::Response(resp) => encode::encode_response(resp, &mut out),
+            OwedFrame::Report(report) => {
+                let status = report.headers.status().map_or(StatusCode::REQUEST_TIMEOUT, |s| s.code);
+                shared.stats.reported(status);
+                if encode::encode_request(report, None, Continuation::Complete, &mut out).is_err() {
+                    continue;
+                }
+                if let Some(n) = shared.reports.note() {
+                    let id = report.headers.message_id().map(|m| m.as_str().to_owned()).unwrap_or_default();
+                    info!(conn = conn.id, message_id = %id, status = status.0, reports_so_far = n, "failure REPORT sent");
+                }
+            }
+        }
+        conn.send(&out, shared).await;
+    }
+}
+
+/// A response arrived on `conn`: settle the transaction it answers.
+pub(crate) async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Response) {
+    let settled = conn.pending.lock().map_or(Settled::Unknown, |mut t| t.handle_response(&resp));
+    match settled {
+        Settled::Unknown => {
+            debug!(conn = conn.id, tid = %resp.tid, status = resp.status.0, "response to no pending transaction")
+        }
+        Settled::Quiet => {}
+        Settled::Owe(o) => deliver(shared, vec![o]).await,
+    }
+}
+
+/// Times out `conn`'s transactions whose response is overdue at `now`.
+pub(crate) async fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instant) {
+    let owed = conn.pending.lock().map(|mut t| t.handle_timeout(now)).unwrap_or_default();
+    deliver(shared, owed).await;
 }
 
 /// Reports every transaction pending on `conn` as lost.
 pub(crate) async fn fail_all(shared: &Arc<Shared>, conn: &Arc<Conn>) {
-    let pending: Vec<Pending> =
-        conn.pending.lock().map(|mut p| p.drain().map(|(_, v)| v).collect()).unwrap_or_default();
-    for p in pending {
-        fail(shared, p, true).await;
-    }
+    let owed = conn.pending.lock().map(|mut t| t.handle_loss()).unwrap_or_default();
+    deliver(shared, owed).await;
 }
 
 #[cfg(test)]
 mod tests {
-    use super::KeptId;
+    use std::time::Duration;
+
+    use super::*;
+
+    const SENDER: ConnId = 7;
+
+    fn reporting() -> Arc<Reporting> {
+        Arc::new(Reporting {
+            report_to: Path::single("msrp://alice.example.com:7777/a1;tcp".parse().unwrap()),
+            reporter: "msrp://relay.example.com:2855/r1;tcp".parse().unwrap(),
+        })
+    }
+
+    fn chunk(failure: FailureReport, deadline: Instant) -> Pending {
+        Pending::Send {
+            source: SENDER,
+            reporting: reporting(),
+            message_id: KeptId::new("m-42").unwrap(),
+            range: ByteRange { start: 1, end: Some(10), total: Some(20) },
+            failure,
+            deadline,
+        }
+    }
+
+    fn answer(tid: TransactionId, status: u16) -> Response {
+        Response::new(tid, StatusCode(status))
+            .with(Header::ToPath(Path::single("msrp://relay.example.com:2855/r1;tcp".parse().unwrap())))
+            .with(Header::FromPath(Path::single("msrp://bob.example.com:8888/b1;tcp".parse().unwrap())))
+    }
+
+    /// The REPORT owed, checked field by field; its status.
+    fn reported(owed: &Owed) -> u16 {
+        assert_eq!(owed.to, SENDER, "back to the connection the SEND came from");
+        let OwedFrame::Report(r) = &owed.frame else { panic!("{owed:?}") };
+        assert_eq!(r.method, Method::Report);
+        assert_eq!(r.headers.to_path().unwrap().first().as_str(), "msrp://alice.example.com:7777/a1;tcp");
+        assert_eq!(r.headers.from_path().unwrap().first().as_str(), "msrp://relay.example.com:2855/r1;tcp");
+        assert_eq!(r.headers.message_id().unwrap().as_str(), "m-42");
+        assert_eq!(*r.headers.byte_range().unwrap(), ByteRange { start: 1, end: Some(10), total: Some(20) });
+        r.headers.status().unwrap().code.0
+    }
+
+    #[test]
+    fn failure_reports_follow_failure_report_and_the_outcome() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(30);
+        // (Failure-Report, next hop's answer or None for silence, lost connection?) → REPORT status.
+        let cases: [(FailureReport, Option<u16>, bool, Option<u16>); 12] = [
+            (FailureReport::Yes, Some(200), false, None),
+            (FailureReport::Yes, Some(481), false, Some(481)),
+            (FailureReport::Yes, None, false, Some(408)),
+            (FailureReport::Yes, None, true, Some(408)),
+            (FailureReport::Partial, Some(200), false, None),
+            (FailureReport::Partial, Some(403), false, Some(403)),
+            (FailureReport::Partial, None, false, None),
+            (FailureReport::Partial, None, true, Some(408)),
+            (FailureReport::No, Some(200), false, None),
+            (FailureReport::No, Some(481), false, None),
+            (FailureReport::No, None, false, None),
+            (FailureReport::No, None, true, None),
+        ];
+        for (failure, status, lost, want) in cases {
+            let mut t = Table::default();
+            let tid = TransactionId::random();
+            t.insert(tid, chunk(failure, later));
+            let owed: Vec<Owed> = match (status, lost) {
+                (Some(code), _) => match t.handle_response(&answer(tid, code)) {
+                    Settled::Owe(o) => vec![o],
+                    Settled::Quiet => vec![],
+                    Settled::Unknown => panic!("the transaction was pending"),
+                },
+                (None, false) => {
+                    assert!(t.handle_timeout(later - Duration::from_millis(1)).is_empty(), "not yet due");
+                    t.handle_timeout(later)
+                }
+                (None, true) => t.handle_loss(),
+            };
+            let got = owed.first().map(reported);
+            assert_eq!(got, want, "{failure:?} {status:?} lost={lost}");
+            assert!(t.poll_timeout().is_none(), "settled: {failure:?} {status:?}");
+        }
+    }
+
+    #[test]
+    fn a_relayed_request_gets_the_next_hops_response_and_nothing_on_silence() {
+        let t0 = Instant::now();
+        let mut t = Table::default();
+        let (theirs, ours) = (TransactionId::random(), TransactionId::random());
+        let relay = |tid| Pending::Relay {
+            source: SENDER,
+            tid,
+            reply_to: "msrp://alice.example.com:7777/a1;tcp".parse().unwrap(),
+            reporter: "msrp://relay.example.com:2855/r1;tcp".parse().unwrap(),
+            deadline: t0 + Duration::from_secs(30),
+        };
+        t.insert(ours, relay(theirs));
+        let mut resp = answer(ours, 425);
+        resp.comment = Some("Nickname in use".into());
+        let Settled::Owe(owed) = t.handle_response(&resp) else { panic!() };
+        let OwedFrame::Response(back) = owed.frame else { panic!() };
+        assert_eq!((back.tid, back.status.0, back.comment.as_deref()), (theirs, 425, Some("Nickname in use")));
+        assert_eq!(back.headers.to_path().unwrap().first().as_str(), "msrp://alice.example.com:7777/a1;tcp");
+        assert_eq!(back.headers.from_path().unwrap().first().as_str(), "msrp://relay.example.com:2855/r1;tcp");
+        assert!(matches!(t.handle_response(&resp), Settled::Unknown), "a duplicate answers nothing");
+        t.insert(ours, relay(theirs));
+        assert!(t.handle_timeout(t0 + Duration::from_secs(31)).is_empty(), "408 is never sent as a response");
+        assert!(t.handle_loss().is_empty());
+    }
+
+    #[test]
+    fn timeouts_take_only_what_is_due() {
+        let t0 = Instant::now();
+        let mut t = Table::default();
+        let (early, late, open) = (TransactionId::random(), TransactionId::random(), TransactionId::random());
+        t.insert(early, chunk(FailureReport::Yes, t0 + Duration::from_secs(5)));
+        t.insert(late, chunk(FailureReport::Yes, t0 + Duration::from_secs(30)));
+        // A chunk still streaming has no deadline until its end-line (`end_open` sets one).
+        t.insert(open, chunk(FailureReport::Yes, t0 + Duration::from_secs(86_400 * 365)));
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(t.handle_timeout(t0 + Duration::from_secs(10)).len(), 1);
+        assert!(t.get(&early).is_none() && t.get(&late).is_some());
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+        assert_eq!(t.handle_timeout(t0 + Duration::from_secs(60)).len(), 1);
+        assert!(t.get(&open).is_some(), "the open chunk waits for its end-line");
+        if let Some(Pending::Send { deadline, .. }) = t.get_mut(&open) {
+            *deadline = t0 + Duration::from_secs(90);
+        }
+        assert_eq!(reported(&t.handle_timeout(t0 + Duration::from_secs(90))[0]), 408);
+        assert!(matches!(t.handle_response(&answer(open, 200)), Settled::Unknown), "settled once");
+    }
 
     #[test]
     fn kept_ids_come_back_whole() {

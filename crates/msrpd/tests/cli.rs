@@ -191,6 +191,15 @@ async fn authenticate(port: u16) -> msrp::Response {
     read_response(&mut stream, &mut dec, &mut buf).await
 }
 
+/// Kills a daemon when a failed assertion unwinds past it.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").args(["-c", &format!("kill -9 {}", self.0)]).status();
+    }
+}
+
 /// GET `path` from the metrics listener: (status line, body).
 fn http_get(port: u16, path: &str) -> (String, String) {
     use std::io::{Read, Write as _};
@@ -211,6 +220,8 @@ fn serve_authenticates_and_stops_on_sigterm() {
     std::fs::write(&config, text).unwrap();
     assert!(add_user(&config, "alice@example.com", "alicepw").status.success());
     let mut child = msrpd().arg("-c").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
+    // A failed assertion must not leave the daemon running (it would hold the test's output).
+    let guard = KillOnDrop(child.id());
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", plain)).is_err() {
         assert!(started.elapsed() < Duration::from_secs(20), "msrpd did not start listening");
@@ -233,13 +244,19 @@ fn serve_authenticates_and_stops_on_sigterm() {
         "msrpd_relay_auth_total{outcome=\"accepted\"} 1",
         "msrpd_relay_responses_total{status=\"401\"} 1",
         "msrpd_relay_responses_total{status=\"200\"} 1",
-        "msrpd_relay_sessions{transport=\"tcp\"} 1",
         "msrpd_relay_sessions{transport=\"tls\"} 0",
         "# TYPE msrpd_chat_rooms gauge",
         "msrpd_sip_calls 0",
     ] {
         assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
     }
+    // The AUTH's connection has closed by now, or is closing: its session is 1 or 0.
+    assert!(
+        body.lines()
+            .any(|l| l == "msrpd_relay_sessions{transport=\"tcp\"} 1"
+                || l == "msrpd_relay_sessions{transport=\"tcp\"} 0"),
+        "{body}"
+    );
     assert!(http_get(metrics, "/health").0.contains("200"));
     assert!(http_get(metrics, "/nope").0.contains("404"));
 
@@ -256,6 +273,7 @@ fn serve_authenticates_and_stops_on_sigterm() {
     };
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    std::mem::forget(guard);
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
     assert!(log.contains("relay listening"), "{log}");
     assert!(log.contains("SIP listening") && log.contains("chat MSRP listening"), "the chat service started: {log}");
