@@ -29,6 +29,45 @@ pub(crate) static END_FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(END_NEEDLE));
 pub(crate) const DASHES: &[u8] = b"-------";
 
+/// Below this many bytes a CR scan finds [`END_NEEDLE`] faster than the SIMD searcher's set-up.
+const SHORT_HAY: usize = 256;
+
+/// Where [`END_NEEDLE`] starts in a haystack, in order: the one end-line finder of the codec
+/// (the decoder's body scan, the lexer's and the encoder's checks all walk these positions
+/// and compare the transaction id there themselves).
+#[derive(Debug)]
+pub(crate) struct EndNeedles<'a> {
+    hay: &'a [u8],
+    from: usize,
+}
+
+impl<'a> EndNeedles<'a> {
+    pub(crate) fn new(hay: &'a [u8]) -> Self {
+        EndNeedles { hay, from: 0 }
+    }
+
+    /// Where the search goes on: after the last position given (all before it is checked).
+    pub(crate) fn checked(&self) -> usize {
+        self.from
+    }
+}
+
+impl Iterator for EndNeedles<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let rest = self.hay.get(self.from..)?;
+        let i = if rest.len() < SHORT_HAY {
+            memchr::memchr_iter(b'\r', rest).find(|&i| rest[i..].starts_with(END_NEEDLE))?
+        } else {
+            END_FINDER.find(rest)?
+        };
+        let at = self.from + i;
+        self.from = at + 1;
+        Some(at)
+    }
+}
+
 /// Bounds on what one peer can make the decoder buffer. All are per frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -327,18 +366,8 @@ impl Decoder {
     fn scan_body(&self, buf: &[u8], tid: Tid) -> Scan {
         let tid = tid.as_bytes();
         let full = END_NEEDLE.len() + tid.len() + 3;
-        let mut from = 0;
-        // Short bodies (the common instant message): a plain memchr for CR beats setting up
-        // the SIMD substring searcher; long ones use the searcher.
-        let find = |hay: &[u8]| -> Option<usize> {
-            if hay.len() < 256 {
-                memchr::memchr_iter(b'\r', hay).find(|&i| hay[i..].starts_with(END_NEEDLE))
-            } else {
-                END_FINDER.find(hay)
-            }
-        };
-        while let Some(i) = find(&buf[from..]) {
-            let at = from + i;
+        let mut needles = EndNeedles::new(buf);
+        for at in needles.by_ref() {
             let rest = &buf[at + END_NEEDLE.len()..];
             // Compare what has arrived of `<tid><flag>\r\n`.
             let have = rest.len().min(tid.len());
@@ -357,10 +386,9 @@ impl Decoder {
                 }
             }
             // Dashes that are not our end-line (another frame's, or just data): body.
-            from = at + 1;
         }
         // No complete needle: only its last few bytes could start one.
-        Scan::Data(buf.len().saturating_sub(END_NEEDLE.len() - 1).max(from.min(buf.len())))
+        Scan::Data(buf.len().saturating_sub(END_NEEDLE.len() - 1).max(needles.checked().min(buf.len())))
     }
 
     fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, DecodeError> {
@@ -695,4 +723,27 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid, paths: &mut Path
         (None, Some((status, comment))) => Message::Response(Response { tid, status, comment, headers }),
         (None, None) => unreachable!("a start line is a request or a response"),
     })
+}
+
+#[cfg(test)]
+mod needle_tests {
+    use super::*;
+
+    #[test]
+    fn end_needles_are_found_in_short_and_long_haystacks_alike() {
+        for len in [10, 200, 255, 256, 257, 5000] {
+            let mut hay = vec![b'x'; len];
+            let mut want: Vec<usize> = Vec::new();
+            for at in [0, len / 3, len.saturating_sub(END_NEEDLE.len())] {
+                if at + END_NEEDLE.len() <= len && want.last().is_none_or(|w| at >= w + END_NEEDLE.len()) {
+                    hay[at..at + END_NEEDLE.len()].copy_from_slice(END_NEEDLE);
+                    want.push(at);
+                }
+            }
+            if want.iter().all(|w| len / 2 < *w || len / 2 >= w + END_NEEDLE.len()) {
+                hay[len / 2] = b'\r'; // a lone CR is not a needle
+            }
+            assert_eq!(EndNeedles::new(&hay).collect::<Vec<_>>(), want, "len {len}");
+        }
+    }
 }

@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 
 use bytes::{BufMut, BytesMut};
-use memchr::memmem;
 use thiserror::Error;
 
 use crate::header::Header;
@@ -32,16 +31,8 @@ pub fn body_is_safe(body: &[u8], tid: &TransactionId) -> bool {
 
 /// True when `hay` holds `CRLF -------<tid>`, the start of `tid`'s end-line.
 pub fn contains_end_line(hay: &[u8], tid: &TransactionId) -> bool {
-    let mut needle = [0u8; 9 + crate::message::MAX_TID_LEN];
-    needle[..9].copy_from_slice(b"\r\n-------");
     let tid = tid.as_bytes();
-    needle[9..9 + tid.len()].copy_from_slice(tid);
-    let needle = &needle[..9 + tid.len()];
-    // Short bodies (most messages): a CR scan beats building a substring searcher per call.
-    if hay.len() < 512 {
-        return memchr::memchr_iter(b'\r', hay).any(|i| hay[i..].starts_with(needle));
-    }
-    memmem::find(hay, needle).is_some()
+    crate::decode::EndNeedles::new(hay).any(|at| hay[at + crate::decode::END_NEEDLE.len()..].starts_with(tid))
 }
 
 /// A transaction id whose end-line does not occur in `body`.

@@ -11,7 +11,7 @@
 //! `None`, and the caller hands the bytes to the streaming [`Decoder`](crate::Decoder), whose
 //! answer is the reference. Callers parse the values they use with the typed parsers.
 
-use crate::decode::{DASHES, END_FINDER, END_NEEDLE, Limits, check_start_line};
+use crate::decode::{DASHES, END_NEEDLE, EndNeedles, Limits, check_start_line};
 use crate::message::{Continuation, TransactionId};
 use crate::syntax::is_token_char;
 
@@ -171,25 +171,14 @@ fn trim(mut v: &[u8]) -> &[u8] {
 pub(crate) fn find_end_line(hay: &[u8], tid: &TransactionId) -> Option<(usize, Continuation, usize)> {
     let tid = tid.as_bytes();
     let len = END_NEEDLE.len() + tid.len() + 3;
-    let mut from = 0;
-    loop {
-        let rest = &hay[from..];
-        let i = if rest.len() < 256 {
-            memchr::memchr_iter(b'\r', rest).find(|&i| rest[i..].starts_with(END_NEEDLE))?
-        } else {
-            END_FINDER.find(rest)?
-        };
-        let at = from + i;
+    EndNeedles::new(hay).find_map(|at| {
         let tail = &hay[at + END_NEEDLE.len()..];
-        if tail.len() >= tid.len() + 3
-            && &tail[..tid.len()] == tid
-            && &tail[tid.len() + 1..tid.len() + 3] == b"\r\n"
-            && let Some(flag) = Continuation::from_byte(tail[tid.len()])
-        {
-            return Some((at, flag, len));
+        if tail.len() >= tid.len() + 3 && &tail[..tid.len()] == tid && &tail[tid.len() + 1..tid.len() + 3] == b"\r\n" {
+            Continuation::from_byte(tail[tid.len()]).map(|flag| (at, flag, len))
+        } else {
+            None
         }
-        from = at + 1;
-    }
+    })
 }
 
 #[cfg(test)]
