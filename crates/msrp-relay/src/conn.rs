@@ -60,18 +60,38 @@ pub struct Conn {
     /// Frames queued for the socket: whole frames appended by any task, written out with one
     /// system call per read batch (the relay's profile: one write per frame cost more than all
     /// the parsing). Only taken while holding `writer`, so frames leave in order.
-    out: Mutex<BytesMut>,
+    out: Mutex<Outbox>,
     pub(crate) pending: Mutex<Table>,
     closed: AtomicBool,
     close_notify: Notify,
-    /// Output queued beyond this is written by its producer before it goes on
-    /// (`relay.output_buffer`: the back-pressure bound per connection and direction).
+    /// Output queued beyond either bound is written by its producer before it goes on
+    /// (`relay.output_buffer` bytes, `relay.output_messages` frames: the back-pressure bounds
+    /// per connection and direction).
     high_water: usize,
+    high_water_frames: usize,
     /// Tasks waiting for `writer`: an open chunk that stalls is cut only when someone waits
     /// (or output is queued), so a slow sender with the connection to itself keeps one chunk.
     waiters: AtomicUsize,
     /// The rate buckets its reads are charged to, set by its first accepted AUTH.
     pub(crate) throttle: std::sync::OnceLock<crate::throttle::ConnThrottle>,
+}
+
+/// Complete frames queued for a connection's socket, and how many.
+#[derive(Debug, Default)]
+struct Outbox {
+    buf: BytesMut,
+    frames: usize,
+}
+
+impl Outbox {
+    /// Appends what `write` writes (complete frames) as one entry; true when either bound is
+    /// reached, so that the producer writes out before it produces more: the one
+    /// back-pressure rule, whichever path queued.
+    fn add(&mut self, write: impl FnOnce(&mut BytesMut), max_bytes: usize, max_frames: usize) -> bool {
+        write(&mut self.buf);
+        self.frames += 1;
+        self.buf.len() >= max_bytes || self.frames >= max_frames
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -117,10 +137,7 @@ impl Conn {
     /// the caller should flush before producing more (back-pressure).
     pub(crate) fn queue_with(&self, write: impl FnOnce(&mut BytesMut)) -> bool {
         match self.out.lock() {
-            Ok(mut out) => {
-                write(&mut out);
-                out.len() >= self.high_water
-            }
+            Ok(mut out) => out.add(write, self.high_water, self.high_water_frames),
             Err(_) => false,
         }
     }
@@ -134,7 +151,7 @@ impl Conn {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
         *w = Box::new(tokio::io::sink());
         if let Ok(mut out) = self.out.lock() {
-            *out = BytesMut::new();
+            *out = Outbox::default();
         }
     }
 
@@ -157,13 +174,16 @@ impl Conn {
     /// Whether anyone else wants this connection: a task waiting for its writer, or output
     /// queued for it.
     pub(crate) fn is_wanted(&self) -> bool {
-        self.waiters.load(Ordering::Relaxed) > 0 || self.out.lock().is_ok_and(|o| !o.is_empty())
+        self.waiters.load(Ordering::Relaxed) > 0 || self.out.lock().is_ok_and(|o| !o.buf.is_empty())
     }
 
     /// Writes everything queued; the caller holds the writer.
     pub(crate) async fn flush_locked(&self, w: &mut Io, shared: &Shared) -> bool {
         let data = match self.out.lock() {
-            Ok(mut out) if !out.is_empty() => out.split().freeze(),
+            Ok(mut out) if !out.buf.is_empty() => {
+                out.frames = 0;
+                out.buf.split().freeze()
+            }
             _ => return !self.is_closed(),
         };
         if self.is_closed() {
@@ -257,12 +277,13 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         peer,
         local,
         writer: Arc::new(tokio::sync::Mutex::new(Box::new(wr) as Io)),
-        out: Mutex::new(BytesMut::new()),
+        out: Mutex::new(Outbox::default()),
         pending: Mutex::new(Table::default()),
         closed: AtomicBool::new(false),
         close_notify: Notify::new(),
         waiters: AtomicUsize::new(0),
         high_water: shared.opts.output_buffer,
+        high_water_frames: shared.opts.output_messages,
         throttle: std::sync::OnceLock::new(),
     });
     if let Ok(mut conns) = shared.conns.lock() {
@@ -712,7 +733,7 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
         *w = Box::new(tokio::io::sink());
     }
     if let Ok(mut out) = conn.out.lock() {
-        *out = BytesMut::new();
+        *out = Outbox::default();
     }
     debug!(conn = conn.id, peer = %conn.peer, "connection closed");
 }
@@ -721,6 +742,18 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
 mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll};
+
+    #[test]
+    fn the_outbox_asks_for_a_write_at_either_bound() {
+        use super::Outbox;
+        let mut out = Outbox::default();
+        let frame = |n: usize| move |b: &mut bytes::BytesMut| b.extend_from_slice(&vec![b'x'; n]);
+        assert!(!out.add(frame(10), 100, 3));
+        assert!(!out.add(frame(10), 100, 3));
+        assert!(out.add(frame(10), 100, 3), "the third frame reaches the frame bound");
+        let mut out = Outbox::default();
+        assert!(out.add(frame(100), 100, 3), "one large frame reaches the byte bound");
+    }
 
     /// A writer that takes bytes into a buffer and sends them only when flushed, the way
     /// tokio-rustls behaves when the socket under it is full.

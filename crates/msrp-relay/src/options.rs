@@ -43,6 +43,8 @@ pub struct RelayOptions {
     /// Output queued for one connection (bytes) beyond which its producer writes it out
     /// before going on: the back-pressure bound per connection and direction.
     pub output_buffer: usize,
+    /// Frames queued for one connection before their producer writes them out itself.
+    pub output_messages: usize,
     /// Password guessing limits, per account, address and nonce; one guard may be shared with
     /// the chat's SIP Digest so that both count together.
     pub guard: std::sync::Arc<crate::guard::AuthGuard>,
@@ -76,6 +78,7 @@ impl Default for RelayOptions {
             max_chunk: 256 * 1024,
             read_buffer: 256 * 1024,
             output_buffer: 256 * 1024,
+            output_messages: 4096,
             chunk_hold: Duration::from_secs(1),
             guard: std::sync::Arc::default(),
             throttle: crate::throttle::ThrottleOptions::default(),

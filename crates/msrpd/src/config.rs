@@ -289,6 +289,9 @@ pub struct RelayConfig {
     /// Bytes queued for one connection before their producer writes them out itself
     /// (back-pressure per connection and direction).
     pub output_buffer: usize,
+    /// Frames queued for one connection before their producer writes them out itself (the
+    /// same back-pressure, counted in messages).
+    pub output_messages: usize,
     /// Largest chunk the relay sends before interrupting it with `+` so that other messages
     /// to the same peer can pass (RFC 4975 §7.1, bytes).
     pub max_chunk: usize,
@@ -402,6 +405,7 @@ impl Default for RelayConfig {
             read_buffer: 256 * 1024,
             max_chunk: 256 * 1024,
             output_buffer: 256 * 1024,
+            output_messages: 4096,
             chunk_hold_ms: 1000,
             max_start_line: limits.max_start_line,
             max_header_line: limits.max_header_line,
@@ -812,8 +816,12 @@ impl Config {
         if r.output_buffer < 16 * 1024 {
             return bad(format!("relay.output_buffer = {} is below its bound of 16384", r.output_buffer));
         }
-        let caps: [(&str, u64, u64); 17] = [
+        if r.output_messages < 16 {
+            return bad(format!("relay.output_messages = {} is below its bound of 16", r.output_messages));
+        }
+        let caps: [(&str, u64, u64); 18] = [
             ("output_buffer", r.output_buffer as u64, 64 * MIB),
+            ("output_messages", r.output_messages as u64, 1_000_000),
             ("chunk_hold_ms", r.chunk_hold_ms, 60_000),
             ("max_expires", u64::from(r.max_expires), 7 * DAY),
             ("nonce_lifetime", r.nonce_lifetime, DAY),
