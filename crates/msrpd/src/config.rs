@@ -5,7 +5,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use msrp_relay::options::FILE_OFFSET;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable naming the configuration file when `-c` is not given.
@@ -382,31 +381,34 @@ impl LimitsConfig {
     }
 }
 
+/// The relay's own defaults (`RelayOptions::default`), in the configuration's units: one
+/// source, so that the file's defaults and the library's cannot drift apart (issue 12).
 impl Default for RelayConfig {
     fn default() -> Self {
-        let limits = msrp::Limits::default();
+        let o = msrp_relay::RelayOptions::default();
+        let limits = o.limits;
         RelayConfig {
             enabled: true,
             listen: vec![Listen { tls: true, addr: SocketAddr::from(([127, 0, 0, 1], 2855)) }],
-            hostname: "localhost".into(),
-            domains: vec!["localhost".into()],
-            min_expires: 60,
-            default_expires: 600,
-            max_expires: 3600,
-            nonce_lifetime: 300,
-            max_auth_failures: 3,
-            auth_timeout: 30,
-            transaction_timeout: 30,
-            max_connections: 100_000,
-            max_connections_per_ip: 1000,
-            max_sessions_per_connection: 16,
-            basic_auth_domains: Vec::new(),
-            extra_methods: vec![FILE_OFFSET.into()],
-            read_buffer: 256 * 1024,
-            max_chunk: 256 * 1024,
-            output_buffer: 256 * 1024,
-            output_messages: 4096,
-            chunk_hold_ms: 1000,
+            hostname: o.hostname,
+            domains: o.domains,
+            min_expires: o.min_expires,
+            default_expires: o.default_expires,
+            max_expires: o.max_expires,
+            nonce_lifetime: o.nonce_lifetime.as_secs(),
+            max_auth_failures: o.max_auth_failures,
+            auth_timeout: o.auth_timeout.as_secs(),
+            transaction_timeout: o.transaction_timeout.as_secs(),
+            max_connections: o.max_connections,
+            max_connections_per_ip: o.max_connections_per_ip,
+            max_sessions_per_connection: o.max_sessions_per_connection,
+            basic_auth_domains: o.basic_auth_domains,
+            extra_methods: o.extra_methods,
+            read_buffer: o.read_buffer,
+            max_chunk: o.max_chunk,
+            output_buffer: o.output_buffer,
+            output_messages: o.output_messages,
+            chunk_hold_ms: o.chunk_hold.as_millis() as u64,
             max_start_line: limits.max_start_line,
             max_header_line: limits.max_header_line,
             max_headers: limits.max_headers,
