@@ -59,7 +59,7 @@ pub struct Conn {
     pub(crate) writer: Arc<tokio::sync::Mutex<Io>>,
     /// Frames queued for the socket: whole frames appended by any task, written out with one
     /// system call per read batch (the relay's profile: one write per frame cost more than all
-    /// the parsing). Only taken while holding `writer`, so frames leave in order.
+    /// the parsing). Drained only while holding `writer`, so frames leave in order.
     out: Mutex<Outbox>,
     pub(crate) pending: Mutex<Table>,
     closed: AtomicBool,

@@ -365,7 +365,7 @@ async fn housekeeping(shared: std::sync::Weak<Shared>) {
         }
         let conns: Vec<Arc<Conn>> = shared.conns.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
         for c in conns {
-            conn::expire_pending(&shared, &c, now).await;
+            conn::expire_pending(&shared, &c, now);
         }
         shared.guard.sweep(now);
     }

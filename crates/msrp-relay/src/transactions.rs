@@ -276,10 +276,16 @@ pub(crate) async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Respo
     }
 }
 
-/// Times out `conn`'s transactions whose response is overdue at `now`.
-pub(crate) async fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instant) {
+/// Times out `conn`'s transactions whose response is overdue at `now`. The REPORTs go out in
+/// a task of their own: the once-a-second housekeeping walks every connection, and a sender
+/// that stopped reading (its writer held up to `transaction_timeout`) must not delay the
+/// others' timeouts, session expiry or the guard's sweep.
+pub(crate) fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instant) {
     let owed = conn.pending.lock().map(|mut t| t.handle_timeout(now)).unwrap_or_default();
-    deliver(shared, owed).await;
+    if !owed.is_empty() {
+        let shared = shared.clone();
+        tokio::spawn(async move { deliver(&shared, owed).await });
+    }
 }
 
 /// Reports every transaction pending on `conn` as lost.
