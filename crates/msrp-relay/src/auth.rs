@@ -220,7 +220,7 @@ async fn verify_digest(shared: &Shared, d: &DigestResponse, realm: &str, now: u6
     // Replay: every use of a nonce must carry a higher nonce-count; without qop a nonce is
     // good once.
     let nc = d.nc.unwrap_or(1);
-    let fresh = shared.nonce_counts.lock().map(|mut c| c.accept(&d.nonce, issued_at, nc)).unwrap_or(false);
+    let fresh = crate::lock(&shared.nonce_counts).accept(&d.nonce, issued_at, nc);
     if !fresh {
         return Err(Failure::Forbidden("nonce-count replayed"));
     }
@@ -264,7 +264,7 @@ fn create_or_refresh(
     realm: &str,
     until: Instant,
 ) -> Result<Uri, (StatusCode, Option<&'static str>)> {
-    let mut sessions = shared.sessions.lock().map_err(|_| (StatusCode(500), None))?;
+    let mut sessions = crate::lock(&shared.sessions);
     if let Some(sid) = local.session_id() {
         let now = Instant::now();
         let s = sessions.get(sid, now).ok_or((StatusCode::SESSION_DOES_NOT_EXIST, None))?;

@@ -103,7 +103,7 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Forgets transaction `tid` (its chunk never left whole); true if it was still pending.
     pub(crate) fn untrack(&self, tid: &TransactionId) -> bool {
-        self.pending.lock().is_ok_and(|mut p| p.remove(tid).is_some())
+        crate::lock(&self.pending).remove(tid).is_some()
     }
 
     /// Over TLS (accepted on a TLS listener, or dialled to an `msrps` hop).
@@ -136,10 +136,7 @@ impl Conn {
     /// Lets `write` append complete frames to the output; true when enough is queued that
     /// the caller should flush before producing more (back-pressure).
     pub(crate) fn queue_with(&self, write: impl FnOnce(&mut BytesMut)) -> bool {
-        match self.out.lock() {
-            Ok(mut out) => out.add(write, self.high_water, self.high_water_frames),
-            Err(_) => false,
-        }
+        crate::lock(&self.out).add(write, self.high_water, self.high_water_frames)
     }
 
     /// Lets a closed connection's socket go, from a writer that was held while it closed
@@ -150,9 +147,7 @@ impl Conn {
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
         *w = Box::new(tokio::io::sink());
-        if let Ok(mut out) = self.out.lock() {
-            *out = Outbox::default();
-        }
+        *crate::lock(&self.out) = Outbox::default();
     }
 
     /// Writes everything queued, in order.
@@ -174,17 +169,18 @@ impl Conn {
     /// Whether anyone else wants this connection: a task waiting for its writer, or output
     /// queued for it.
     pub(crate) fn is_wanted(&self) -> bool {
-        self.waiters.load(Ordering::Relaxed) > 0 || self.out.lock().is_ok_and(|o| !o.buf.is_empty())
+        self.waiters.load(Ordering::Relaxed) > 0 || !crate::lock(&self.out).buf.is_empty()
     }
 
     /// Writes everything queued; the caller holds the writer.
     pub(crate) async fn flush_locked(&self, w: &mut Io, shared: &Shared) -> bool {
-        let data = match self.out.lock() {
-            Ok(mut out) if !out.buf.is_empty() => {
-                out.frames = 0;
-                out.buf.split().freeze()
+        let data = {
+            let mut out = crate::lock(&self.out);
+            if out.buf.is_empty() {
+                return !self.is_closed();
             }
-            _ => return !self.is_closed(),
+            out.frames = 0;
+            out.buf.split().freeze()
         };
         if self.is_closed() {
             return false;
@@ -286,9 +282,7 @@ fn register<W: AsyncWrite + Send + Sync + Unpin + 'static>(
         high_water_frames: shared.opts.output_messages,
         throttle: std::sync::OnceLock::new(),
     });
-    if let Ok(mut conns) = shared.conns.lock() {
-        conns.insert(conn.id, conn.clone());
-    }
+    crate::lock(&shared.conns).insert(conn.id, conn.clone());
     debug!(conn = conn.id, %peer, "connection open");
     conn
 }
@@ -407,10 +401,8 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
         loop {
             // Whole small frames first (`fast`); the decoder takes whatever they are not.
             if decoder.is_idle() && matches!(reader.frame, Frame::Idle) && !buf.is_empty() {
-                let current = batch.get_or_insert_with(|| Batch {
-                    now: Instant::now(),
-                    epoch: shared.sessions.lock().map_or(u64::MAX, |s| s.epoch()),
-                });
+                let current = batch
+                    .get_or_insert_with(|| Batch { now: Instant::now(), epoch: crate::lock(&shared.sessions).epoch() });
                 let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, current);
                 if let Some(handled) = handled {
                     reader.fast_frames += handled.frames;
@@ -500,15 +492,13 @@ impl Reader {
             return;
         }
         let now = Instant::now();
-        let decision = match self.shared.sessions.lock() {
-            Ok(mut s) => {
-                let decision = route(&req, self.conn.id, &s, &self.shared.opts, now);
-                if let Some(from) = req.headers.from_path() {
-                    remember_peer(&decision, from, self.conn.id, &mut s);
-                }
-                decision
+        let decision = {
+            let mut s = crate::lock(&self.shared.sessions);
+            let decision = route(&req, self.conn.id, &s, &self.shared.opts, now);
+            if let Some(from) = req.headers.from_path() {
+                remember_peer(&decision, from, self.conn.id, &mut s);
             }
-            Err(_) => Route::Reject(StatusCode(500), "internal error"),
+            decision
         };
         let (to, from, target) = match decision {
             Route::Deliver { conn, to, from, .. } => match self.shared.conn(conn) {
@@ -710,10 +700,8 @@ impl Reader {
 /// Tears a connection down: its sessions end and what was in flight through it is reported.
 async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
     conn.close();
-    if let Ok(mut conns) = shared.conns.lock() {
-        conns.remove(&conn.id);
-    }
-    let closed = shared.sessions.lock().map(|mut s| s.close_conn(conn.id)).unwrap_or_default();
+    crate::lock(&shared.conns).remove(&conn.id);
+    let closed = crate::lock(&shared.sessions).close_conn(conn.id);
     for s in closed.ended {
         info!(session = %s.id, user = %s.user, realm = %s.realm, conn = conn.id, "session ended: connection closed");
     }
@@ -732,9 +720,7 @@ async fn close(shared: &Arc<Shared>, conn: &Arc<Conn>) {
         // task finishing a write): what stays with it must not include the socket or output.
         *w = Box::new(tokio::io::sink());
     }
-    if let Ok(mut out) = conn.out.lock() {
-        *out = Outbox::default();
-    }
+    *crate::lock(&conn.out) = Outbox::default();
     debug!(conn = conn.id, peer = %conn.peer, "connection closed");
 }
 

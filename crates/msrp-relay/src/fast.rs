@@ -221,7 +221,7 @@ impl FastPath {
 fn responses<'a>(conn: &Conn, buf: &'a [u8], first: Lexed<'a>, limits: &Limits) -> Option<(usize, u64)> {
     let (mut taken, mut frames) = (0, 0);
     let mut lexed = first;
-    let mut pending = conn.pending.lock().ok()?;
+    let mut pending = crate::lock(&conn.pending);
     while let Start::Response(code) = lexed.start {
         // The decoder refuses responses without both paths; so does this path (they then
         // get the decoder's verdict).
@@ -329,7 +329,7 @@ fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -
         _ => None,
     };
     let (to_path, from_path) = (parse(name::TO_PATH, to)?, parse(name::FROM_PATH, from)?);
-    let mut sessions = shared.sessions.lock().ok()?;
+    let mut sessions = crate::lock(&shared.sessions);
     if sessions.epoch() != batch.epoch {
         return None;
     }
@@ -391,8 +391,8 @@ fn forward(
     // slice would pin the whole read buffer until the response).
     let tracked = if plan.failure != FailureReport::No
         && let Some(message_id) = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().and_then(KeptId::new)
-        && let Ok(mut p) = route.target.pending.lock()
     {
+        let mut p = crate::lock(&route.target.pending);
         let pending = Pending::Send {
             source: conn.id,
             reporting: route.reporting.clone(),

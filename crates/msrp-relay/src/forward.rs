@@ -165,9 +165,7 @@ impl Forwarding {
         // The final range, unless the next hop has answered already, and the response's clock
         // starts now, at the end-line (the chunk may have been open longer than
         // transaction_timeout on a slow uplink).
-        if let Ok(mut p) = self.target.pending.lock()
-            && let Some(Pending::Send { range: r, deadline, .. }) = p.get_mut(&open.tid)
-        {
+        if let Some(Pending::Send { range: r, deadline, .. }) = crate::lock(&self.target.pending).get_mut(&open.tid) {
             *r = range;
             *deadline = Instant::now() + shared.opts.transaction_timeout;
         }
@@ -306,9 +304,7 @@ impl Forwarding {
                 }
             }
         };
-        if let Ok(mut p) = self.target.pending.lock() {
-            p.insert(tid, pending);
-        }
+        crate::lock(&self.target.pending).insert(tid, pending);
     }
 }
 

@@ -18,6 +18,13 @@ pub mod throttle;
 mod transactions;
 
 pub use options::RelayOptions;
+
+/// Locks `m`, taking over a lock a panicking task left poisoned: its tables stay usable (as in
+/// the chat), where treating the poison as a failure would make every later request fail
+/// until a restart.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use server::Relay;
 // Shared with the chat focus (msrp-auth); re-exported so `msrp_relay::digest` keeps working.
 pub use msrp_auth::{BoxFuture, CredentialStore, digest, guard, log_throttle};

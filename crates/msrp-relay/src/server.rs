@@ -170,7 +170,7 @@ impl Relay {
         let opts = &self.shared.opts;
         // One lock for both caps, and a running total: summing the per-address counts on every
         // accept made accepting O(addresses), which overflowed the listen queue at 10k clients.
-        let mut admitted = self.shared.admitted.lock().ok()?;
+        let mut admitted = crate::lock(&self.shared.admitted);
         if admitted.total >= opts.max_connections {
             if let Some(n) = self.shared.refused_total.note() {
                 warn!(%peer, limit = opts.max_connections, refused_so_far = n, "connection refused: max_connections reached");
@@ -193,7 +193,7 @@ impl Relay {
     /// the next hop is reported to its sender as a 408 failure (as Failure-Report allows),
     /// while the senders' connections are still open.
     pub async fn drain(&self) {
-        let conns: Vec<Arc<Conn>> = self.shared.conns.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
+        let conns: Vec<Arc<Conn>> = crate::lock(&self.shared.conns).values().cloned().collect();
         for c in conns {
             conn::fail_all(&self.shared, &c).await;
         }
@@ -201,7 +201,7 @@ impl Relay {
 
     /// Live relay sessions (for logs and tests).
     pub fn session_count(&self) -> usize {
-        self.shared.sessions.lock().map_or(0, |s| s.len())
+        crate::lock(&self.shared.sessions).len()
     }
 
     /// Frames (SENDs and responses) that took the fast path so far: the share of the traffic
@@ -212,23 +212,20 @@ impl Relay {
 
     /// Open connections.
     pub fn connection_count(&self) -> usize {
-        self.shared.conns.lock().map_or(0, |c| c.len())
+        crate::lock(&self.shared.conns).len()
     }
 
     /// Open connections over (plain TCP, TLS), accepted and dialled alike.
     pub fn connections_by_transport(&self) -> (usize, usize) {
-        self.shared.conns.lock().map_or((0, 0), |c| {
-            let tls = c.values().filter(|c| c.is_tls()).count();
-            (c.len() - tls, tls)
-        })
+        let c = crate::lock(&self.shared.conns);
+        let tls = c.values().filter(|c| c.is_tls()).count();
+        (c.len() - tls, tls)
     }
 
     /// Sessions by the transport of their client's connection: (plain TCP, TLS).
     pub fn sessions_by_transport(&self) -> (usize, usize) {
-        let per_conn: Vec<(ConnId, usize)> =
-            self.shared.sessions.lock().map_or_else(|_| Vec::new(), |s| s.per_connection().collect());
-        let conns = self.shared.conns.lock();
-        let Ok(conns) = conns else { return (0, 0) };
+        let per_conn: Vec<(ConnId, usize)> = crate::lock(&self.shared.sessions).per_connection().collect();
+        let conns = crate::lock(&self.shared.conns);
         per_conn.iter().fold((0, 0), |(tcp, tls), (id, n)| match conns.get(id) {
             Some(c) if c.is_tls() => (tcp, tls + n),
             _ => (tcp + n, tls),
@@ -269,9 +266,8 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if let Ok(mut admitted) = self.shared.admitted.lock()
-            && let Some(n) = admitted.per_ip.get_mut(&self.ip)
-        {
+        let mut admitted = crate::lock(&self.shared.admitted);
+        if let Some(n) = admitted.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
                 admitted.per_ip.remove(&self.ip);
@@ -287,22 +283,20 @@ impl Shared {
     }
 
     pub fn conn(&self, id: ConnId) -> Option<Arc<Conn>> {
-        self.conns.lock().ok()?.get(&id).cloned()
+        crate::lock(&self.conns).get(&id).cloned()
     }
 
     /// Where the client of session `sid` reaches the next hop `uri`: over the connection that
     /// hop opened to us when it delivered into the session (a far end behind NAT or without a
     /// listener, another relay; AG's relay does the same), else over one we dial.
     pub async fn next_hop(self: &Arc<Self>, sid: &str, uri: &msrp::Uri) -> std::io::Result<Arc<Conn>> {
-        let known = self.sessions.lock().ok().and_then(|s| s.peer_conn(sid, uri));
+        let known = crate::lock(&self.sessions).peer_conn(sid, uri);
         if let Some(conn) = known.and_then(|id| self.conn(id)).filter(|c| !c.is_closed()) {
             return Ok(conn);
         }
         let conn = self.connect(uri).await?;
         // Remembered for this session, so its end can close a connection dialled for it alone.
-        if let Ok(mut s) = self.sessions.lock() {
-            s.note_peer(sid, uri, conn.id);
-        }
+        crate::lock(&self.sessions).note_peer(sid, uri, conn.id);
         Ok(conn)
     }
 
@@ -359,11 +353,11 @@ async fn housekeeping(shared: std::sync::Weak<Shared>) {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else { return };
         let now = Instant::now();
-        let expired = shared.sessions.lock().map(|mut s| s.expire(now)).unwrap_or_default();
+        let expired = crate::lock(&shared.sessions).expire(now);
         for s in expired {
             info!(session = %s.id, user = %s.user, realm = %s.realm, "session expired");
         }
-        let conns: Vec<Arc<Conn>> = shared.conns.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
+        let conns: Vec<Arc<Conn>> = crate::lock(&shared.conns).values().cloned().collect();
         for c in conns {
             conn::expire_pending(&shared, &c, now);
         }

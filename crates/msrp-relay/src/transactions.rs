@@ -266,7 +266,7 @@ pub(crate) async fn deliver(shared: &Shared, owed: Vec<Owed>) {
 
 /// A response arrived on `conn`: settle the transaction it answers.
 pub(crate) async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Response) {
-    let settled = conn.pending.lock().map_or(Settled::Unknown, |mut t| t.handle_response(&resp));
+    let settled = crate::lock(&conn.pending).handle_response(&resp);
     match settled {
         Settled::Unknown => {
             debug!(conn = conn.id, tid = %resp.tid, status = resp.status.0, "response to no pending transaction")
@@ -281,7 +281,7 @@ pub(crate) async fn response(shared: &Arc<Shared>, conn: &Arc<Conn>, resp: Respo
 /// that stopped reading (its writer held up to `transaction_timeout`) must not delay the
 /// others' timeouts, session expiry or the guard's sweep.
 pub(crate) fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instant) {
-    let owed = conn.pending.lock().map(|mut t| t.handle_timeout(now)).unwrap_or_default();
+    let owed = crate::lock(&conn.pending).handle_timeout(now);
     if !owed.is_empty() {
         let shared = shared.clone();
         tokio::spawn(async move { deliver(&shared, owed).await });
@@ -290,7 +290,7 @@ pub(crate) fn expire_pending(shared: &Arc<Shared>, conn: &Arc<Conn>, now: Instan
 
 /// Reports every transaction pending on `conn` as lost.
 pub(crate) async fn fail_all(shared: &Arc<Shared>, conn: &Arc<Conn>) {
-    let owed = conn.pending.lock().map(|mut t| t.handle_loss()).unwrap_or_default();
+    let owed = crate::lock(&conn.pending).handle_loss();
     deliver(shared, owed).await;
 }
 
