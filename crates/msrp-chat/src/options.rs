@@ -69,6 +69,9 @@ pub struct ChatOptions {
     pub message_rate: Option<u32>,
     /// Per SIP domain of the participant (lower-case), overriding `message_rate`.
     pub message_rate_domains: std::collections::HashMap<String, u32>,
+    /// Greet each joiner with a message from the room (its name, who is there, how much
+    /// history follows), as SylkServer does; never stored in history.
+    pub welcome: bool,
 }
 
 impl Default for ChatOptions {
@@ -94,6 +97,7 @@ impl Default for ChatOptions {
             client_tls: None,
             message_rate: None,
             message_rate_domains: std::collections::HashMap::new(),
+            welcome: true,
         }
     }
 }

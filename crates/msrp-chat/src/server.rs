@@ -288,6 +288,11 @@ impl Chat {
                 inner.message_rate_for(&req.identity.key),
                 on_end.take().expect("taken once: the loop ends here"),
             ));
+            if opts.welcome {
+                let text = welcome_text(&room.name, st.members.len() + 1, st.recent.len());
+                let body = judge::notice(&room.uri, &now_rfc3339(), &text);
+                let _ = session.offer(Out { body, quiet: false }, true);
+            }
             for m in st.recent.iter() {
                 let _ = session.offer(Out { body: judge::replay(&room.uri, m), quiet: false }, true);
             }
@@ -476,6 +481,22 @@ async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
     inner.start_writer(&session, &conn, to, true);
     inner.announce(&session, "joined", None);
     read_loop(inner, conn, r).await;
+}
+
+/// The greeting a joiner gets from the room: its name, how many are in it (the joiner
+/// included) and how many earlier messages follow.
+fn welcome_text(room: &str, participants: usize, history: usize) -> String {
+    let here = if participants == 1 {
+        "you are the first one here".to_owned()
+    } else {
+        format!("{participants} participants are here")
+    };
+    let follow = match history {
+        0 => String::new(),
+        1 => " The last message follows.".to_owned(),
+        n => format!(" The last {n} messages follow."),
+    };
+    format!("Welcome to {room}: {here}.{follow}")
 }
 
 impl Inner {

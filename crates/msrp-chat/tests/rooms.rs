@@ -551,3 +551,38 @@ async fn a_participant_over_its_message_rate_is_read_more_slowly() {
     assert!(took >= Duration::from_millis(1_700), "alice was not slowed: {took:?}");
     assert!(vip_done.unwrap() < Duration::from_millis(1_000), "the VIP waited: {vip_done:?}");
 }
+
+/// The welcome (issue 15): from the room, before the history it announces; never stored;
+/// off when configured so.
+#[tokio::test]
+async fn joiners_are_welcomed_by_the_room() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let (_, first) = a.message_or_notice().await;
+    let first = Cpim::parse(&first).unwrap();
+    assert_eq!(first.from().unwrap().uri, "sip:lobby@chat.test", "from the room");
+    assert_eq!(&first.body[..], b"Welcome to lobby: you are the first one here.");
+    for text in ["one", "two"] {
+        let tid = a.say(text).await;
+        assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    }
+    let mut b = Participant::join(&chat, "lobby", BOB).await;
+    let (_, welcome) = b.message_or_notice().await;
+    assert_eq!(
+        &Cpim::parse(&welcome).unwrap().body[..],
+        b"Welcome to lobby: 2 participants are here. The last 2 messages follow."
+    );
+    for text in ["one", "two"] {
+        assert_eq!(&Cpim::parse(&b.message().await.1).unwrap().body[..], text.as_bytes(), "history after it");
+    }
+    // Carol's history is Alice's two messages: no welcome among them.
+    let mut c = Participant::join(&chat, "lobby", CAROL).await;
+    let (_, welcome) = c.message_or_notice().await;
+    assert!(Cpim::parse(&welcome).unwrap().body.ends_with(b"The last 2 messages follow."));
+
+    let quiet = start_chat(ChatOptions { welcome: false, ..ChatOptions::default() }).await;
+    let mut d = Participant::join(&quiet, "lobby", ALICE).await;
+    let _e = Participant::join(&quiet, "lobby", BOB).await;
+    let (_, joined) = d.message_or_notice().await;
+    assert!(String::from_utf8_lossy(&joined).contains("joined"), "no welcome: the first thing is Bob's join notice");
+}

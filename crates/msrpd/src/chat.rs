@@ -55,6 +55,7 @@ pub async fn start(
         rooms: c.room_policy(),
         history_size: c.history_size,
         private_messages: c.private_messages,
+        welcome: c.welcome,
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,
         queue_messages: c.queue_messages,

@@ -561,6 +561,9 @@ pub struct ChatConfig {
     /// Public messages stored per room and replayed to joiners.
     pub history_size: usize,
     pub private_messages: bool,
+    /// Greet each joiner with a message from the room (name, participants, history that
+    /// follows); never stored in history.
+    pub welcome: bool,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
     /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
@@ -622,6 +625,7 @@ impl Default for ChatConfig {
             rooms: Rooms::Keyword("any".into()),
             history_size: o.history_size,
             private_messages: o.private_messages,
+            welcome: o.welcome,
             max_message_size: o.max_message_size,
             chunk_size: o.chunk_size,
             queue_messages: o.queue_messages,
