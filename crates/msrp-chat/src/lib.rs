@@ -22,5 +22,5 @@ pub mod time;
 
 pub use history::{History, MemoryHistory, Stored};
 pub use identity::Identity;
-pub use options::{ChatOptions, RoomPolicy};
+pub use options::{ChatOptions, RoomPolicy, RoomSettings, acl_entry_is_valid};
 pub use server::{Chat, JoinError, JoinRequest, Joined};

@@ -72,6 +72,56 @@ pub struct ChatOptions {
     /// Greet each joiner with a message from the room (its name, who is there, how much
     /// history follows), as SylkServer does; never stored in history.
     pub welcome: bool,
+    /// Settings of named rooms (lower-case names); other rooms take the defaults.
+    pub room_settings: std::collections::HashMap<String, RoomSettings>,
+}
+
+/// One room's policy (`[chat.room.NAME]`); unset values follow the service's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// Who may join: SIP URIs (`sip:alice@example.com`), domains (`example.com`) or
+    /// subdomains (`*.example.com`). Empty: everyone not denied.
+    pub allow: Vec<String>,
+    /// Who may not, in the same forms; it wins over `allow`.
+    pub deny: Vec<String>,
+    /// Most participants (users; one user's devices count once) in the room at once.
+    pub max_participants: Option<usize>,
+    /// Messages replayed to joiners (at most the service's `history_size`).
+    pub history_size: Option<usize>,
+    /// The room's subject, told in the welcome.
+    pub subject: Option<String>,
+    pub private_messages: Option<bool>,
+}
+
+impl RoomSettings {
+    /// Whether the participant with identity key `user@host` may join.
+    pub fn admits(&self, key: &str) -> bool {
+        let hit = |list: &[String]| list.iter().any(|e| acl_matches(e, key));
+        !hit(&self.deny) && (self.allow.is_empty() || hit(&self.allow))
+    }
+}
+
+/// Whether an access-list entry names `key` (`user@host`, host lower-case).
+fn acl_matches(entry: &str, key: &str) -> bool {
+    let host = key.rsplit_once('@').map_or("", |(_, h)| h);
+    if entry.contains(':') {
+        return crate::identity::key(entry).is_some_and(|k| k == key);
+    }
+    let entry = entry.to_ascii_lowercase();
+    match entry.strip_prefix("*.") {
+        Some(parent) => host.ends_with(&format!(".{parent}")),
+        None => host == entry,
+    }
+}
+
+/// Whether `entry` is a valid access-list entry (for configuration checks).
+pub fn acl_entry_is_valid(entry: &str) -> bool {
+    if entry.contains(':') {
+        return crate::identity::key(entry).is_some();
+    }
+    let domain = entry.strip_prefix("*.").unwrap_or(entry);
+    !domain.is_empty()
+        && domain.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 impl Default for ChatOptions {
@@ -98,6 +148,7 @@ impl Default for ChatOptions {
             message_rate: None,
             message_rate_domains: std::collections::HashMap::new(),
             welcome: true,
+            room_settings: std::collections::HashMap::new(),
         }
     }
 }

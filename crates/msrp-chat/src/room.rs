@@ -16,6 +16,8 @@ pub(crate) struct Room {
     pub state: Mutex<RoomState>,
     /// Set once the history was read from the store.
     pub loaded: tokio::sync::OnceCell<()>,
+    /// Its policy (`[chat.room.NAME]`), taken when it was created.
+    pub settings: crate::options::RoomSettings,
 }
 
 #[derive(Default)]
@@ -36,12 +38,13 @@ pub(crate) enum NicknameRefused {
 }
 
 impl Room {
-    pub fn new(name: &str, domain: &str) -> Room {
+    pub fn new(name: &str, domain: &str, settings: crate::options::RoomSettings) -> Room {
         Room {
             name: name.to_owned(),
             uri: format!("sip:{name}@{domain}"),
             state: Mutex::new(RoomState::default()),
             loaded: tokio::sync::OnceCell::new(),
+            settings,
         }
     }
 

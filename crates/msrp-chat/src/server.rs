@@ -21,7 +21,7 @@ use crate::history::{History, Stored};
 use crate::identity::Identity;
 use crate::judge::{self, Verdict};
 use crate::nickname::Nickname;
-use crate::options::ChatOptions;
+use crate::options::{ChatOptions, RoomSettings};
 use crate::room::{Room, RoomState};
 use crate::sdp::{AnswerParams, Connect, Offer};
 use crate::session::{Out, Overflow, Session, write_queue};
@@ -90,6 +90,10 @@ pub enum JoinError {
     NotAcceptable(&'static str),
     #[error("the chat service is full (max_sessions)")]
     Full,
+    #[error("not admitted by the room's access lists")]
+    Forbidden,
+    #[error("the room is full (max_participants)")]
+    RoomFull,
 }
 
 impl JoinError {
@@ -98,6 +102,8 @@ impl JoinError {
             JoinError::NoSuchRoom => 404,
             JoinError::NotAcceptable(_) => 488,
             JoinError::Full => 503,
+            JoinError::Forbidden => 403,
+            JoinError::RoomFull => 486,
         }
     }
 }
@@ -223,6 +229,14 @@ impl Chat {
         if !opts.rooms.allows(&req.room) {
             return Err(JoinError::NoSuchRoom);
         }
+        let default_settings = RoomSettings::default();
+        let settings = opts.room_settings.get(&req.room.to_lowercase()).unwrap_or(&default_settings);
+        if !settings.admits(&req.identity.key) {
+            info!(room = %req.room, user = %req.identity.uri, "join refused: not admitted by the room's access lists");
+            return Err(JoinError::Forbidden);
+        }
+        let private_messages = settings.private_messages.unwrap_or(opts.private_messages);
+        let history_size = settings.history_size.map_or(opts.history_size, |n| n.min(opts.history_size));
         if inner.sessions().len() >= opts.max_sessions {
             warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
             return Err(JoinError::Full);
@@ -243,7 +257,7 @@ impl Chat {
         let params = AnswerParams {
             local: &local,
             max_size: opts.max_message_size,
-            private_messages: opts.private_messages,
+            private_messages,
             wrapped_types: &opts.wrapped_types,
             version: inner.answers.fetch_add(1, Ordering::Relaxed),
         };
@@ -254,7 +268,7 @@ impl Chat {
             let room = inner.room(&req.room);
             room.loaded
                 .get_or_init(|| async {
-                    match inner.history.recent(&room.uri, opts.history_size).await {
+                    match inner.history.recent(&room.uri, history_size).await {
                         Ok(list) => room.lock().recent.extend(list),
                         Err(e) => warn!(room = %room.uri, error = %e, "could not read the history"),
                     }
@@ -277,6 +291,16 @@ impl Chat {
                 warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
                 return Err(JoinError::Full);
             }
+            // `max_participants` counts users: another device of one already in is let in.
+            if let Some(max) = room.settings.max_participants {
+                let mut users: Vec<&str> = st.members.iter().map(|m| m.identity.key.as_str()).collect();
+                users.sort_unstable();
+                users.dedup();
+                if users.len() >= max && !users.contains(&req.identity.key.as_str()) {
+                    info!(room = %room.uri, user = %req.identity.uri, max, "join refused: the room is full");
+                    return Err(JoinError::RoomFull);
+                }
+            }
             let session = Arc::new(Session::new(
                 sid.clone(),
                 local.clone(),
@@ -289,7 +313,11 @@ impl Chat {
                 on_end.take().expect("taken once: the loop ends here"),
             ));
             if opts.welcome {
-                let text = welcome_text(&room.name, st.members.len() + 1, st.recent.len());
+                let mut users: Vec<&str> = st.members.iter().map(|m| m.identity.key.as_str()).collect();
+                users.push(&req.identity.key);
+                users.sort_unstable();
+                users.dedup();
+                let text = welcome_text(&room.name, room.settings.subject.as_deref(), users.len(), st.recent.len());
                 let body = judge::notice(&room.uri, &now_rfc3339(), &text);
                 let _ = session.offer(Out { body, quiet: false }, true);
             }
@@ -355,7 +383,7 @@ impl Chat {
         let params = AnswerParams {
             local: &session.local,
             max_size: opts.max_message_size,
-            private_messages: opts.private_messages,
+            private_messages: session.room.settings.private_messages.unwrap_or(opts.private_messages),
             wrapped_types: &opts.wrapped_types,
             version: self.inner.answers.fetch_add(1, Ordering::Relaxed),
         };
@@ -485,7 +513,7 @@ async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
 
 /// The greeting a joiner gets from the room: its name, how many are in it (the joiner
 /// included) and how many earlier messages follow.
-fn welcome_text(room: &str, participants: usize, history: usize) -> String {
+fn welcome_text(room: &str, subject: Option<&str>, participants: usize, history: usize) -> String {
     let here = if participants == 1 {
         "you are the first one here".to_owned()
     } else {
@@ -496,7 +524,10 @@ fn welcome_text(room: &str, participants: usize, history: usize) -> String {
         1 => " The last message follows.".to_owned(),
         n => format!(" The last {n} messages follow."),
     };
-    format!("Welcome to {room}: {here}.{follow}")
+    match subject {
+        Some(subject) => format!("Welcome to {room} ({subject}): {here}.{follow}"),
+        None => format!("Welcome to {room}: {here}.{follow}"),
+    }
 }
 
 impl Inner {
@@ -520,7 +551,13 @@ impl Inner {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         // One spelling per room: `Lobby` and `lobby` are one room, with one URI and history.
         let name = name.to_lowercase();
-        rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(&name, &self.opts.domain))).clone()
+        rooms
+            .entry(name.clone())
+            .or_insert_with(|| {
+                let settings = self.opts.room_settings.get(&name).cloned().unwrap_or_default();
+                Arc::new(Room::new(&name, &self.opts.domain, settings))
+            })
+            .clone()
     }
 
     /// Checks that a request on `conn` belongs to `session`, and binds the session to `conn`
@@ -636,7 +673,7 @@ impl Inner {
             sender_uri: &session.identity.uri,
             sender_key: &session.identity.key,
             display: display.as_deref(),
-            private_messages: self.opts.private_messages,
+            private_messages: room.settings.private_messages.unwrap_or(self.opts.private_messages),
             now: &now,
         };
         match judge::judge(&ctx, content_type, body) {
@@ -665,7 +702,8 @@ impl Inner {
                 // history see the room's messages in the same order.
                 let out = Out { body: msg.body, quiet: false };
                 let mut st = room.lock();
-                st.remember(stored.clone(), self.opts.history_size);
+                let keep = room.settings.history_size.map_or(self.opts.history_size, |n| n.min(self.opts.history_size));
+                st.remember(stored.clone(), keep);
                 if self.history_tx.try_send((room.uri.clone(), stored)).is_err()
                     && let Some(n) = self.history_dropped.note()
                 {

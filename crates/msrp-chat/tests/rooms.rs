@@ -586,3 +586,59 @@ async fn joiners_are_welcomed_by_the_room() {
     let (_, joined) = d.message_or_notice().await;
     assert!(String::from_utf8_lossy(&joined).contains("joined"), "no welcome: the first thing is Bob's join notice");
 }
+
+/// A join's outcome without connecting (for refusals).
+async fn try_join(chat: &msrp_chat::Chat, room: &str, user: &str) -> Result<(), u16> {
+    let local = Participant::local_uri();
+    chat.join(msrp_chat::JoinRequest {
+        room: room.into(),
+        identity: msrp_chat::identity::Identity::new(user, None).unwrap(),
+        offer: Bytes::from(common::offer(local.as_str(), "active")),
+        on_end: Box::new(|| {}),
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.sip_status())
+}
+
+/// `[chat.room.NAME]` (issue 15 item 5): access lists, a participant cap, per-room history and
+/// private messages, a subject in the welcome; other rooms take the defaults.
+#[tokio::test]
+async fn a_room_policy_admits_caps_and_configures_its_room() {
+    let staff = msrp_chat::RoomSettings {
+        allow: vec!["example.com".into(), "sip:guest@other.org".into()],
+        deny: vec!["sip:mallory@example.com".into()],
+        max_participants: Some(2),
+        history_size: Some(1),
+        subject: Some("Staff only".into()),
+        private_messages: Some(false),
+    };
+    let opts =
+        ChatOptions { room_settings: [("lobby".to_owned(), staff)].into_iter().collect(), ..ChatOptions::default() };
+    let chat = start_chat(opts).await;
+    assert_eq!(try_join(&chat, "lobby", "sip:mallory@example.com").await, Err(403), "denied by name");
+    assert_eq!(try_join(&chat, "lobby", "sip:eve@other.org").await, Err(403), "not in the allow list");
+    assert_eq!(try_join(&chat, "Other-Room", "sip:eve@other.org").await, Ok(()), "other rooms: defaults");
+    let mut a = Participant::join(&chat, "lobby", ALICE).await;
+    let (_, welcome) = a.message_or_notice().await;
+    assert_eq!(&Cpim::parse(&welcome).unwrap().body[..], b"Welcome to lobby (Staff only): you are the first one here.");
+    let _g = Participant::join(&chat, "lobby", "sip:guest@other.org").await;
+    assert_eq!(try_join(&chat, "lobby", BOB).await, Err(486), "two participants at most");
+    let _a2 = Participant::join(&chat, "lobby", ALICE).await; // another device of Alice: still two users
+    // Private messages are off here (428), and joiners get one message of history.
+    let private = a.cpim(Some("sip:guest@other.org"), "text/plain", b"psst");
+    let tid = a.send_body("message/cpim", &private).await;
+    assert_eq!(a.status_of(tid).await, StatusCode(428));
+    for text in ["one", "two"] {
+        let tid = a.say(text).await;
+        assert_eq!(a.status_of(tid).await, StatusCode::OK);
+    }
+    let mut a3 = Participant::join(&chat, "lobby", ALICE).await;
+    let (_, welcome) = a3.message_or_notice().await;
+    assert_eq!(
+        &Cpim::parse(&welcome).unwrap().body[..],
+        b"Welcome to lobby (Staff only): 2 participants are here. The last message follows.",
+        "users counted once; history_size = 1"
+    );
+    assert_eq!(&Cpim::parse(&a3.message().await.1).unwrap().body[..], b"two");
+}

@@ -56,6 +56,7 @@ pub async fn start(
         history_size: c.history_size,
         private_messages: c.private_messages,
         welcome: c.welcome,
+        room_settings: c.room_settings(),
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,
         queue_messages: c.queue_messages,

@@ -564,6 +564,8 @@ pub struct ChatConfig {
     /// Greet each joiner with a message from the room (name, participants, history that
     /// follows); never stored in history.
     pub welcome: bool,
+    /// Per-room policy: `[chat.room.NAME]` (other rooms take the settings above).
+    pub room: std::collections::BTreeMap<String, RoomConfig>,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
     /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
@@ -626,6 +628,7 @@ impl Default for ChatConfig {
             history_size: o.history_size,
             private_messages: o.private_messages,
             welcome: o.welcome,
+            room: std::collections::BTreeMap::new(),
             max_message_size: o.max_message_size,
             chunk_size: o.chunk_size,
             queue_messages: o.queue_messages,
@@ -643,7 +646,67 @@ impl Default for ChatConfig {
     }
 }
 
+/// `[chat.room.NAME]`: one room's policy; absent keys follow `[chat]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomConfig {
+    /// Who may join: SIP URIs, domains or `*.domain`; empty: everyone not denied (others: 403).
+    pub allow: Vec<String>,
+    /// Who may not (wins over `allow`).
+    pub deny: Vec<String>,
+    /// Most users in the room at once (486 beyond; one user's devices count once).
+    pub max_participants: Option<usize>,
+    /// Messages replayed to joiners (at most `chat.history_size`).
+    pub history_size: Option<usize>,
+    /// Told in the welcome.
+    pub subject: Option<String>,
+    pub private_messages: Option<bool>,
+}
+
 impl ChatConfig {
+    /// The rooms' settings as the chat service takes them (names lower-cased).
+    pub fn room_settings(&self) -> std::collections::HashMap<String, msrp_chat::RoomSettings> {
+        self.room
+            .iter()
+            .map(|(name, r)| {
+                let settings = msrp_chat::RoomSettings {
+                    allow: r.allow.clone(),
+                    deny: r.deny.clone(),
+                    max_participants: r.max_participants,
+                    history_size: r.history_size,
+                    subject: r.subject.clone(),
+                    private_messages: r.private_messages,
+                };
+                (name.to_lowercase(), settings)
+            })
+            .collect()
+    }
+
+    fn validate_rooms(&self) -> Result<(), String> {
+        for (name, r) in &self.room {
+            let key = format!("chat.room.{name:?}");
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || matches!(c, '@' | ':' | ';' | '<' | '>'))
+            {
+                return Err(format!("{key}: not a room name"));
+            }
+            if !self.room_policy().allows(name) {
+                return Err(format!("{key}: not among chat.rooms, so nobody could join it"));
+            }
+            if let Some(bad) = r.allow.iter().chain(&r.deny).find(|e| !msrp_chat::acl_entry_is_valid(e)) {
+                return Err(format!("{key}: {bad:?} is neither a SIP URI with a user nor a domain"));
+            }
+            if r.max_participants == Some(0) {
+                return Err(format!("{key}.max_participants must be positive"));
+            }
+            if let Some(n) = r.history_size
+                && n > self.history_size
+            {
+                return Err(format!("{key}.history_size = {n} is above chat.history_size ({})", self.history_size));
+            }
+        }
+        Ok(())
+    }
+
     pub fn room_policy(&self) -> msrp_chat::RoomPolicy {
         match &self.rooms {
             Rooms::Keyword(_) => msrp_chat::RoomPolicy::Any,
@@ -695,6 +758,7 @@ impl ChatConfig {
         if self.sip_idle_timeout < 32 {
             return Err(format!("chat.sip_idle_timeout = {} is below its bound of 32", self.sip_idle_timeout));
         }
+        self.validate_rooms()?;
         if self.history_size >= self.queue_messages {
             return Err("chat.history_size must be below chat.queue_messages (a joiner's replay is queued)".into());
         }
@@ -983,6 +1047,28 @@ mod tests {
         let e = Config::parse("[relay.limits]\nauth_rate = 0").unwrap_err().to_string();
         assert!(e.contains("relay.limits.auth_rate"), "{e}");
         assert!(Config::parse("[relay.limits]\nsesion_rate = 5").is_err(), "typos are refused");
+    }
+
+    #[test]
+    fn room_policies() {
+        let c = Config::parse(
+            "[chat.room.Staff]\nallow = [\"example.com\", \"sip:guest@other.org\", \"*.corp.example\"]\n\
+             deny = [\"sip:mallory@example.com\"]\nmax_participants = 20\nhistory_size = 10\nsubject = \"Staff\"\n",
+        )
+        .unwrap();
+        let s = &c.chat.room_settings()["staff"];
+        assert_eq!((s.max_participants, s.history_size, s.subject.as_deref()), (Some(20), Some(10), Some("Staff")));
+        assert!(s.admits("bob@example.com") && s.admits("x@a.corp.example") && !s.admits("mallory@example.com"));
+        assert_eq!(Config::parse(&c.to_toml()).unwrap().chat.room, c.chat.room);
+        for bad in [
+            "[chat.room.x]\nallow = [\"sip:nouser\"]",
+            "[chat.room.x]\nmax_participants = 0",
+            "[chat.room.x]\nhistory_size = 51",
+            "[chat.room.x]\nmembers = 3",
+            "[chat]\nrooms = [\"lobby\"]\n[chat.room.other]\nsubject = \"s\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
