@@ -141,7 +141,9 @@ impl Forwarding {
             return;
         }
         let part = piece.split_to(take);
-        if !write_timed(&mut open.writer, &part, &self.target, shared).await {
+        // A target closed meanwhile (its `close` could not take the writer this chunk holds)
+        // takes no more of it: the chunk fails here as a failed write would.
+        if self.target.is_closed() || !write_timed(&mut open.writer, &part, &self.target, shared).await {
             if let Some(mut open) = self.open.take() {
                 self.target.untrack(&open.tid);
                 self.target.release_closed(&mut open.writer).await;
