@@ -51,6 +51,9 @@ pub struct RelayOptions {
     /// How long a chunk being streamed through may wait for more of its sender's bytes while
     /// it holds the next hop's connection; then it is cut (`+`) and the connection is free.
     pub chunk_hold: Duration,
+    /// After a failed dial, requests for that next hop fail at once for this long (481)
+    /// instead of each waiting for its own dial to time out.
+    pub dial_backoff: Duration,
     /// Rates and quotas (`[relay.limits]`); unlimited by default.
     pub throttle: crate::throttle::ThrottleOptions,
 }
@@ -80,6 +83,7 @@ impl Default for RelayOptions {
             output_buffer: 256 * 1024,
             output_messages: 4096,
             chunk_hold: Duration::from_secs(1),
+            dial_backoff: Duration::from_secs(5),
             guard: std::sync::Arc::default(),
             throttle: crate::throttle::ThrottleOptions::default(),
         }

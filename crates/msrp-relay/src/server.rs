@@ -247,8 +247,17 @@ impl Relay {
 /// A next hop: (TLS, host, port).
 pub type HopKey = (bool, String, u16);
 
-/// A next hop's connection, if any; locked while that hop is dialled.
-pub type HopSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+/// A next hop's connection, if any, and its last failed dial; locked while that hop is dialled.
+pub type HopSlot = Arc<tokio::sync::Mutex<Hop>>;
+
+#[derive(Default)]
+pub struct Hop {
+    conn: Option<Arc<Conn>>,
+    /// When a dial last failed, and why: requests that waited on the slot meanwhile, and
+    /// those within `dial_backoff` after, fail at once instead of each dialling a dead hop
+    /// again for up to `transaction_timeout`.
+    failed: Option<(Instant, std::io::ErrorKind, String)>,
+}
 
 /// Accepted connections: in all, and per source address (`max_connections`,
 /// `max_connections_per_ip`).
@@ -308,8 +317,13 @@ impl Shared {
         if let Some(slot) = table.get(key) {
             return slot.clone();
         }
+        let backoff = self.opts.dial_backoff;
         table.retain(|_, slot| {
-            Arc::strong_count(slot) > 1 || slot.try_lock().is_ok_and(|c| c.as_ref().is_some_and(|c| !c.is_closed()))
+            Arc::strong_count(slot) > 1
+                || slot.try_lock().is_ok_and(|h| {
+                    h.conn.as_ref().is_some_and(|c| !c.is_closed())
+                        || h.failed.as_ref().is_some_and(|(at, _, _)| at.elapsed() < backoff)
+                })
         });
         table.entry(key.clone()).or_default().clone()
     }
@@ -319,12 +333,32 @@ impl Shared {
         let port = uri.port().unwrap_or(2855);
         let key = (uri.is_secure(), uri.host_unbracketed().to_ascii_lowercase(), port);
         let slot = self.hop_slot(&key);
-        let mut outbound = slot.lock().await;
-        if let Some(c) = outbound.as_ref()
+        let mut hop = slot.lock().await;
+        if let Some(c) = hop.conn.as_ref()
             && !c.is_closed()
         {
             return Ok(c.clone());
         }
+        if let Some((at, kind, why)) = &hop.failed
+            && at.elapsed() < self.opts.dial_backoff
+        {
+            return Err(std::io::Error::new(*kind, format!("{why} (dialled {} ms ago)", at.elapsed().as_millis())));
+        }
+        match self.dial(uri, &key).await {
+            Ok(conn) => {
+                *hop = Hop { conn: Some(conn.clone()), failed: None };
+                Ok(conn)
+            }
+            Err(e) => {
+                hop.failed = Some((Instant::now(), e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Dials `uri` (TCP, then TLS for `msrps`) and starts the connection.
+    async fn dial(self: &Arc<Self>, uri: &msrp::Uri, key: &HopKey) -> std::io::Result<Arc<Conn>> {
+        let port = key.2;
         let timeout = self.opts.transaction_timeout;
         let tcp = tokio::time::timeout(timeout, TcpStream::connect((key.1.as_str(), port)))
             .await
@@ -341,7 +375,6 @@ impl Shared {
         } else {
             conn::start(self.clone(), tcp, peer, (false, 0), true)
         };
-        *outbound = Some(conn.clone());
         Ok(conn)
     }
 }

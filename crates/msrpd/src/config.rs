@@ -297,6 +297,9 @@ pub struct RelayConfig {
     /// Milliseconds a chunk streamed through may wait for more of its sender's bytes while it
     /// holds the next hop's connection; then it is cut with `+` and the connection is free.
     pub chunk_hold_ms: u64,
+    /// Milliseconds after a failed dial during which requests for that next hop get 481 at
+    /// once instead of each dialling again (0: every request dials).
+    pub dial_backoff_ms: u64,
     /// Decoder limits (RFC 4975 framing): start line, header line, header count, head bytes,
     /// body of a non-SEND request.
     pub max_start_line: usize,
@@ -409,6 +412,7 @@ impl Default for RelayConfig {
             output_buffer: o.output_buffer,
             output_messages: o.output_messages,
             chunk_hold_ms: o.chunk_hold.as_millis() as u64,
+            dial_backoff_ms: o.dial_backoff.as_millis() as u64,
             max_start_line: limits.max_start_line,
             max_header_line: limits.max_header_line,
             max_headers: limits.max_headers,
@@ -889,10 +893,11 @@ impl Config {
         if r.output_messages < 16 {
             return bad(format!("relay.output_messages = {} is below its bound of 16", r.output_messages));
         }
-        let caps: [(&str, u64, u64); 18] = [
+        let caps: [(&str, u64, u64); 19] = [
             ("output_buffer", r.output_buffer as u64, 64 * MIB),
             ("output_messages", r.output_messages as u64, 1_000_000),
             ("chunk_hold_ms", r.chunk_hold_ms, 60_000),
+            ("dial_backoff_ms", r.dial_backoff_ms, 600_000),
             ("max_expires", u64::from(r.max_expires), 7 * DAY),
             ("nonce_lifetime", r.nonce_lifetime, DAY),
             ("auth_timeout", r.auth_timeout, HOUR),

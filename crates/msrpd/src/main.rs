@@ -297,6 +297,7 @@ fn relay_options(config: &Config) -> msrp_relay::RelayOptions {
         output_buffer: r.output_buffer,
         output_messages: r.output_messages,
         chunk_hold: std::time::Duration::from_millis(r.chunk_hold_ms),
+        dial_backoff: std::time::Duration::from_millis(r.dial_backoff_ms),
         guard: Arc::new(msrp_relay::guard::AuthGuard::new(config.auth.guard_options())),
         throttle: r.limits.throttle(),
     }
