@@ -208,3 +208,24 @@ async fn a_wildcard_listener_advertises_its_configured_host() {
     let contact = resp.contact_header().unwrap().value().to_owned();
     assert!(contact.contains(&format!("@192.0.2.1:{port}")), "Contact {contact}");
 }
+
+/// A room's policy answered over SIP (issue 15 item 5): 403 for a caller its lists refuse,
+/// 486 beyond `max_participants`.
+#[tokio::test]
+async fn room_policies_answer_403_and_486() {
+    let policy = msrp_chat::RoomSettings {
+        deny: vec!["sip:carol@example.com".into()],
+        max_participants: Some(1),
+        ..msrp_chat::RoomSettings::default()
+    };
+    let opts =
+        ChatOptions { room_settings: [("lobby".to_owned(), policy)].into_iter().collect(), ..ChatOptions::default() };
+    let server = start_sip_chat(opts, true).await;
+    let uac = start_uac(&server.token).await;
+    let target = server.target("lobby", Transport::Tcp);
+    let (_, resp) = uac.invite(&target, CAROL, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
+    assert_eq!(resp.status_code.code(), 403, "denied");
+    let (_dlg, _a) = join(&uac, &target, ALICE, None).await;
+    let (_, resp) = uac.invite(&target, BOB, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
+    assert_eq!(resp.status_code.code(), 486, "one participant at most");
+}
