@@ -79,41 +79,31 @@ async fn kamailio_schema(url: &str, db: Db) -> &'static str {
         }
         return "Kamailio's own SQL files";
     }
-    let id = if db == Db::Postgres {
-        "id SERIAL PRIMARY KEY NOT NULL"
-    } else {
-        "id INT AUTO_INCREMENT PRIMARY KEY NOT NULL"
-    };
-    run_sql(
-        url,
-        &format!(
-            "CREATE TABLE subscriber ({id}, username VARCHAR(64) DEFAULT '' NOT NULL, \
-             domain VARCHAR(64) DEFAULT '' NOT NULL, password VARCHAR(64) DEFAULT '' NOT NULL, \
-             ha1 VARCHAR(128) DEFAULT '' NOT NULL, ha1b VARCHAR(128) DEFAULT '' NOT NULL, \
-             CONSTRAINT subscriber_account_idx UNIQUE (username, domain))"
-        ),
-    )
-    .await;
+    let columns = "password VARCHAR(64) DEFAULT '' NOT NULL, ha1 VARCHAR(128) DEFAULT '' NOT NULL, \
+                   ha1b VARCHAR(128) DEFAULT '' NOT NULL";
+    create_subscriber(url, db, columns).await;
     "the layout of Kamailio 5.6's auth_db-create.sql"
 }
 
 /// OpenSIPS 3's `subscriber` (table version 8): SHA-256 hashes beside MD5, no ha1b.
 async fn opensips_schema(url: &str, db: Db) {
+    let columns = "password VARCHAR(25) DEFAULT '' NOT NULL, ha1 VARCHAR(64) DEFAULT '' NOT NULL, \
+                   ha1_sha256 VARCHAR(64) DEFAULT '' NOT NULL, ha1_sha512t256 VARCHAR(64) DEFAULT '' NOT NULL";
+    create_subscriber(url, db, columns).await;
+}
+
+/// A `subscriber` table as both proxies lay it out: id, username, domain, then `columns`.
+async fn create_subscriber(url: &str, db: Db, columns: &str) {
     let id = if db == Db::Postgres {
         "id SERIAL PRIMARY KEY NOT NULL"
     } else {
         "id INT AUTO_INCREMENT PRIMARY KEY NOT NULL"
     };
-    run_sql(
-        url,
-        &format!(
-            "CREATE TABLE subscriber ({id}, username VARCHAR(64) DEFAULT '' NOT NULL, \
-             domain VARCHAR(64) DEFAULT '' NOT NULL, password VARCHAR(25) DEFAULT '' NOT NULL, \
-             ha1 VARCHAR(64) DEFAULT '' NOT NULL, ha1_sha256 VARCHAR(64) DEFAULT '' NOT NULL, \
-             ha1_sha512t256 VARCHAR(64) DEFAULT '' NOT NULL, CONSTRAINT subscriber_account_idx UNIQUE (username, domain))"
-        ),
-    )
-    .await;
+    let sql = format!(
+        "CREATE TABLE subscriber ({id}, username VARCHAR(64) DEFAULT '' NOT NULL, \
+         domain VARCHAR(64) DEFAULT '' NOT NULL, {columns}, CONSTRAINT subscriber_account_idx UNIQUE (username, domain))"
+    );
+    run_sql(url, &sql).await;
 }
 
 /// `kamctl add` against `url` when Kamailio's tools are installed; otherwise the row kamctl
