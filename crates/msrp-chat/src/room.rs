@@ -55,6 +55,14 @@ impl Room {
 }
 
 impl RoomState {
+    /// The identity keys of the members, each once (one user's devices are one user).
+    pub fn users(&self) -> Vec<&str> {
+        let mut users: Vec<&str> = self.members.iter().map(|m| m.identity.key.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
     /// The name `key`'s messages are shown under: the nickname, else `fallback`.
     pub fn display_of<'a>(&'a self, key: &str, fallback: Option<&'a str>) -> Option<&'a str> {
         self.nicknames.get(key).map(|n| n.display.as_str()).or(fallback)

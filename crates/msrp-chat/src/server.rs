@@ -291,15 +291,16 @@ impl Chat {
                 warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
                 return Err(JoinError::Full);
             }
-            // `max_participants` counts users: another device of one already in is let in.
-            if let Some(max) = room.settings.max_participants {
-                let mut users: Vec<&str> = st.members.iter().map(|m| m.identity.key.as_str()).collect();
-                users.sort_unstable();
-                users.dedup();
-                if users.len() >= max && !users.contains(&req.identity.key.as_str()) {
-                    info!(room = %room.uri, user = %req.identity.uri, max, "join refused: the room is full");
-                    return Err(JoinError::RoomFull);
-                }
+            // Users in the room, the joiner not counted twice: `max_participants` counts users
+            // (another device of one already in is let in), and so does the welcome.
+            let users = st.users();
+            let returning = users.contains(&req.identity.key.as_str());
+            if let Some(max) = room.settings.max_participants
+                && users.len() >= max
+                && !returning
+            {
+                info!(room = %room.uri, user = %req.identity.uri, max, "join refused: the room is full");
+                return Err(JoinError::RoomFull);
             }
             let session = Arc::new(Session::new(
                 sid.clone(),
@@ -313,11 +314,8 @@ impl Chat {
                 on_end.take().expect("taken once: the loop ends here"),
             ));
             if opts.welcome {
-                let mut users: Vec<&str> = st.members.iter().map(|m| m.identity.key.as_str()).collect();
-                users.push(&req.identity.key);
-                users.sort_unstable();
-                users.dedup();
-                let text = welcome_text(&room.name, room.settings.subject.as_deref(), users.len(), st.recent.len());
+                let here = users.len() + usize::from(!returning);
+                let text = welcome_text(&room.name, room.settings.subject.as_deref(), here, st.recent.len());
                 let body = judge::notice(&room.uri, &now_rfc3339(), &text);
                 let _ = session.offer(Out { body, quiet: false }, true);
             }
