@@ -6,6 +6,7 @@
 //! - [`history`]: where past messages are kept.
 //! - [`sip`]: the SIP user agent server that joins and hangs up participants.
 
+pub mod conference;
 mod conn;
 pub mod cpim;
 pub mod history;
@@ -22,5 +23,5 @@ pub mod time;
 
 pub use history::{History, MemoryHistory, Stored};
 pub use identity::Identity;
-pub use options::{ChatOptions, RoomPolicy, RoomSettings, acl_entry_is_valid};
+pub use options::{ChatOptions, ConferenceOptions, RoomPolicy, RoomSettings, acl_entry_is_valid};
 pub use server::{Chat, JoinError, JoinRequest, Joined};

@@ -74,6 +74,50 @@ pub struct ChatOptions {
     pub welcome: bool,
     /// Settings of named rooms (lower-case names); other rooms take the defaults.
     pub room_settings: std::collections::HashMap<String, RoomSettings>,
+    /// Conference-info subscriptions (RFC 4575).
+    pub conference: ConferenceOptions,
+}
+
+/// Limits and behaviour of conference-info subscriptions (`SUBSCRIBE` with
+/// `Event: conference`, RFC 4575 over RFC 6665).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceOptions {
+    /// Subscriptions to one room at once (503 beyond).
+    pub max_per_room: usize,
+    /// Subscriptions of one user (all devices) to one room at once (403 beyond).
+    pub max_per_user: usize,
+    /// Longest subscription granted (a longer `Expires` is cut to this); also the duration
+    /// of a SUBSCRIBE without `Expires` (RFC 4575 §3.3: one hour).
+    pub max_expires: Duration,
+    /// Shortest (423 with Min-Expires below, RFC 6665 §4.2.1.1).
+    pub min_expires: Duration,
+    /// Subscribers whose User-Agent contains one of these (case-insensitive) get a full
+    /// document on every change instead of a partial one: AG's SIP SIMPLE SDK (Blink,
+    /// sipclients) reads each NOTIFY as the whole roster.
+    pub full_state_agents: Vec<String>,
+    /// How long a subscriber may take to answer a NOTIFY before its subscription ends.
+    pub notify_timeout: Duration,
+}
+
+impl Default for ConferenceOptions {
+    fn default() -> Self {
+        ConferenceOptions {
+            max_per_room: 1000,
+            max_per_user: 10,
+            max_expires: Duration::from_secs(3600),
+            min_expires: Duration::from_secs(60),
+            full_state_agents: vec!["sipsimple".into(), "blink".into(), "sylk".into()],
+            notify_timeout: Duration::from_secs(32),
+        }
+    }
+}
+
+impl ConferenceOptions {
+    /// Whether a subscriber with this User-Agent gets full documents only.
+    pub fn wants_full_state(&self, user_agent: Option<&str>) -> bool {
+        let Some(ua) = user_agent.map(str::to_ascii_lowercase) else { return false };
+        self.full_state_agents.iter().any(|a| !a.is_empty() && ua.contains(&a.to_ascii_lowercase()))
+    }
 }
 
 /// One room's policy (`[chat.room.NAME]`); unset values follow the service's.
@@ -149,6 +193,7 @@ impl Default for ChatOptions {
             message_rate_domains: std::collections::HashMap::new(),
             welcome: true,
             room_settings: std::collections::HashMap::new(),
+            conference: ConferenceOptions::default(),
         }
     }
 }

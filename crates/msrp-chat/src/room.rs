@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::conference::{self, Focus, FullDocument, RosterLog};
 use crate::history::Stored;
 use crate::nickname::Nickname;
 use crate::session::Session;
@@ -18,6 +19,11 @@ pub(crate) struct Room {
     pub loaded: tokio::sync::OnceCell<()>,
     /// Its policy (`[chat.room.NAME]`), taken when it was created.
     pub settings: crate::options::RoomSettings,
+    /// The roster's sequence number, for conference-info subscribers to wait on (sent after
+    /// every change and when the room closes).
+    pub roster_tx: tokio::sync::watch::Sender<u64>,
+    /// The last full conference-info document and the roster sequence it shows.
+    full_document: Mutex<Option<(u64, Arc<FullDocument>)>>,
 }
 
 #[derive(Default)]
@@ -29,6 +35,8 @@ pub(crate) struct RoomState {
     pub recent: VecDeque<Stored>,
     /// The room was emptied and removed from the room table; joiners must create a new one.
     pub closed: bool,
+    /// Who joined, left or changed name, for conference-info subscribers.
+    pub roster: RosterLog,
 }
 
 /// Why a nickname was refused.
@@ -45,7 +53,48 @@ impl Room {
             state: Mutex::new(RoomState::default()),
             loaded: tokio::sync::OnceCell::new(),
             settings,
+            roster_tx: tokio::sync::watch::Sender::new(0),
+            full_document: Mutex::default(),
         }
+    }
+
+    /// Wakes the conference-info subscribers (call after the room lock is released).
+    pub fn roster_changed(&self, seq: u64) {
+        self.roster_tx.send_replace(seq);
+    }
+
+    /// The conference-info document a subscriber that last saw roster `since` (`None`: it
+    /// saw nothing yet) gets now, as its `version`th; `full_state` for subscribers that take
+    /// every document as the whole roster. Also the roster sequence the document shows, and
+    /// whether the room has closed. `None` when nothing changed since.
+    pub fn conference_info(&self, since: Option<u64>, version: u32, full_state: bool) -> Option<(String, u64, bool)> {
+        let focus = Focus {
+            entity: &self.uri,
+            name: &self.name,
+            subject: self.settings.subject.as_deref(),
+            max_users: self.settings.max_participants,
+        };
+        let st = self.lock();
+        let seq = st.roster.seq();
+        if since == Some(seq) && !st.closed {
+            return None;
+        }
+        if !full_state
+            && let Some(since) = since
+            && let Some(keys) = st.roster.since(since)
+        {
+            return Some((conference::partial(&focus, &st, &keys, version), seq, st.closed));
+        }
+        let mut cache = self.full_document.lock().unwrap_or_else(|e| e.into_inner());
+        let doc = match &*cache {
+            Some((at, doc)) if *at == seq => doc.clone(),
+            _ => {
+                let doc = Arc::new(conference::full(&focus, &st));
+                *cache = Some((seq, doc.clone()));
+                doc
+            }
+        };
+        Some((doc.with_version(version), seq, st.closed))
     }
 
     /// The state, surviving a panic elsewhere (every update is a single step).

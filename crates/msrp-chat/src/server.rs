@@ -69,6 +69,8 @@ pub struct JoinRequest {
     pub identity: Identity,
     /// The SDP offer.
     pub offer: Bytes,
+    /// The participant's device (its SIP Contact URI), named in conference-info.
+    pub device: Option<String>,
     /// Called once if the server ends the session (to send the SIP BYE).
     pub on_end: Box<dyn FnOnce() + Send>,
 }
@@ -306,6 +308,7 @@ impl Chat {
                 sid.clone(),
                 local.clone(),
                 req.identity.clone(),
+                req.device.clone(),
                 room.clone(),
                 stream.clone(),
                 opts.queue_messages,
@@ -326,9 +329,12 @@ impl Chat {
             // (under the same lock) either reaches it live or left it in the replay above,
             // and an end_session can only come after both.
             st.members.push(session.clone());
+            let seq = st.roster.touch(&req.identity.key);
             table.insert(sid.clone(), session.clone());
-            break session;
+            break (session, seq);
         };
+        let (session, seq) = session;
+        session.room.roster_changed(seq);
         info!(room = %session.room.uri, user = %session.identity.uri, session = %sid, ?connect, "joined");
         let watchdog = (self.inner.clone(), session.clone());
         tokio::spawn(async move {
@@ -386,6 +392,13 @@ impl Chat {
             version: self.inner.answers.fetch_add(1, Ordering::Relaxed),
         };
         Some(crate::sdp::answer(&offer, &stream, &params))
+    }
+
+    /// The room named `name` while it has participants (for conference-info subscribers).
+    pub(crate) fn active_room(&self, name: &str) -> Option<Arc<Room>> {
+        let room = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner()).get(&name.to_lowercase()).cloned()?;
+        let open = !room.lock().closed;
+        open.then_some(room)
     }
 
     /// Rooms that exist now.
@@ -745,8 +758,14 @@ impl Inner {
                 }
             }
         };
-        match session.room.lock().set_nickname(&session.identity.key, nick) {
-            Ok(()) => StatusCode::OK,
+        let mut st = session.room.lock();
+        match st.set_nickname(&session.identity.key, nick) {
+            Ok(()) => {
+                let seq = st.roster.touch(&session.identity.key);
+                drop(st);
+                session.room.roster_changed(seq);
+                StatusCode::OK
+            }
             Err(_) => StatusCode::NICKNAME_IN_USE,
         }
     }
@@ -768,14 +787,16 @@ impl Inner {
         }
         self.sessions().remove(&session.id);
         let room = &session.room;
-        let (empty, name) = {
+        let (empty, name, seq) = {
             let mut st = room.lock();
             // The name the room knew it by, before leaving releases its nickname.
             let name = st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned);
             st.remove(session);
             st.closed = st.members.is_empty();
-            (st.closed, name)
+            let seq = st.roster.touch(&session.identity.key);
+            (st.closed, name, seq)
         };
+        room.roster_changed(seq);
         if empty {
             self.forget_room(room);
         }

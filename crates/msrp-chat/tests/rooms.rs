@@ -185,6 +185,7 @@ async fn first_frame_after_binding(chat: &msrp_chat::Chat, user: &str) -> (Trans
             room: "lobby".into(),
             identity: msrp_chat::Identity::new(user, None).unwrap(),
             offer: Bytes::from(common::offer(local.as_str(), "active")),
+            device: None,
             on_end: Box::new(|| {}),
         })
         .await
@@ -450,6 +451,7 @@ async fn concurrent_joins_never_overshoot_max_sessions() {
                     room,
                     identity: msrp_chat::Identity::new(&format!("sip:u{i}@example.com"), None).unwrap(),
                     offer: msrp::Bytes::from(common::offer(local.as_str(), "active")),
+                    device: None,
                     on_end: Box::new(|| {}),
                 })
                 .await
@@ -594,6 +596,7 @@ async fn try_join(chat: &msrp_chat::Chat, room: &str, user: &str) -> Result<(), 
         room: room.into(),
         identity: msrp_chat::identity::Identity::new(user, None).unwrap(),
         offer: Bytes::from(common::offer(local.as_str(), "active")),
+        device: None,
         on_end: Box::new(|| {}),
     })
     .await

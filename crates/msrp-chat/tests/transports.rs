@@ -65,6 +65,7 @@ async fn a_tls_connection_ends_with_close_notify() {
             room: "lobby".into(),
             identity: Identity::new(ALICE, None).unwrap(),
             offer: Bytes::from(sdp),
+            device: None,
             on_end: Box::new(|| {}),
         })
         .await
@@ -109,6 +110,7 @@ async fn a_participant_that_waits_is_called_by_the_server() {
             room: "lobby".into(),
             identity: Identity::new(BOB, None).unwrap(),
             offer: Bytes::from(offer(local.as_str(), "actpass")),
+            device: None,
             on_end: Box::new(|| {}),
         })
         .await
@@ -136,6 +138,7 @@ async fn session_id_matching_survives_a_rewritten_address() {
             room: "lobby".into(),
             identity: Identity::new(BOB, None).unwrap(),
             offer: Bytes::from(offer(offered.as_str(), "active")),
+            device: None,
             on_end: Box::new(|| {}),
         })
         .await
@@ -153,6 +156,7 @@ async fn session_id_matching_survives_a_rewritten_address() {
             room: "lobby".into(),
             identity: Identity::new("sip:carol@example.com", None).unwrap(),
             offer: Bytes::from(offer(Participant::local_uri().as_str(), "active")),
+            device: None,
             on_end: Box::new(|| {}),
         })
         .await
@@ -254,6 +258,7 @@ async fn a_participant_behind_the_projects_relay() {
             room: "lobby".into(),
             identity: Identity::new(BOB, None).unwrap(),
             offer: Bytes::from(sdp),
+            device: None,
             on_end: Box::new(|| {}),
         })
         .await

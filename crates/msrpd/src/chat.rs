@@ -57,6 +57,7 @@ pub async fn start(
         private_messages: c.private_messages,
         welcome: c.welcome,
         room_settings: c.room_settings(),
+        conference: c.conference.options(),
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,
         queue_messages: c.queue_messages,

@@ -570,6 +570,8 @@ pub struct ChatConfig {
     pub welcome: bool,
     /// Per-room policy: `[chat.room.NAME]` (other rooms take the settings above).
     pub room: std::collections::BTreeMap<String, RoomConfig>,
+    /// Conference-info subscriptions (RFC 4575): `[chat.conference]`.
+    pub conference: ConferenceConfig,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
     /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
@@ -633,6 +635,7 @@ impl Default for ChatConfig {
             private_messages: o.private_messages,
             welcome: o.welcome,
             room: std::collections::BTreeMap::new(),
+            conference: ConferenceConfig::default(),
             max_message_size: o.max_message_size,
             chunk_size: o.chunk_size,
             queue_messages: o.queue_messages,
@@ -647,6 +650,75 @@ impl Default for ChatConfig {
             sip_max_connections_per_ip: door.max_connections_per_ip,
             sip_idle_timeout: door.idle_timeout.as_secs(),
         }
+    }
+}
+
+/// `[chat.conference]`: who may watch a room's roster, for how long, and what they get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConferenceConfig {
+    /// Subscriptions to one room at once (503 beyond).
+    pub max_per_room: usize,
+    /// Subscriptions of one user to one room at once (403 beyond).
+    pub max_per_user: usize,
+    /// Seconds: the longest subscription granted, and the length of one without Expires.
+    pub max_expires: u64,
+    /// Seconds: shorter subscriptions get 423 with Min-Expires.
+    pub min_expires: u64,
+    /// User-Agents (substrings, any case) that get a full document on every change.
+    pub full_state_agents: Vec<String>,
+    /// Seconds a subscriber has to answer a NOTIFY before its subscription ends.
+    pub notify_timeout: u64,
+}
+
+impl Default for ConferenceConfig {
+    fn default() -> Self {
+        let o = msrp_chat::ConferenceOptions::default();
+        ConferenceConfig {
+            max_per_room: o.max_per_room,
+            max_per_user: o.max_per_user,
+            max_expires: o.max_expires.as_secs(),
+            min_expires: o.min_expires.as_secs(),
+            full_state_agents: o.full_state_agents,
+            notify_timeout: o.notify_timeout.as_secs(),
+        }
+    }
+}
+
+impl ConferenceConfig {
+    pub fn options(&self) -> msrp_chat::ConferenceOptions {
+        msrp_chat::ConferenceOptions {
+            max_per_room: self.max_per_room,
+            max_per_user: self.max_per_user,
+            max_expires: std::time::Duration::from_secs(self.max_expires),
+            min_expires: std::time::Duration::from_secs(self.min_expires),
+            full_state_agents: self.full_state_agents.clone(),
+            notify_timeout: std::time::Duration::from_secs(self.notify_timeout),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("max_per_room", self.max_per_room as u64),
+            ("max_per_user", self.max_per_user as u64),
+            ("min_expires", self.min_expires),
+            ("notify_timeout", self.notify_timeout),
+        ] {
+            if v == 0 {
+                return Err(format!("chat.conference.{name} must be positive"));
+            }
+        }
+        if self.min_expires > self.max_expires {
+            return Err("chat.conference.min_expires must not exceed max_expires".into());
+        }
+        let caps: [(&str, u64, u64); 5] = [
+            ("max_per_room", self.max_per_room as u64, MAX_CONNECTIONS),
+            ("max_per_user", self.max_per_user as u64, MAX_CONNECTIONS),
+            ("max_expires", self.max_expires, DAY),
+            ("min_expires", self.min_expires, DAY),
+            ("notify_timeout", self.notify_timeout, HOUR),
+        ];
+        at_most("chat.conference", &caps)
     }
 }
 
@@ -763,6 +835,7 @@ impl ChatConfig {
             return Err(format!("chat.sip_idle_timeout = {} is below its bound of 32", self.sip_idle_timeout));
         }
         self.validate_rooms()?;
+        self.conference.validate()?;
         if self.history_size >= self.queue_messages {
             return Err("chat.history_size must be below chat.queue_messages (a joiner's replay is queued)".into());
         }
@@ -1014,6 +1087,12 @@ mod tests {
         assert!(Config::parse("[chat]\ntrusted_networks = [\"10.0.0.0/33\"]").is_err());
         assert!(Config::parse("[chat]\nmsrp_listen = [\"msrp://0.0.0.0:2857\"]").is_err(), "needs msrp_host");
         assert!(Config::parse("[chat]\nhistory_size = 5000").is_err());
+        assert!(Config::parse("[chat.conference]\nmin_expires = 7200").is_err(), "above max_expires");
+        assert!(Config::parse("[chat.conference]\nmax_per_room = 0").is_err());
+        assert!(Config::parse("[chat.conference]\nnotify_timeout = 86400").is_err());
+        let c = Config::parse("[chat.conference]\nmax_per_user = 2\nfull_state_agents = []").unwrap();
+        let o = c.chat.conference.options();
+        assert_eq!((o.max_per_user, o.wants_full_state(Some("Blink 6"))), (2, false));
     }
 
     #[test]

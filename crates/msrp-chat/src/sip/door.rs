@@ -6,7 +6,8 @@
 //! unauthenticated INVITEs in 3 s took 1.4 GB and the process's timers went quadratic (issue
 //! 11). So, as a stateless UAS does (RFC 3261 §8.2.7), this door — a `TransportEventInspector`,
 //! which sees each message before the transaction layer — answers on its own:
-//! - an INVITE that must be challenged, or whose credentials fail: 401/403/400, with a To-tag
+//! - an INVITE (or a conference SUBSCRIBE) that must be challenged, or whose credentials
+//!   fail: 401/403/400, with a To-tag
 //!   derived from the transaction (a retransmission gets the same answer); its ACK matches no
 //!   transaction and rsipstack drops it;
 //! - OPTIONS (200), other methods outside a dialog (405), requests for unknown dialogs (481);
@@ -348,7 +349,15 @@ impl Door {
             return None;
         }
         match req.method {
-            Method::Invite => self.invite(ep, st, req, conn, from, key).await,
+            Method::Invite => self.authenticate(ep, st, req, conn, from, key).await,
+            Method::Subscribe if super::subscribe::event_of(&req).as_deref() == Some(super::subscribe::EVENT) => {
+                self.authenticate(ep, st, req, conn, from, key).await
+            }
+            Method::Subscribe => {
+                let headers = vec![Header::Other("Allow-Events".into(), super::subscribe::EVENT.into())];
+                self.reply(&ep, &req, &conn, &from, StatusCode::BadEvent, headers).await;
+                None
+            }
             Method::Options => {
                 let headers = vec![Header::Allow(ALLOW.into()), Header::Accept(ACCEPT.into())];
                 self.reply(&ep, &req, &conn, &from, StatusCode::OK, headers).await;
@@ -367,8 +376,9 @@ impl Door {
         }
     }
 
-    /// A new INVITE: challenged or refused here; checked in a task when it has credentials.
-    async fn invite(
+    /// A new INVITE or SUBSCRIBE: challenged or refused here; checked in a task when it has
+    /// credentials.
+    async fn authenticate(
         self: &Arc<Self>,
         ep: Arc<EndpointInner>,
         st: Arc<State>,
@@ -398,7 +408,7 @@ impl Door {
                 warn!(
                     max_checks = self.limits.max_checks,
                     refused_so_far = n,
-                    "INVITE refused (503): too many being checked"
+                    "request refused (503): too many being checked"
                 );
             }
             let headers = vec![Header::Other("Retry-After".into(), RETRY_AFTER.into())];
@@ -440,15 +450,15 @@ impl Door {
                 self.reply(ep, req, conn, from, StatusCode::Unauthorized, headers).await;
             }
             Verdict::Forbid(why) => {
-                debug!(source = %from, why, "INVITE refused (403)");
+                debug!(source = %from, why, method = %req.method, "refused (403)");
                 self.reply(ep, req, conn, from, StatusCode::Forbidden, vec![]).await;
             }
             Verdict::Malformed(why) => {
-                debug!(source = %from, why, "INVITE refused (400)");
+                debug!(source = %from, why, method = %req.method, "refused (400)");
                 self.reply(ep, req, conn, from, StatusCode::BadRequest, vec![]).await;
             }
             Verdict::Unavailable(why) => {
-                debug!(source = %from, why, "INVITE refused (503)");
+                debug!(source = %from, why, method = %req.method, "refused (503)");
                 let headers = vec![Header::Other("Retry-After".into(), RETRY_AFTER.into())];
                 self.reply(ep, req, conn, from, StatusCode::ServiceUnavailable, headers).await;
             }

@@ -7,10 +7,12 @@
 //!   (the current one when it has none; 488 when its offer has no chat stream).
 //! - BYE, CANCEL and an ACK that never comes end the session; a session the server ends
 //!   (participant too slow, MSRP connection gone) sends BYE.
+//! - SUBSCRIBE with `Event: conference`: the room's roster ([`subscribe`], RFC 4575).
 //! - OPTIONS: 200 with Allow/Accept. MESSAGE: 405 (chat happens over MSRP).
 
 pub mod auth;
 mod door;
+mod subscribe;
 
 pub use door::SipLimits;
 
@@ -40,7 +42,7 @@ use crate::server::{Chat, JoinRequest};
 use auth::{Authenticator, Claims, Verdict};
 
 /// Methods the focus answers (Allow).
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, SUBSCRIBE";
 /// Bodies it takes (Accept).
 const ACCEPT: &str = "application/sdp";
 /// How long the server waits for a participant's answer to its BYE at shutdown.
@@ -100,6 +102,8 @@ struct State {
     auth: Authenticator,
     dialogs: Arc<DialogLayer>,
     calls: Mutex<HashMap<DialogId, Call>>,
+    /// Conference-info subscriptions, by their dialog.
+    subs: Mutex<HashMap<DialogId, Arc<subscribe::Sub>>>,
     state_tx: DialogStateSender,
     door: Arc<door::Door>,
 }
@@ -175,6 +179,7 @@ impl SipServer {
             auth,
             dialogs,
             calls: Mutex::default(),
+            subs: Mutex::default(),
             state_tx,
             door: door.clone(),
         });
@@ -201,6 +206,11 @@ impl SipServer {
     /// The bound addresses, per transport.
     pub fn addrs(&self) -> &[(Transport, SocketAddr)] {
         &self.addrs
+    }
+
+    /// Conference-info subscriptions in force.
+    pub fn subscription_count(&self) -> usize {
+        self.state.subs.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Calls in progress.
@@ -235,6 +245,9 @@ impl SipServer {
             }),
             _ => None,
         });
+        for sub in self.state.subs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            sub.end("noresource");
+        }
         futures_join_all(byes).await;
         self.token.cancel();
         self.endpoint.shutdown();
@@ -258,18 +271,20 @@ async fn sweep(state: std::sync::Weak<State>, token: CancellationToken) {
             _ = tick.tick() => {}
         }
         let Some(st) = state.upgrade() else { return };
-        let busy: std::collections::HashSet<door::FlowKey> =
+        let mut busy: std::collections::HashSet<door::FlowKey> =
             st.calls.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|c| c.flow).collect();
+        busy.extend(st.subs.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|s| s.flow));
         st.door.sweep(&busy, std::time::Instant::now());
     }
 }
 
-/// What an INVITE says about its sender, for [`Authenticator::check`].
+/// What a request that needs an identity (INVITE, SUBSCRIBE) says about its sender, for
+/// [`Authenticator::check`].
 fn claims_of(req: &rsipstack::sip::Request, source: SocketAddr, reliable: bool) -> Claims<'static> {
     Claims {
         source: source.ip(),
         reliable,
-        method: "INVITE",
+        method: if req.method == Method::Subscribe { "SUBSCRIBE" } else { "INVITE" },
         from: req.from_header().map(|h| name_addr(h.value())).unwrap_or_default(),
         asserted: req.header_value("P-Asserted-Identity").map(|v| name_addr(&v)),
         authorization: req.authorization_header().map(|h| h.value().to_owned()),
@@ -422,6 +437,15 @@ async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
     }
     match method {
         Method::Invite => on_invite(st, tx).await,
+        Method::Subscribe => {
+            if subscribe::event_of(&tx.original).as_deref() != Some(subscribe::EVENT) {
+                let headers = vec![Header::Other("Allow-Events".into(), subscribe::EVENT.into())];
+                return refuse(tx, 489, headers).await;
+            }
+            if let Some(identity) = identify(&st, &mut tx).await {
+                subscribe::on_subscribe(st, tx, identity).await;
+            }
+        }
         Method::Options => {
             let headers = vec![Header::Allow(ALLOW.into()), Header::Accept(ACCEPT.into())];
             let _ = tx.reply_with(StatusCode::OK, headers, None).await;
@@ -444,52 +468,55 @@ async fn refuse(mut tx: Transaction, code: u16, headers: Vec<Header>) {
     while tx.receive().await.is_some() {}
 }
 
-async fn on_invite(st: Arc<State>, mut tx: Transaction) {
+/// Who sent `tx` (an INVITE or SUBSCRIBE): admitted by the front door, or checked here. On
+/// refusal the transaction is answered (and absorbed) and `None` returned.
+async fn identify(st: &State, tx: &mut Transaction) -> Option<crate::identity::Identity> {
     let req = &tx.original;
+    let method = req.method.to_string();
     let source = tx.connection.as_ref().and_then(|c| c.get_remote_addr()).and_then(|a| a.get_socketaddr().ok());
     let Some(source) = source else {
-        return refuse(tx, 400, vec![]).await;
+        refuse_in_place(tx, 400, vec![]).await;
+        return None;
     };
-    let room = req.uri.user().map(str::to_owned);
     let reliable = tx.connection.as_ref().is_some_and(|c| c.transport() != Transport::Udp);
     let claims = claims_of(req, source, reliable);
     let from = claims.from.clone();
     // Admitted by the front door (which checked the credentials); checked here otherwise.
-    let admitted = st.door.take_admitted(&tx.key);
-    let verdict = match admitted {
+    let verdict = match st.door.take_admitted(&tx.key) {
         Some(id) => Verdict::Admit(id),
         None => st.auth.check(&claims).await,
     };
-    let identity = match verdict {
-        Verdict::Admit(id) => id,
+    let (code, headers) = match verdict {
+        Verdict::Admit(id) => return Some(id),
         Verdict::Challenge(values) => {
-            debug!(%source, from = %from.1, "challenging the INVITE");
-            let headers = values.into_iter().map(|v| Header::WwwAuthenticate(v.into())).collect();
-            return refuse(tx, 401, headers).await;
+            debug!(%source, from = %from.1, "challenging the {method}");
+            (401, values.into_iter().map(|v| Header::WwwAuthenticate(v.into())).collect())
         }
         Verdict::Forbid(why) => {
-            info!(%source, from = %from.1, "INVITE refused (403): {why}");
-            return refuse(tx, 403, vec![]).await;
+            info!(%source, from = %from.1, "{method} refused (403): {why}");
+            (403, vec![])
         }
         Verdict::Malformed(why) => {
-            info!(%source, "INVITE refused (400): {why}");
-            return refuse(tx, 400, vec![]).await;
+            info!(%source, "{method} refused (400): {why}");
+            (400, vec![])
         }
         Verdict::Unavailable(why) => {
-            info!(%source, from = %from.1, "INVITE refused (503): {why}");
-            return refuse(tx, 503, vec![Header::Other("Retry-After".into(), door::RETRY_AFTER.into())]).await;
+            info!(%source, from = %from.1, "{method} refused (503): {why}");
+            (503, vec![Header::Other("Retry-After".into(), door::RETRY_AFTER.into())])
         }
     };
-    let Some(room) = room else {
-        return refuse(tx, 404, vec![]).await;
-    };
-    let sdp = req.header_value("Content-Type").is_some_and(|t| t.to_ascii_lowercase().starts_with("application/sdp"));
-    if !sdp || req.body.is_empty() {
-        info!(%source, "INVITE without an SDP offer: 488");
-        return refuse(tx, 488, vec![Header::Accept(ACCEPT.into())]).await;
-    }
-    let Some(conn) = tx.connection.clone() else { return };
-    let flow = door::flow_key(&conn);
+    refuse_in_place(tx, code, headers).await;
+    None
+}
+
+/// [`refuse`] for a transaction the caller keeps.
+async fn refuse_in_place(tx: &mut Transaction, code: u16, headers: Vec<Header>) {
+    let _ = tx.reply_with(StatusCode::from(code), headers, None).await;
+    while tx.receive().await.is_some() {}
+}
+
+/// The Contact the focus gives in its answers for `room`, as reached over `conn`.
+fn local_contact(st: &State, conn: &SipConnection, room: &str) -> String {
     let (scheme, param) = match conn.transport() {
         Transport::Tcp => ("sip", ";transport=tcp"),
         Transport::Tls => ("sips", ";transport=tls"),
@@ -510,7 +537,26 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         }
         _ => conn.get_addr().addr.to_string(),
     };
-    let contact = format!("{scheme}:{room}@{host}{param}");
+    format!("{scheme}:{room}@{host}{param}")
+}
+
+async fn on_invite(st: Arc<State>, mut tx: Transaction) {
+    let Some(identity) = identify(&st, &mut tx).await else { return };
+    let req = &tx.original;
+    let source = tx.connection.as_ref().and_then(|c| c.get_remote_addr()).and_then(|a| a.get_socketaddr().ok());
+    let Some(source) = source else { return };
+    let room = req.uri.user().map(str::to_owned);
+    let Some(room) = room else {
+        return refuse(tx, 404, vec![]).await;
+    };
+    let sdp = req.header_value("Content-Type").is_some_and(|t| t.to_ascii_lowercase().starts_with("application/sdp"));
+    if !sdp || req.body.is_empty() {
+        info!(%source, "INVITE without an SDP offer: 488");
+        return refuse(tx, 488, vec![Header::Accept(ACCEPT.into())]).await;
+    }
+    let Some(conn) = tx.connection.clone() else { return };
+    let flow = door::flow_key(&conn);
+    let contact = local_contact(&st, &conn, &room);
     let contact_uri: Option<rsipstack::sip::Uri> = contact.as_str().try_into().ok();
     let dialog = match st.dialogs.get_or_create_server_invite(&tx, st.state_tx.clone(), None, contact_uri) {
         Ok(d) => d,
@@ -530,7 +576,8 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
             });
         })
     };
-    let join = JoinRequest { room, identity, offer: Bytes::from(req.body.clone()), on_end: hangup };
+    let device = req.contact_header().ok().map(|c| name_addr(c.value()).1).filter(|u| !u.is_empty());
+    let join = JoinRequest { room, identity, offer: Bytes::from(req.body.clone()), device, on_end: hangup };
     match st.chat.join(join).await {
         Ok(joined) => {
             let headers = vec![
@@ -567,6 +614,11 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&id)
                     .map(|c| (c.session_id.clone(), c.answer.clone(), c.contact.clone()));
+                if req.method == Method::Subscribe {
+                    let (code, headers) = subscribe::on_refresh(&st, &id, &req);
+                    let _ = handle.respond(code, Some(headers), None).await;
+                    continue;
+                }
                 match (req.method, call) {
                     (Method::Invite, Some((sid, previous, contact))) => {
                         // A new offer gets a new answer for the same session (RFC 3264 §8);
@@ -628,6 +680,10 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                 }
             }
             DialogState::Terminated(id, reason) => {
+                if let Some(sub) = st.subs.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+                    sub.end("noresource");
+                    continue;
+                }
                 st.dialogs.remove_dialog(&id);
                 let call = st.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 if let Some(call) = call {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod sip;
+pub mod subscriber;
 
 /// The relay's test helpers: a relay on port 0, its accounts, Digest credentials.
 #[path = "../../../msrp-relay/tests/common/mod.rs"]
@@ -131,6 +132,7 @@ impl Participant {
                 room: room.into(),
                 identity: Identity::new(user, None).unwrap(),
                 offer: Bytes::from(offer(local.as_str(), "active")),
+                device: None,
                 on_end: Box::new(|| {}),
             })
             .await
