@@ -58,6 +58,11 @@ impl Room {
         }
     }
 
+    /// Whether the user `key` is in the room (from any device).
+    pub fn has_user(&self, key: &str) -> bool {
+        self.lock().members.iter().any(|m| m.identity.key == key)
+    }
+
     /// Wakes the conference-info subscribers (call after the room lock is released).
     pub fn roster_changed(&self, seq: u64) {
         self.roster_tx.send_replace(seq);

@@ -206,3 +206,26 @@ async fn an_untrusted_subscriber_answers_a_digest_challenge_over_tls() {
     let (state, _, _, users) = read(&carol.notify().await.body);
     assert_eq!((state.as_str(), entities(&users)), ("full", vec!["sip:alice@example.com"]));
 }
+
+#[tokio::test]
+async fn a_participant_that_leaves_loses_its_subscription_and_a_watcher_keeps_its_own() {
+    let server = start_sip_chat(ChatOptions::default(), true).await;
+    let _alice = Participant::join(&server.chat, "lobby", "sip:alice@example.com").await;
+    let carol = Participant::join(&server.chat, "lobby", CAROL).await;
+    let udp = server.addr(Transport::Udp);
+    let mut member = Subscriber::udp(udp, CAROL, ROOM).await;
+    member.subscribe(Some(600)).await;
+    member.notify().await;
+    let mut watcher = Subscriber::udp(udp, "sip:dave@example.com", ROOM).await;
+    watcher.subscribe(Some(600)).await;
+    watcher.notify().await;
+    server.chat.leave(&carol.session_id);
+    // AG's SDK crashes on an `active` NOTIFY while it tears its session down.
+    let last = member.notify().await;
+    assert_notify(&last, "terminated;reason=noresource");
+    let change = watcher.notify().await;
+    assert_notify(&change, "active");
+    assert_eq!(read(&change.body).3[0].state, "deleted");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.sip.subscription_count(), 1);
+}

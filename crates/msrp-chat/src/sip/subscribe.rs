@@ -11,7 +11,8 @@
 //!   next one, so a subscriber that answers slowly costs one pending document, not a queue.
 //!   One that does not answer within `notify_timeout` (or refuses) loses its subscription.
 //! - It ends with a final NOTIFY (`Subscription-State: terminated`) on `Expires: 0`, expiry,
-//!   the room's closing (`noresource`) or shutdown.
+//!   the room's closing or the subscriber's leaving it, if it was in (`noresource`), or
+//!   shutdown.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -191,6 +192,10 @@ async fn notifier(
     let mut version = 0u32;
     let mut seen: Option<u64> = None;
     let mut whole = true;
+    // A participant's subscription ends when it leaves the room (its last device): the
+    // subscription was its view of a room it is no longer in, and AG's SDK crashes on a
+    // NOTIFY that says `active` while it is tearing its session down.
+    let mut was_member: Option<bool> = None;
     loop {
         roster.borrow_and_update();
         let now = Instant::now();
@@ -198,11 +203,13 @@ async fn notifier(
         let since = if whole { None } else { seen };
         let doc = room.conference_info(since, version.wrapping_add(1), full_state);
         let closed = doc.as_ref().is_some_and(|d| d.2);
+        let member = room.has_user(&sub.user);
+        let left = was_member.replace(member) == Some(true) && !member;
         let ending = if sub.end.is_cancelled() {
             Some(*sub.reason.lock().unwrap_or_else(|e| e.into_inner()))
         } else if now >= expires_at {
             Some("timeout")
-        } else if closed {
+        } else if closed || left {
             Some("noresource")
         } else {
             None
