@@ -146,6 +146,19 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
         reason: Mutex::new("timeout"),
     });
     st.subs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), sub.clone());
+    // The 200 goes out before the first NOTIFY (RFC 6665 allows either order; simple UACs
+    // such as SIPp scenarios expect this one): `accept` queued it on the transaction, which
+    // sends it here rather than in the loop below.
+    use rsipstack::transaction::transaction::TransactionEvent;
+    match tx.tu_receiver.try_recv() {
+        Ok(TransactionEvent::Respond(resp)) => {
+            let _ = tx.respond(resp).await;
+        }
+        Ok(other) => {
+            let _ = tx.tu_sender.send(other);
+        }
+        Err(_) => {}
+    }
     let full_state = opts.wants_full_state(req.header_value("User-Agent").as_deref());
     info!(room = %room.uri, user = %identity.uri, expires = expires.as_secs(), full_state, "conference subscription");
     tokio::spawn(notifier(st.clone(), id, sub, dialog, room, full_state));
