@@ -3,6 +3,11 @@
 //! W unanswered SENDs; every other participant receives each one. Optionally one participant
 //! stops reading after joining, to show what a stalled member costs the others.
 //!
+//! With `--subscribers N`, N conference-info watchers (RFC 4575) subscribe to the room first
+//! and stay subscribed while the messages flow; with `--churn C`, C more participants then
+//! join and leave one after another (a few at once), and the run reports what the watchers'
+//! NOTIFYs cost the server.
+//!
 //! The server must admit the generator's source without a challenge (msrpd:
 //! `[chat] trusted_networks = ["127.0.0.1"]` and `trusted_over_udp = true`).
 
@@ -27,6 +32,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Error;
+use crate::watchers;
 
 /// What the run measured.
 #[derive(Debug)]
@@ -40,6 +46,17 @@ pub struct ChatStats {
     pub server_cpu_s: f64,
     /// Sessions the server ended (BYE) during the run.
     pub dropped: u64,
+    pub churn: Option<ChurnStats>,
+}
+
+/// The join-and-leave phase: what the watchers got and what it cost the server.
+#[derive(Debug)]
+pub struct ChurnStats {
+    pub cycles: usize,
+    pub secs: f64,
+    pub notifies: u64,
+    pub notify_bytes: u64,
+    pub server_cpu_s: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +71,10 @@ pub struct ChatPlan {
     pub window: usize,
     pub stall: bool,
     pub server_pid: Option<u32>,
+    /// Conference-info watchers subscribed to the room during the run.
+    pub subscribers: usize,
+    /// Participants that join and leave after the messages (the churn phase).
+    pub churn: usize,
 }
 
 /// Counters shared by every participant's reader.
@@ -91,12 +112,46 @@ struct Joined {
     remote: Path,
 }
 
-/// Joins everyone over SIP; returns the MSRP side of each, the counter of server BYEs, and
-/// the SIP endpoint (which must live as long as the calls).
-async fn join_all(
-    plan: &ChatPlan,
-    token: &CancellationToken,
-) -> Result<(Vec<Joined>, Arc<AtomicU64>, rsipstack::transaction::endpoint::Endpoint), Error> {
+/// The generator's SIP side: its UAC, the counter of the server's BYEs.
+struct Uac {
+    /// Must live as long as the calls.
+    _endpoint: rsipstack::transaction::endpoint::Endpoint,
+    dialogs: Arc<DialogLayer>,
+    state_tx: rsipstack::dialog::dialog::DialogStateSender,
+    me: std::net::SocketAddr,
+    target: String,
+    byes: Arc<AtomicU64>,
+}
+
+impl Uac {
+    /// Participant `i` joins: INVITE, 200, the server's MSRP path.
+    async fn invite(&self, i: usize) -> Result<(rsipstack::dialog::invite_dialog::InviteDialog, Joined), Error> {
+        let local = Uri::new(false, "127.0.0.1", Some(9), Some(&format!("bench{i}x{}", std::process::id())))?;
+        let opt = InviteOption {
+            caller: format!("sip:bench{i}@bench.invalid").as_str().try_into().map_err(|_| "caller")?,
+            callee: self.target.as_str().try_into().map_err(|_| "bad --sip")?,
+            contact: format!("sip:bench{i}@{}", self.me).as_str().try_into().map_err(|_| "contact")?,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer(&local).into_bytes()),
+            ..Default::default()
+        };
+        let (dlg, resp) = self.dialogs.do_invite(opt, self.state_tx.clone()).await.map_err(|e| e.to_string())?;
+        let resp = resp.ok_or("no answer to INVITE")?;
+        if resp.status_code.code() != 200 {
+            return Err(format!("INVITE answered {}", resp.status_code.code()).into());
+        }
+        let sdp = String::from_utf8_lossy(&resp.body).into_owned();
+        let line = sdp.lines().find_map(|l| l.strip_prefix("a=path:")).ok_or("answer without a=path")?;
+        let uris = line
+            .split_ascii_whitespace()
+            .map(|u| Uri::parse(ByteString::from(u.trim())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((dlg, Joined { index: i, local, remote: Path::new(uris).ok_or("empty a=path")? }))
+    }
+}
+
+/// Joins everyone over SIP; returns the MSRP side of each and the UAC.
+async fn join_all(plan: &ChatPlan, token: &CancellationToken) -> Result<(Vec<Joined>, Arc<Uac>), Error> {
     let tl = TransportLayer::new(token.child_token());
     let udp = UdpConnection::create_connection("127.0.0.1:0".parse()?, None, Some(token.child_token()))
         .await
@@ -139,41 +194,65 @@ async fn join_all(
         }
     });
     let target = format!("sip:{}@{}", plan.room, plan.sip);
+    let uac = Arc::new(Uac { _endpoint: endpoint, dialogs, state_tx, me, target, byes });
     let mut joined = Vec::with_capacity(plan.participants);
     // A few INVITEs in flight at once: joining is not what is measured.
     for batch in (0..plan.participants).collect::<Vec<_>>().chunks(16) {
-        let mut tasks = Vec::new();
-        for &i in batch {
-            let local = Uri::new(false, "127.0.0.1", Some(9), Some(&format!("bench{i}x{}", std::process::id())))?;
-            let opt = InviteOption {
-                caller: format!("sip:bench{i}@bench.invalid").as_str().try_into().map_err(|_| "caller")?,
-                callee: target.as_str().try_into().map_err(|_| "bad --sip")?,
-                contact: format!("sip:bench{i}@{me}").as_str().try_into().map_err(|_| "contact")?,
-                content_type: Some("application/sdp".into()),
-                offer: Some(offer(&local).into_bytes()),
-                ..Default::default()
-            };
-            let (dialogs, state_tx) = (dialogs.clone(), state_tx.clone());
-            tasks.push(tokio::spawn(async move {
-                let (_dlg, resp) = dialogs.do_invite(opt, state_tx).await.map_err(|e| e.to_string())?;
-                let resp = resp.ok_or("no answer to INVITE")?;
-                if resp.status_code.code() != 200 {
-                    return Err(format!("INVITE answered {}", resp.status_code.code()).into());
-                }
-                let sdp = String::from_utf8_lossy(&resp.body).into_owned();
-                let line = sdp.lines().find_map(|l| l.strip_prefix("a=path:")).ok_or("answer without a=path")?;
-                let uris = line
-                    .split_ascii_whitespace()
-                    .map(|u| Uri::parse(ByteString::from(u.trim())))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, Error>(Joined { index: i, local, remote: Path::new(uris).ok_or("empty a=path")? })
-            }));
-        }
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                let uac = uac.clone();
+                tokio::spawn(async move { uac.invite(i).await.map(|(_, j)| j) })
+            })
+            .collect();
         for t in tasks {
             joined.push(t.await??);
         }
     }
-    Ok((joined, byes, endpoint))
+    Ok((joined, uac))
+}
+
+/// `cycles` participants join and hang up, `at_once` at a time; the watchers' NOTIFYs are
+/// counted until they stop coming.
+async fn churn(plan: &ChatPlan, uac: &Arc<Uac>, watchers: &watchers::Counts) -> Result<ChurnStats, Error> {
+    let at_once = 8;
+    let (n0, b0) = (watchers.notifies.load(Ordering::Relaxed), watchers.notify_bytes.load(Ordering::Relaxed));
+    let cpu0 = plan.server_pid.map_or(0.0, crate::procfs::cpu_seconds);
+    let started = Instant::now();
+    let first = plan.participants + 1_000_000;
+    for batch in (first..first + plan.churn).collect::<Vec<_>>().chunks(at_once) {
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                let uac = uac.clone();
+                tokio::spawn(async move {
+                    let (dlg, _) = uac.invite(i).await?;
+                    dlg.bye().await.map_err(|e| e.to_string())?;
+                    Ok::<_, Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+    }
+    // NOTIFYs still on their way: wait until none came for 300 ms.
+    let mut last = (watchers.notifies.load(Ordering::Relaxed), Instant::now());
+    while last.1.elapsed() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = watchers.notifies.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let secs = last.1.duration_since(started).as_secs_f64();
+    Ok(ChurnStats {
+        cycles: plan.churn,
+        secs,
+        notifies: watchers.notifies.load(Ordering::Relaxed) - n0,
+        notify_bytes: watchers.notify_bytes.load(Ordering::Relaxed) - b0,
+        server_cpu_s: plan.server_pid.map_or(0.0, crate::procfs::cpu_seconds) - cpu0,
+    })
 }
 
 /// A participant's writer: frames from its sender and its reader, in order.
@@ -287,7 +366,12 @@ fn message(plan: &ChatPlan, i: usize, local: &Uri, remote: &Path, epoch: Instant
 
 pub async fn run(plan: ChatPlan) -> Result<ChatStats, Error> {
     let token = CancellationToken::new();
-    let (joined, byes, _endpoint) = join_all(&plan, &token).await?;
+    let (joined, uac) = join_all(&plan, &token).await?;
+    let byes = uac.byes.clone();
+    let watchers = match plan.subscribers {
+        0 => None,
+        n => Some(watchers::start(plan.sip, &plan.room, &plan.domain, n, token.clone()).await?),
+    };
     let mut stalled_reader = None;
     let epoch = Instant::now();
     let shared = Arc::new(Shared::default());
@@ -387,11 +471,25 @@ pub async fn run(plan: ChatPlan) -> Result<ChatStats, Error> {
     // Read before hanging up: ending the run closes connections, which the server answers
     // with BYEs of its own.
     let dropped = byes.load(Ordering::Relaxed);
+    let churn = match (&watchers, plan.churn) {
+        (Some(w), c) if c > 0 => Some(churn(&plan, &uac, w).await?),
+        _ => None,
+    };
     token.cancel();
     drop(stalled_reader);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for r in readers {
         latency.add(&r.await?)?;
     }
-    Ok(ChatStats { participants: plan.participants, sent, expected, delivered, secs, latency, server_cpu_s, dropped })
+    Ok(ChatStats {
+        participants: plan.participants,
+        sent,
+        expected,
+        delivered,
+        secs,
+        latency,
+        server_cpu_s,
+        dropped,
+        churn,
+    })
 }

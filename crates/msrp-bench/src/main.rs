@@ -10,6 +10,7 @@ mod client;
 mod load;
 mod pipe;
 mod procfs;
+mod watchers;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -78,6 +79,13 @@ struct ChatArgs {
     /// PID of the chat server, for its CPU time per delivery.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Conference-info watchers (RFC 4575 subscriptions) on the room during the run.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
+    /// After the messages, this many participants join and leave (needs --subscribers): the
+    /// cost of the watchers' NOTIFYs.
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
     #[arg(long, default_value = "")]
     label: String,
 }
@@ -425,7 +433,12 @@ async fn chat(args: ChatArgs) -> Result<(), Error> {
         window: args.window,
         stall: args.stall,
         server_pid: args.server_pid,
+        subscribers: args.subscribers,
+        churn: args.churn,
     };
+    if args.churn > 0 && args.subscribers == 0 {
+        return Err("--churn needs --subscribers".into());
+    }
     let s = chat::run(plan).await?;
     let rate = s.delivered as f64 / s.secs;
     let lost = s.expected.saturating_sub(s.delivered);
@@ -458,6 +471,31 @@ async fn chat(args: ChatArgs) -> Result<(), Error> {
         s.latency.value_at_quantile(0.99),
         s.dropped,
     );
+    if let Some(c) = &s.churn {
+        let notify_cpu_us =
+            if args.server_pid.is_some() { c.server_cpu_s * 1e6 / c.notifies.max(1) as f64 } else { f64::NAN };
+        println!(
+            "churn: {} joins and leaves in {:.2} s ({:.0}/s) with {} watchers: {} NOTIFYs ({:.0}/s, {:.0} B each), server CPU {:.1} µs/NOTIFY",
+            c.cycles,
+            c.secs,
+            c.cycles as f64 / c.secs,
+            args.subscribers,
+            c.notifies,
+            c.notifies as f64 / c.secs,
+            c.notify_bytes as f64 / c.notifies.max(1) as f64,
+            notify_cpu_us,
+        );
+        println!(
+            "RESULT mode=churn label={} participants={} watchers={} cycles={} notifies={} notifies_per_s={:.0} bytes_per_notify={:.0} cpu_us_per_notify={notify_cpu_us:.2}",
+            args.label,
+            s.participants,
+            args.subscribers,
+            c.cycles,
+            c.notifies,
+            c.notifies as f64 / c.secs,
+            c.notify_bytes as f64 / c.notifies.max(1) as f64,
+        );
+    }
     Ok(())
 }
 

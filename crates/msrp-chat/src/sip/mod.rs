@@ -12,6 +12,7 @@
 
 pub mod auth;
 mod door;
+mod notify;
 mod subscribe;
 
 pub use door::SipLimits;
@@ -29,6 +30,7 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::*;
 use rsipstack::sip::{Header, Method, StatusCode, Transport};
 use rsipstack::transaction::endpoint::{Endpoint, EndpointInnerRef, EndpointOption};
+use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::tls::TlsConnection;
@@ -104,6 +106,12 @@ struct State {
     calls: Mutex<HashMap<DialogId, Call>>,
     /// Conference-info subscriptions, by their dialog.
     subs: Mutex<HashMap<DialogId, Arc<subscribe::Sub>>>,
+    /// What to do once an in-dialog request is answered (by its transaction).
+    after_answer: Mutex<HashMap<TransactionKey, subscribe::Then>>,
+    /// For the NOTIFYs' own transactions.
+    endpoint: EndpointInnerRef,
+    /// The first TCP listener: the Via of NOTIFYs moved off UDP.
+    tcp_local: Option<SocketAddr>,
     state_tx: DialogStateSender,
     door: Arc<door::Door>,
 }
@@ -180,6 +188,9 @@ impl SipServer {
             dialogs,
             calls: Mutex::default(),
             subs: Mutex::default(),
+            after_answer: Mutex::default(),
+            endpoint: endpoint.inner.clone(),
+            tcp_local: addrs.iter().find(|(t, _)| *t == Transport::Tcp).map(|(_, a)| *a),
             state_tx,
             door: door.clone(),
         });
@@ -427,6 +438,10 @@ async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
                 if let Err(e) = d.handle(&mut tx).await {
                     debug!(error = %e, "in-dialog request failed");
                 }
+                let then = st.after_answer.lock().unwrap_or_else(|e| e.into_inner()).remove(&tx.key);
+                if let Some(then) = then {
+                    then.run();
+                }
             }
             None if method == Method::Ack => {}
             None => {
@@ -615,7 +630,12 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                     .get(&id)
                     .map(|c| (c.session_id.clone(), c.answer.clone(), c.contact.clone()));
                 if req.method == Method::Subscribe {
-                    let (code, headers) = subscribe::on_refresh(&st, &id, &req);
+                    let (code, headers, then) = subscribe::on_refresh(&st, &id, &req);
+                    // Run by the transaction's task once the answer is sent: the NOTIFY it
+                    // sets off follows it.
+                    if let Ok(key) = TransactionKey::from_request(&req, TransactionRole::Server) {
+                        st.after_answer.lock().unwrap_or_else(|e| e.into_inner()).insert(key, then);
+                    }
                     let _ = handle.respond(code, Some(headers), None).await;
                     continue;
                 }

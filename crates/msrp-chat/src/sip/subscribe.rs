@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rsipstack::dialog::DialogId;
-use rsipstack::dialog::subscription::ServerSubscriptionDialog;
 use rsipstack::sip::prelude::*;
 use rsipstack::sip::{Header, Request, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
@@ -46,6 +45,8 @@ pub(crate) struct Sub {
     /// Ends it (with a final NOTIFY giving `reason`).
     end: CancellationToken,
     reason: Mutex<&'static str>,
+    /// Where its NOTIFYs go.
+    target: super::notify::Target,
 }
 
 impl Sub {
@@ -136,6 +137,11 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
         st.dialogs.remove_dialog(&id);
         return;
     }
+    let Some(target) = super::notify::Target::new(&req, &conn, &id.local_tag, &contact, st.tcp_local) else {
+        debug!("SUBSCRIBE without usable From, To or Contact: 400");
+        st.dialogs.remove_dialog(&id);
+        return refuse(tx, 400, vec![]).await;
+    };
     let sub = Arc::new(Sub {
         room: name,
         user: identity.key.clone(),
@@ -144,6 +150,7 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
         refreshed: tokio::sync::Notify::new(),
         end: CancellationToken::new(),
         reason: Mutex::new("timeout"),
+        target,
     });
     st.subs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), sub.clone());
     // The 200 goes out before the first NOTIFY (RFC 6665 allows either order; simple UACs
@@ -161,45 +168,58 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
     }
     let full_state = opts.wants_full_state(req.header_value("User-Agent").as_deref());
     info!(room = %room.uri, user = %identity.uri, expires = expires.as_secs(), full_state, "conference subscription");
-    tokio::spawn(notifier(st.clone(), id, sub, dialog, room, full_state));
+    tokio::spawn(notifier(st.clone(), id, sub, room, full_state));
     // Sends the 200, then absorbs retransmissions of the SUBSCRIBE until the transaction ends.
     while tx.receive().await.is_some() {}
 }
 
+/// What a refresh sets off once it is answered (so that its 200 leaves before the NOTIFY).
+pub(super) enum Then {
+    Nothing,
+    /// The whole roster again, with the new expiry.
+    Notify(Arc<Sub>),
+    /// The final NOTIFY.
+    End(Arc<Sub>),
+}
+
+impl Then {
+    pub(super) fn run(self) {
+        match self {
+            Then::Nothing => {}
+            Then::Notify(sub) => sub.refreshed.notify_one(),
+            Then::End(sub) => sub.end("timeout"),
+        }
+    }
+}
+
 /// A SUBSCRIBE inside a subscription's dialog: a refresh, or `Expires: 0` to end it.
-pub(super) fn on_refresh(st: &State, id: &DialogId, req: &Request) -> (StatusCode, Vec<Header>) {
+pub(super) fn on_refresh(st: &State, id: &DialogId, req: &Request) -> (StatusCode, Vec<Header>, Then) {
     let Some(sub) = st.subs.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned() else {
-        return (StatusCode::CallTransactionDoesNotExist, vec![]);
+        return (StatusCode::CallTransactionDoesNotExist, vec![], Then::Nothing);
     };
     if event_of(req).as_deref() != Some(EVENT) {
-        return (StatusCode::BadEvent, vec![Header::Other("Allow-Events".into(), EVENT.into())]);
+        return (StatusCode::BadEvent, vec![Header::Other("Allow-Events".into(), EVENT.into())], Then::Nothing);
     }
     let opts = &st.chat.options().conference;
     match granted(req, opts.min_expires, opts.max_expires) {
         Err(min) => {
-            (StatusCode::IntervalTooBrief, vec![Header::Other("Min-Expires".into(), min.as_secs().to_string())])
+            let headers = vec![Header::Other("Min-Expires".into(), min.as_secs().to_string())];
+            (StatusCode::IntervalTooBrief, headers, Then::Nothing)
         }
-        Ok(d) if d.is_zero() => {
-            sub.end("timeout");
-            (StatusCode::OK, vec![Header::Expires(0.into())])
-        }
+        Ok(d) if d.is_zero() => (StatusCode::OK, vec![Header::Expires(0.into())], Then::End(sub)),
         Ok(d) => {
+            // A refresh is a target refresh request (RFC 6665 §4.1.2.1).
+            if let Some(contact) = req.contact_header().ok().and_then(|c| c.typed().ok()) {
+                *sub.target.contact.lock().unwrap_or_else(|e| e.into_inner()) = contact.uri;
+            }
             *sub.expires_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + d;
-            sub.refreshed.notify_one();
-            (StatusCode::OK, vec![Header::Expires((d.as_secs() as u32).into())])
+            (StatusCode::OK, vec![Header::Expires((d.as_secs() as u32).into())], Then::Notify(sub))
         }
     }
 }
 
 /// Sends the subscription's NOTIFYs until it ends, then forgets it.
-async fn notifier(
-    st: Arc<State>,
-    id: DialogId,
-    sub: Arc<Sub>,
-    dialog: ServerSubscriptionDialog,
-    room: Arc<Room>,
-    full_state: bool,
-) {
+async fn notifier(st: Arc<State>, id: DialogId, sub: Arc<Sub>, room: Arc<Room>, full_state: bool) {
     let timeout = st.chat.options().conference.notify_timeout;
     let mut roster = room.roster_tx.subscribe();
     let mut version = 0u32;
@@ -237,15 +257,12 @@ async fn notifier(
                 headers.push(Header::ContentType(CONTENT_TYPE.into()));
                 body.clone().into_bytes()
             });
-            let answered = tokio::time::timeout(timeout, dialog.notify(Some(headers), body)).await;
-            match answered {
-                Ok(Ok(Some(resp))) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {}
+            match sub.target.notify(&st.endpoint, headers, body, timeout).await {
+                Ok(code) if (200..300).contains(&code) => {}
                 other => {
                     let why = match other {
-                        Ok(Ok(Some(resp))) => format!("answered {}", resp.status_code),
-                        Ok(Ok(None)) => "dialog gone".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => format!("no answer within {}s", timeout.as_secs()),
+                        Ok(code) => format!("answered {code}"),
+                        Err(e) => e,
                     };
                     info!(room = %room.uri, user = %sub.user, "conference subscription ended: NOTIFY {why}");
                     break;
