@@ -229,3 +229,34 @@ async fn a_participant_that_leaves_loses_its_subscription_and_a_watcher_keeps_it
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(server.sip.subscription_count(), 1);
 }
+
+#[tokio::test]
+async fn a_document_too_large_for_udp_goes_over_tcp_and_falls_back_to_udp_without_it() {
+    let server = start_sip_chat(ChatOptions::default(), true).await;
+    // 300 users: a full document of ~100 KB, more than a UDP datagram carries.
+    let mut held = Vec::new();
+    for i in 0..300 {
+        held.push(Participant::join(&server.chat, "lobby", &format!("sip:user{i}@example.com")).await);
+    }
+    let udp = server.addr(Transport::Udp);
+    let (mut sub, listener) = Subscriber::udp_and_tcp(udp, CAROL, ROOM).await;
+    assert_eq!(sub.subscribe(Some(600)).await.status(), Some(200));
+    let (conn, _) = tokio::time::timeout(common::WAIT, listener.accept()).await.expect("the focus dials TCP").unwrap();
+    let mut conn = tokio::io::BufReader::new(conn);
+    let first = Subscriber::tcp_notify(&mut conn).await;
+    assert!(first.body.len() > 65_507, "{} bytes", first.body.len());
+    let (state, _, count, users) = read(&first.body);
+    assert_eq!((state.as_str(), count, users.len()), ("full", Some(300), 300));
+    // The next change is small: it may come over UDP or the same connection; either way the
+    // subscription stays up. A UDP-only subscriber (nothing listening on TCP) gets only what
+    // fits in a datagram: a small room works over UDP alone.
+    let small = start_sip_chat(ChatOptions::default(), true).await;
+    let _a = Participant::join(&small.chat, "lobby", "sip:alice@example.com").await;
+    let _b = Participant::join(&small.chat, "lobby", "sip:bob@example.com").await;
+    let mut udp_only = Subscriber::udp(small.addr(Transport::Udp), CAROL, ROOM).await;
+    udp_only.subscribe(Some(600)).await;
+    let first = udp_only.notify().await;
+    assert!(first.body.len() + 300 > 1300, "larger than RFC 3261's 1300 bytes, so TCP was tried first");
+    assert_eq!(read(&first.body).3.len(), 2);
+    assert_eq!(server.sip.subscription_count(), 1);
+}

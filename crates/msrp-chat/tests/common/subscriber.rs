@@ -75,6 +75,27 @@ impl Subscriber {
         Subscriber::new(Wire::Udp(sock, server), local, server, user, room)
     }
 
+    /// Over UDP, and listening on TCP at the same port (as SIP UAs do), where the focus sends
+    /// the NOTIFYs too large for a datagram (RFC 3261 §18.1.1): those arrive on [`Self::tcp_notify`].
+    pub async fn udp_and_tcp(server: SocketAddr, user: &str, room: &str) -> (Subscriber, tokio::net::TcpListener) {
+        loop {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let local = sock.local_addr().unwrap();
+            if let Ok(l) = tokio::net::TcpListener::bind(local).await {
+                return (Subscriber::new(Wire::Udp(sock, server), local, server, user, room), l);
+            }
+        }
+    }
+
+    /// The next NOTIFY on a connection the focus opened to `listener` (answered 200 there).
+    pub async fn tcp_notify(conn: &mut BufReader<TcpStream>) -> Msg {
+        let m = read_stream(conn).await;
+        assert!(m.is_notify(), "{}", m.start);
+        let ok = ok_for(&m);
+        conn.get_mut().write_all(ok.as_bytes()).await.unwrap();
+        m
+    }
+
     /// The same over TCP.
     pub async fn tcp(server: SocketAddr, user: &str, room: &str) -> Subscriber {
         let tcp = TcpStream::connect(server).await.unwrap();
@@ -249,14 +270,7 @@ impl Subscriber {
         if !self.answering {
             return;
         }
-        let mut resp = String::from("SIP/2.0 200 OK\r\n");
-        for (n, v) in &m.headers {
-            if ["via", "from", "to", "call-id", "cseq"].contains(&n.to_ascii_lowercase().as_str()) {
-                resp.push_str(&format!("{n}: {v}\r\n"));
-            }
-        }
-        resp.push_str("Content-Length: 0\r\n\r\n");
-        self.send(&resp).await;
+        self.send(&ok_for(m)).await;
     }
 
     async fn send(&mut self, text: &str) {
@@ -286,26 +300,41 @@ impl Subscriber {
                 let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
                 return Msg::parse(head, body.to_owned());
             },
-            Wire::Stream(r, _) => {
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    assert!(r.read_line(&mut line).await.unwrap() > 0, "the focus closed the connection");
-                    if line == "\r\n" {
-                        if head.is_empty() {
-                            continue; // keep-alive CRLF
-                        }
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let head = head.trim_end().to_owned();
-                let msg = Msg::parse(&head, String::new());
-                let len: usize = msg.header("Content-Length").or(msg.header("l")).map_or(0, |v| v.parse().unwrap());
-                let mut body = vec![0u8; len];
-                r.read_exact(&mut body).await.unwrap();
-                Msg { body: String::from_utf8(body).unwrap(), ..msg }
-            }
+            Wire::Stream(r, _) => read_stream(r).await,
         }
     }
+}
+
+/// The 200 to a request: its Via, From, To, Call-ID and CSeq echoed.
+fn ok_for(m: &Msg) -> String {
+    let mut resp = String::from("SIP/2.0 200 OK\r\n");
+    for (n, v) in &m.headers {
+        if ["via", "from", "to", "call-id", "cseq"].contains(&n.to_ascii_lowercase().as_str()) {
+            resp.push_str(&format!("{n}: {v}\r\n"));
+        }
+    }
+    resp.push_str("Content-Length: 0\r\n\r\n");
+    resp
+}
+
+/// One SIP message off a stream (framed by Content-Length).
+async fn read_stream<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Msg {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).await.unwrap() > 0, "the focus closed the connection");
+        if line == "\r\n" {
+            if head.is_empty() {
+                continue; // keep-alive CRLF
+            }
+            break;
+        }
+        head.push_str(&line);
+    }
+    let head = head.trim_end().to_owned();
+    let msg = Msg::parse(&head, String::new());
+    let len: usize = msg.header("Content-Length").or(msg.header("l")).map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.unwrap();
+    Msg { body: String::from_utf8(body).unwrap(), ..msg }
 }
