@@ -1,7 +1,8 @@
 //! Conference-info watchers for the `chat` workload: N subscriptions (`SUBSCRIBE` with
 //! `Event: conference`, RFC 4575) to the room from one UDP socket, each a user of its own,
-//! answering every NOTIFY with 200 and counting them. Written from SIP's text: thousands of
-//! dialogs cost a socket and a counter, not a SIP stack.
+//! answering every NOTIFY with 200 and counting them. The same port listens on TCP, where the
+//! focus sends NOTIFYs too large for UDP (a large room's full roster). Written from SIP's
+//! text: thousands of dialogs cost a socket and a counter, not a SIP stack.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,9 +32,24 @@ pub async fn start(
     n: usize,
     stop: CancellationToken,
 ) -> Result<Arc<Counts>, Error> {
-    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let (sock, tcp) = loop {
+        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        if let Ok(l) = tokio::net::TcpListener::bind(sock.local_addr()?).await {
+            break (Arc::new(sock), l);
+        }
+    };
     let me = sock.local_addr()?;
     let counts = Arc::new(Counts::default());
+    let (c, halt) = (counts.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = halt.cancelled() => break,
+                r = tcp.accept() => match r { Ok((conn, _)) => conn, Err(_) => break },
+            };
+            tokio::spawn(serve_stream(conn, c.clone(), halt.clone()));
+        }
+    });
     let (s, c) = (sock.clone(), counts.clone());
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
@@ -89,6 +105,51 @@ pub async fn start(
         .into());
     }
     Ok(counts)
+}
+
+/// Answers the NOTIFYs that come over a TCP connection the focus opened.
+async fn serve_stream(conn: tokio::net::TcpStream, counts: Arc<Counts>, stop: CancellationToken) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut r = tokio::io::BufReader::new(conn);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = r.read_line(&mut line) => n,
+            };
+            if !matches!(n, Ok(n) if n > 0) {
+                return;
+            }
+            if line == "\r\n" {
+                if head.is_empty() {
+                    continue;
+                }
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                matches!(n.trim().to_ascii_lowercase().as_str(), "content-length" | "l")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0usize);
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        if head.starts_with("NOTIFY ") {
+            counts.notifies.fetch_add(1, Ordering::Relaxed);
+            counts.notify_bytes.fetch_add((head.len() + 2 + len) as u64, Ordering::Relaxed);
+            if r.get_mut().write_all(ok_to(&head).as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The 200 to a NOTIFY: its Via, From, To, Call-ID and CSeq echoed.

@@ -116,10 +116,10 @@ pub(crate) fn partial(focus: &Focus<'_>, st: &RoomState, keys: &[&str], version:
         r#"<conference-info xmlns="{NAMESPACE}" entity="{}" state="partial" version="{version}">"#,
         attr(focus.entity)
     );
-    state(&mut s, st.users().len());
+    state(&mut s, st.user_count());
     s.push_str(r#"<users state="partial">"#);
     for key in keys {
-        if st.members.iter().any(|m| m.identity.key == *key) {
+        if st.has_user(key) {
             user(&mut s, st, key);
         } else {
             let _ = write!(s, r#"<user entity="sip:{}" state="deleted"/>"#, attr(key));

@@ -28,7 +28,11 @@ pub(crate) struct Room {
 
 #[derive(Default)]
 pub(crate) struct RoomState {
+    /// Every session, in joining order (change through [`RoomState::add`] and
+    /// [`RoomState::remove`], which keep `devices` in step).
     pub members: Vec<Arc<Session>>,
+    /// Sessions per user (identity key): who is in, without a scan of `members`.
+    devices: HashMap<String, usize>,
     /// Nickname per identity key: all devices of a user share one.
     pub nicknames: HashMap<String, Nickname>,
     /// The newest public messages, oldest first, at most `history_size`.
@@ -60,7 +64,7 @@ impl Room {
 
     /// Whether the user `key` is in the room (from any device).
     pub fn has_user(&self, key: &str) -> bool {
-        self.lock().members.iter().any(|m| m.identity.key == key)
+        self.lock().devices.contains_key(key)
     }
 
     /// Wakes the conference-info subscribers (call after the room lock is released).
@@ -136,11 +140,36 @@ impl RoomState {
         Ok(())
     }
 
+    /// Adds a session.
+    pub fn add(&mut self, session: Arc<Session>) {
+        *self.devices.entry(session.identity.key.clone()).or_default() += 1;
+        self.members.push(session);
+    }
+
+    /// Users in the room.
+    pub fn user_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Whether `key` is in the room from any device.
+    pub fn has_user(&self, key: &str) -> bool {
+        self.devices.contains_key(key)
+    }
+
     /// Removes a session; forgets its user's nickname when it was that user's last session.
     pub fn remove(&mut self, session: &Session) {
+        let before = self.members.len();
         self.members.retain(|m| m.id != session.id);
-        if !self.members.iter().any(|m| m.identity.key == session.identity.key) {
-            self.nicknames.remove(&session.identity.key);
+        if self.members.len() == before {
+            return;
+        }
+        let key = &session.identity.key;
+        if let Some(n) = self.devices.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.devices.remove(key);
+                self.nicknames.remove(key);
+            }
         }
     }
 

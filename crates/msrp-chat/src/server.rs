@@ -295,10 +295,10 @@ impl Chat {
             }
             // Users in the room, the joiner not counted twice: `max_participants` counts users
             // (another device of one already in is let in), and so does the welcome.
-            let users = st.users();
-            let returning = users.contains(&req.identity.key.as_str());
+            let users = st.user_count();
+            let returning = st.has_user(&req.identity.key);
             if let Some(max) = room.settings.max_participants
-                && users.len() >= max
+                && users >= max
                 && !returning
             {
                 info!(room = %room.uri, user = %req.identity.uri, max, "join refused: the room is full");
@@ -317,7 +317,7 @@ impl Chat {
                 on_end.take().expect("taken once: the loop ends here"),
             ));
             if opts.welcome {
-                let here = users.len() + usize::from(!returning);
+                let here = users + usize::from(!returning);
                 let text = welcome_text(&room.name, room.settings.subject.as_deref(), here, st.recent.len());
                 let body = judge::notice(&room.uri, &now_rfc3339(), &text);
                 let _ = session.offer(Out { body, quiet: false }, true);
@@ -328,7 +328,7 @@ impl Chat {
             // Member and known by its session-id in one step under the room lock: fan-out
             // (under the same lock) either reaches it live or left it in the replay above,
             // and an end_session can only come after both.
-            st.members.push(session.clone());
+            st.add(session.clone());
             let seq = st.roster.touch(&req.identity.key);
             table.insert(sid.clone(), session.clone());
             break (session, seq);
