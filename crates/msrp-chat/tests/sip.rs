@@ -229,3 +229,79 @@ async fn room_policies_answer_403_and_486() {
     let (_, resp) = uac.invite(&target, BOB, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
     assert_eq!(resp.status_code.code(), 486, "one participant at most");
 }
+
+async fn recv_text(sock: &tokio::net::UdpSocket) -> String {
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(common::WAIT, sock.recv_from(&mut buf)).await.expect("an answer").unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A history store that takes its time to answer (a slow database), so an INVITE stays
+/// pending long enough to be cancelled.
+struct SlowHistory(msrp_chat::MemoryHistory);
+
+impl msrp_chat::History for SlowHistory {
+    fn append<'a>(
+        &'a self,
+        room: &'a str,
+        msg: &'a msrp_chat::Stored,
+        keep: usize,
+    ) -> msrp_chat::history::BoxFuture<'a, Result<(), String>> {
+        self.0.append(room, msg, keep)
+    }
+
+    fn recent<'a>(
+        &'a self,
+        room: &'a str,
+        limit: usize,
+    ) -> msrp_chat::history::BoxFuture<'a, Result<Vec<msrp_chat::Stored>, String>> {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            self.0.recent(room, limit).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_invite_gets_487_and_leaves_nothing_behind() {
+    use tokio::net::UdpSocket;
+    let history = std::sync::Arc::new(SlowHistory(msrp_chat::MemoryHistory::default()));
+    let server = common::sip::start_sip_chat_history(ChatOptions::default(), history).await;
+    let to = server.addr(Transport::Udp);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let sdp = offer(Participant::local_uri().as_str(), "active");
+    let common_headers = |method: &str, branch: &str| {
+        format!(
+            "Via: SIP/2.0/UDP {me};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <{ALICE}>;tag=cancel1\r\nTo: <sip:lobby@chat.test>\r\nCall-ID: cancel-test@{me}\r\n\
+             CSeq: 1 {method}\r\n"
+        )
+    };
+    let invite = format!(
+        "INVITE sip:lobby@{to} SIP/2.0\r\n{}Contact: <sip:alice@{me}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        common_headers("INVITE", "z9hG4bKcancelinv"),
+        sdp.len()
+    );
+    sock.send_to(invite.as_bytes(), to).await.unwrap();
+    let first = recv_text(&sock).await;
+    assert!(first.starts_with("SIP/2.0 100"), "the INVITE is being worked on: {first}");
+    // CANCEL: the same branch, Call-ID, From, To and CSeq number as the INVITE (RFC 3261 §9.1).
+    let cancel = format!(
+        "CANCEL sip:lobby@{to} SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
+        common_headers("CANCEL", "z9hG4bKcancelinv")
+    );
+    sock.send_to(cancel.as_bytes(), to).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = recv_text(&sock).await;
+        let status = m.get(8..11).unwrap_or("").to_owned();
+        let method = m.lines().find_map(|l| l.strip_prefix("CSeq: 1 ")).unwrap_or("").to_owned();
+        got.push((status, method));
+    }
+    got.sort();
+    assert_eq!(got, [("200".to_owned(), "CANCEL".to_owned()), ("487".to_owned(), "INVITE".to_owned())]);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!((server.chat.session_count(), server.sip.call_count()), (0, 0), "nothing joined");
+}

@@ -556,6 +556,9 @@ fn local_contact(st: &State, conn: &SipConnection, room: &str) -> String {
 }
 
 async fn on_invite(st: Arc<State>, mut tx: Transaction) {
+    // Joining may wait for the database (the room's history): a 100 stops the caller's
+    // retransmissions meanwhile and lets it CANCEL (RFC 3261 §17.2.1).
+    let _ = tx.send_trying().await;
     let Some(identity) = identify(&st, &mut tx).await else { return };
     let req = &tx.original;
     let source = tx.connection.as_ref().and_then(|c| c.get_remote_addr()).and_then(|a| a.get_socketaddr().ok());

@@ -48,7 +48,16 @@ pub async fn start_chat(opts: ChatOptions) -> Chat {
 }
 
 /// The same, plus an MSRP-over-TLS listener when `tls` is given.
-pub async fn start_chat_tls(mut opts: ChatOptions, tls: Option<Arc<rustls::ServerConfig>>) -> Chat {
+pub async fn start_chat_tls(opts: ChatOptions, tls: Option<Arc<rustls::ServerConfig>>) -> Chat {
+    start_chat_with(opts, tls, Arc::new(MemoryHistory::default())).await
+}
+
+/// The same, keeping history in `history`.
+pub async fn start_chat_with(
+    mut opts: ChatOptions,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    history: Arc<dyn msrp_chat::History>,
+) -> Chat {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     opts.msrp_port = Some(listener.local_addr().unwrap().port());
     let secure = match &tls {
@@ -57,7 +66,7 @@ pub async fn start_chat_tls(mut opts: ChatOptions, tls: Option<Arc<rustls::Serve
     };
     opts.msrps_port = secure.as_ref().map(|l| l.local_addr().unwrap().port());
     opts.domain = DOMAIN.into();
-    let chat = Chat::new(opts, Arc::new(MemoryHistory::default()));
+    let chat = Chat::new(opts, history);
     let server = chat.clone();
     tokio::spawn(async move { server.serve_msrp(listener, None).await });
     if let (Some(l), Some(config)) = (secure, tls) {

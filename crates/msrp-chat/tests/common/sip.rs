@@ -66,9 +66,30 @@ pub async fn start_sip_chat_on(
     opts: ChatOptions,
     trusted: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut listeners: SipListeners,
+    listeners: SipListeners,
 ) -> SipChat {
     let chat = super::start_chat_tls(opts, tls.clone()).await;
+    with_sip(chat, trusted, tls, listeners).await
+}
+
+/// A chat service keeping its history in `history`, with SIP on UDP and TCP (loopback
+/// trusted).
+pub async fn start_sip_chat_history(opts: ChatOptions, history: Arc<dyn msrp_chat::History>) -> SipChat {
+    let chat = super::start_chat_with(opts, None, history).await;
+    let listeners = SipListeners {
+        udp: vec!["127.0.0.1:0".parse().unwrap()],
+        tcp: vec![TcpListener::bind("127.0.0.1:0").await.unwrap()],
+        ..SipListeners::default()
+    };
+    with_sip(chat, true, None, listeners).await
+}
+
+async fn with_sip(
+    chat: Chat,
+    trusted: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut listeners: SipListeners,
+) -> SipChat {
     let token = CancellationToken::new();
     let trust: TrustFn = Arc::new(move |ip: std::net::IpAddr| trusted && ip.is_loopback());
     // Over UDP too: the tests call from 127.0.0.1 over both transports.
