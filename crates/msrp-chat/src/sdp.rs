@@ -183,6 +183,17 @@ pub struct AnswerParams<'a> {
 
 /// The answer: the chat stream accepted, every other stream rejected with port 0 (RFC 3264
 /// §6), in the offer's order.
+/// An answer refusing every stream of `offer` (port 0, RFC 3264 §6): a call whose chat stream
+/// was dropped.
+pub fn refuse_all(offer: &Offer, host: &str, version: u64) -> String {
+    let ip = if host.contains(':') { "IP6" } else { "IP4" };
+    let mut out = format!("v=0\r\no=msrpd {version} {version} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n");
+    for m in &offer.media {
+        out.push_str(&m.rejected_line());
+    }
+    out
+}
+
 pub fn answer(offer: &Offer, stream: &ChatStream, p: &AnswerParams<'_>) -> String {
     let host = p.local.host_unbracketed();
     let ip = if host.contains(':') { "IP6" } else { "IP4" };

@@ -394,6 +394,29 @@ impl Chat {
         Some(crate::sdp::answer(&offer, &stream, &params))
     }
 
+    /// The `o=` version of the next SDP the server writes (they only grow).
+    pub(crate) fn next_sdp_version(&self) -> u64 {
+        self.inner.answers.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The nickname the user of session `sid` holds in its room.
+    pub(crate) fn nickname_of(&self, sid: &str) -> Option<Nickname> {
+        let s = self.inner.session(sid)?;
+        let st = s.room.lock();
+        st.nicknames.get(&s.identity.key).cloned()
+    }
+
+    /// Gives the user of session `sid` back a nickname it held (when nobody took it meanwhile).
+    pub(crate) fn restore_nickname(&self, sid: &str, nick: Nickname) {
+        let Some(s) = self.inner.session(sid) else { return };
+        let mut st = s.room.lock();
+        if st.set_nickname(&s.identity.key, Some(nick)).is_ok() {
+            let seq = st.roster.touch(&s.identity.key);
+            drop(st);
+            s.room.roster_changed(seq);
+        }
+    }
+
     /// The room named `name` while it has participants (for conference-info subscribers).
     pub(crate) fn active_room(&self, name: &str) -> Option<Arc<Room>> {
         let room = self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner()).get(&name.to_lowercase()).cloned()?;

@@ -138,43 +138,60 @@ async fn the_server_hangs_up_on_a_participant_that_stops_reading() {
 }
 
 #[tokio::test]
-async fn a_full_service_answers_503_and_a_reinvite_without_chat_488() {
+async fn a_full_service_answers_503_and_reinvites_keep_move_drop_and_add_the_chat() {
     let server = start_sip_chat(ChatOptions { max_sessions: 1, ..ChatOptions::default() }, true).await;
     let uac = start_uac(&server.token).await;
     let target = server.target("lobby", Transport::Tcp);
-    let (dlg, a) = join(&uac, &target, ALICE, None).await;
+    let (dlg, mut a) = join(&uac, &target, ALICE, None).await;
     let (_, resp) = uac.invite(&target, BOB, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
     assert_eq!(resp.status_code.code(), 503, "max_sessions reached");
-    // A re-INVITE that drops the chat stream is refused and changes nothing (RFC 3261 §14.2).
-    let audio = "v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-    let resp = dlg.reinvite(Some(h), Some(audio.as_bytes().to_vec())).await.unwrap().unwrap();
-    assert_eq!(resp.status_code.code(), 488);
-    let tid = a.say("still in").await;
-    let mut a = a;
-    assert_eq!(a.status_of(tid).await, Msrp::OK);
+    let reinvite = |sdp: String| {
+        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+        let dlg = dlg.clone();
+        async move { dlg.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap() }
+    };
     // A new offer with the chat stream in another position gets an answer in that shape.
-    let two = format!(
-        "{audio}{}",
-        &offer(a.local.as_str(), "active")[offer(a.local.as_str(), "active").find("m=").unwrap()..]
-    );
-    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-    let resp = dlg.reinvite(Some(h), Some(two.into_bytes())).await.unwrap().unwrap();
+    let audio = "v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let chat_part = |local: &str| offer(local, "active")[offer(local, "active").find("m=").unwrap()..].to_owned();
+    let resp = reinvite(format!("{audio}{}", chat_part(a.local.as_str()))).await;
     assert_eq!(resp.status_code, StatusCode::OK);
     let answer = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(answer.find("m=audio 0").unwrap() < answer.find("m=message").unwrap(), "{answer}");
-    // Another host with the same MSRP session-id (a NAT or relay rewrote it) is fine; another
-    // session-id is refused and the chat goes on over the old one.
+    // Another host with the same MSRP session-id (a NAT or relay rewrote it): the same session.
     let moved = a.local.as_str().replace("127.0.0.1", "192.0.2.7");
-    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-    let resp = dlg.reinvite(Some(h), Some(offer(&moved, "active").into_bytes())).await.unwrap().unwrap();
+    let resp = reinvite(offer(&moved, "active")).await;
     assert_eq!(resp.status_code, StatusCode::OK, "same session-id, new address");
-    let other = Participant::local_uri();
-    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-    let resp = dlg.reinvite(Some(h), Some(offer(other.as_str(), "active").into_bytes())).await.unwrap().unwrap();
-    assert_eq!(resp.status_code.code(), 488, "another MSRP session");
-    let tid = a.say("still in after the refused move").await;
+    let tid = a.nickname(Some("Ally")).await;
     assert_eq!(a.status_of(tid).await, Msrp::OK);
+    // Another MSRP session: the participant moves to it, with its nickname.
+    let other = Participant::local_uri();
+    let resp = reinvite(offer(other.as_str(), "active")).await;
+    assert_eq!(resp.status_code, StatusCode::OK, "another MSRP session");
+    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    let mut a2 = Participant::answered(ALICE, other, &answer, String::new()).await;
+    assert_ne!(a2.remote.last().as_str(), a.remote.last().as_str(), "a new session at the server");
+    let tid = a2.say("from the new session").await;
+    assert_eq!(a2.status_of(tid).await, Msrp::OK);
+    let tid = a2.nickname(Some("Ally")).await;
+    assert_eq!(a2.status_of(tid).await, Msrp::OK, "still hers");
+    assert_eq!(server.chat.session_count(), 1);
+    // Dropping the chat stream leaves the room; the call stays up, every stream refused.
+    let resp = reinvite(audio.to_owned()).await;
+    assert_eq!(resp.status_code, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&resp.body).contains("m=audio 0 RTP/AVP 0"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!((server.chat.session_count(), server.sip.call_count()), (0, 1));
+    assert!(a2.closed_within(std::time::Duration::from_secs(2)).await, "its MSRP session ended");
+    // A chat stream offered again joins the room again.
+    let again = Participant::local_uri();
+    let resp = reinvite(format!("{audio}{}", chat_part(again.as_str()))).await;
+    assert_eq!(resp.status_code, StatusCode::OK);
+    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    assert!(answer.contains("m=audio 0") && answer.contains("a=path:msrp://"), "{answer}");
+    let mut a3 = Participant::answered(ALICE, again, &answer, String::new()).await;
+    let tid = a3.say("back").await;
+    assert_eq!(a3.status_of(tid).await, Msrp::OK);
+    assert_eq!(server.chat.session_count(), 1);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@
 pub mod auth;
 mod door;
 mod notify;
+mod reinvite;
 mod subscribe;
 
 pub use door::SipLimits;
@@ -86,13 +87,31 @@ impl std::fmt::Debug for SipServer {
 }
 
 /// What a dialog maps to.
+#[derive(Clone)]
 struct Call {
-    session_id: String,
+    /// The chat session, while the call has a chat stream.
+    session_id: Option<String>,
     /// The last answer, repeated for a re-INVITE without an offer.
     answer: String,
     contact: String,
     /// The TCP/TLS flow the INVITE came over (kept open while the call lasts).
     flow: Option<door::FlowKey>,
+    /// Who joined which room from where, for a re-INVITE that joins again.
+    room: String,
+    identity: crate::identity::Identity,
+    device: Option<String>,
+}
+
+/// The hook that hangs up call `id` when the server ends its chat session.
+fn hangup_for(st: &State, id: &DialogId) -> Box<dyn FnOnce() + Send> {
+    let (dialogs, id) = (st.dialogs.clone(), id.clone());
+    Box::new(move || {
+        tokio::spawn(async move {
+            if let Some(Dialog::Invite(d)) = dialogs.get_dialog(&id) {
+                let _ = d.bye().await;
+            }
+        });
+    })
 }
 
 struct State {
@@ -584,18 +603,14 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
         }
     };
     let id = dialog.id();
-    let hangup = {
-        let (dialogs, id) = (st.dialogs.clone(), id.clone());
-        Box::new(move || {
-            tokio::spawn(async move {
-                if let Some(Dialog::Invite(d)) = dialogs.get_dialog(&id) {
-                    let _ = d.bye().await;
-                }
-            });
-        })
-    };
     let device = req.contact_header().ok().map(|c| name_addr(c.value()).1).filter(|u| !u.is_empty());
-    let join = JoinRequest { room, identity, offer: Bytes::from(req.body.clone()), device, on_end: hangup };
+    let join = JoinRequest {
+        room: room.clone(),
+        identity: identity.clone(),
+        offer: Bytes::from(req.body.clone()),
+        device: device.clone(),
+        on_end: hangup_for(&st, &id),
+    };
     match st.chat.join(join).await {
         Ok(joined) => {
             let headers = vec![
@@ -605,7 +620,15 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
             ];
             st.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(
                 id.clone(),
-                Call { session_id: joined.session_id, answer: joined.answer.clone(), contact, flow },
+                Call {
+                    session_id: Some(joined.session_id),
+                    answer: joined.answer.clone(),
+                    contact,
+                    flow,
+                    room,
+                    identity,
+                    device,
+                },
             );
             let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));
         }
@@ -626,12 +649,6 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
     while let Some(state) = rx.recv().await {
         match state {
             DialogState::Updated(id, req, handle) => {
-                let call = st
-                    .calls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&id)
-                    .map(|c| (c.session_id.clone(), c.answer.clone(), c.contact.clone()));
                 if req.method == Method::Subscribe {
                     let (code, headers, then) = subscribe::on_refresh(&st, &id, &req);
                     // Run by the transaction's task once the answer is sent: the NOTIFY it
@@ -642,33 +659,27 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                     let _ = handle.respond(code, Some(headers), None).await;
                     continue;
                 }
-                match (req.method, call) {
-                    (Method::Invite, Some((sid, previous, contact))) => {
-                        // A new offer gets a new answer for the same session (RFC 3264 §8);
-                        // one without a usable chat stream is refused and changes nothing
-                        // (RFC 3261 §14.2).
-                        // Without an offer, the 200 carries one: the current answer again
-                        // (RFC 3261 §14.2).
-                        let answer = if req.body.is_empty() {
-                            Some(previous).filter(|_| st.chat.has_session(&sid))
-                        } else {
-                            st.chat.reanswer(&sid, &req.body)
-                        };
-                        match answer {
-                            Some(answer) => {
-                                if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
-                                    c.answer = answer.clone();
+                let contact = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.contact.clone());
+                match (req.method, contact) {
+                    (Method::Invite, Some(contact)) => {
+                        // A join may wait for the database: not in this loop, which every
+                        // dialog's events go through.
+                        let st = st.clone();
+                        tokio::spawn(async move {
+                            match reinvite::answer(&st, &id, &req.body).await {
+                                Ok(answer) => {
+                                    let headers = vec![
+                                        Header::Contact(format!("<{contact}>;isfocus").into()),
+                                        Header::ContentType("application/sdp".into()),
+                                    ];
+                                    let body = Some(answer.into_bytes());
+                                    let _ = handle.respond(StatusCode::OK, Some(headers), body).await;
                                 }
-                                let headers = vec![
-                                    Header::Contact(format!("<{contact}>;isfocus").into()),
-                                    Header::ContentType("application/sdp".into()),
-                                ];
-                                let _ = handle.respond(StatusCode::OK, Some(headers), Some(answer.into_bytes())).await;
+                                Err(code) => {
+                                    let _ = handle.reply(StatusCode::from(code)).await;
+                                }
                             }
-                            None => {
-                                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
-                            }
-                        }
+                        });
                     }
                     _ => {
                         let _ = handle.reply(StatusCode::MethodNotAllowed).await;
@@ -692,7 +703,8 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
             DialogState::Confirmed(id, _) => {
                 // The session may have ended before its 200 was even sent (e.g. the server
                 // could not connect to the participant): hang up now that the dialog is up.
-                let sid = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.session_id.clone());
+                let sid =
+                    st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).and_then(|c| c.session_id.clone());
                 if let Some(sid) = sid
                     && !st.chat.has_session(&sid)
                     && let Some(Dialog::Invite(d)) = st.dialogs.get_dialog(&id)
@@ -711,7 +723,9 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                 let call = st.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 if let Some(call) = call {
                     debug!(dialog = %id, ?reason, "call ended");
-                    st.chat.leave(&call.session_id);
+                    if let Some(sid) = &call.session_id {
+                        st.chat.leave(sid);
+                    }
                 }
             }
             _ => {}

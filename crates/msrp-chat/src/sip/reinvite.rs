@@ -1,0 +1,90 @@
+//! A new offer on a call (a re-INVITE, RFC 3261 §14.2, answered per RFC 3264 §8): the chat
+//! stream kept, moved, dropped or added again.
+//!
+//! - Without an offer: the current answer again (the 200 carries an offer, RFC 3261 §14.2).
+//! - The same MSRP session (the session-id of the path's last URI, RFC 6714; hosts may
+//!   change): a new answer for it.
+//! - Another MSRP session (a client that re-creates its chat stream): the participant moves to
+//!   it; its nickname goes along; the room sees it leave and join.
+//! - No usable chat stream (dropped, or port 0): the participant leaves the room and every
+//!   stream is refused with port 0; the call stays up until its BYE, and a later offer with a
+//!   chat stream joins the room again (Blink adds and removes chat on a call this way).
+//! - Other media are refused with port 0 in every answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rsipstack::dialog::DialogId;
+use tracing::info;
+
+use super::{Call, State, hangup_for};
+use crate::sdp::Offer;
+use crate::server::JoinRequest;
+
+/// The answer to `body` on call `id`, or the SIP status refusing it (the call then goes on
+/// unchanged).
+pub(super) async fn answer(st: &Arc<State>, id: &DialogId, body: &[u8]) -> Result<String, u16> {
+    let call = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().ok_or(481u16)?;
+    let current = call.session_id.as_deref().filter(|s| st.chat.has_session(s));
+    if body.is_empty() {
+        return Ok(call.answer);
+    }
+    let offer = Offer::parse(body).map_err(|_| 488u16)?;
+    let stream = offer.chat_stream();
+    let answer = match (current, stream) {
+        (Some(sid), Some(_)) => match st.chat.reanswer(sid, body) {
+            Some(answer) => answer,
+            None => {
+                info!(session = %sid, "re-INVITE moves the chat to another MSRP session");
+                let nickname = st.chat.nickname_of(sid);
+                st.chat.leave(sid);
+                let joined = join(st, id, &call, body).await?;
+                if let Some(n) = nickname {
+                    st.chat.restore_nickname(&joined.0, n);
+                }
+                set_session(st, id, Some(joined.0));
+                joined.1
+            }
+        },
+        (Some(sid), None) => {
+            info!(session = %sid, "re-INVITE drops the chat stream: leaving the room");
+            st.chat.leave(sid);
+            set_session(st, id, None);
+            crate::sdp::refuse_all(&offer, &st.chat.options().msrp_host, st.chat.next_sdp_version())
+        }
+        (None, Some(_)) => {
+            let joined = join(st, id, &call, body).await?;
+            set_session(st, id, Some(joined.0));
+            joined.1
+        }
+        (None, None) => crate::sdp::refuse_all(&offer, &st.chat.options().msrp_host, st.chat.next_sdp_version()),
+    };
+    if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+        c.answer = answer.clone();
+    }
+    Ok(answer)
+}
+
+/// Joins the call's participant again with `offer`: (session-id, answer).
+async fn join(st: &Arc<State>, id: &DialogId, call: &Call, offer: &[u8]) -> Result<(String, String), u16> {
+    let req = JoinRequest {
+        room: call.room.clone(),
+        identity: call.identity.clone(),
+        offer: Bytes::copy_from_slice(offer),
+        device: call.device.clone(),
+        on_end: hangup_for(st, id),
+    };
+    match st.chat.join(req).await {
+        Ok(j) => Ok((j.session_id, j.answer)),
+        Err(e) => {
+            info!(error = %e, "re-INVITE's join refused");
+            Err(e.sip_status())
+        }
+    }
+}
+
+fn set_session(st: &State, id: &DialogId, sid: Option<String>) {
+    if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+        c.session_id = sid;
+    }
+}
