@@ -2,9 +2,9 @@
 //! transactions and dialogs) that turns an INVITE to `sip:ROOM@domain` into a room
 //! membership and a BYE into leaving it (RFC 7701; offer/answer per RFC 3264).
 //!
-//! - INVITE: who is calling ([`auth`]), then [`Chat::join`]; 200 with the SDP answer and a
-//!   Contact with `;isfocus`, or 401/403/404/488. A re-INVITE gets a new answer for its offer
-//!   (the current one when it has none; 488 when its offer has no chat stream).
+//! - INVITE: 100, who is calling ([`auth`]), then [`Chat::join`]; 200 with the SDP answer and
+//!   a Contact with `;isfocus`, or 401/403/404/486/488/503. A re-INVITE keeps, moves, drops
+//!   or adds the chat stream ([`reinvite`]).
 //! - BYE, CANCEL and an ACK that never comes end the session; a session the server ends
 //!   (participant too slow, MSRP connection gone) sends BYE.
 //! - SUBSCRIBE with `Event: conference`: the room's roster ([`subscribe`], RFC 4575).
