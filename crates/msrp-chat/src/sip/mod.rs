@@ -4,10 +4,10 @@
 //!
 //! - INVITE: 100, who is calling ([`auth`]), then [`Chat::join`]; 200 with the SDP answer and
 //!   a Contact with `;isfocus`, or 401/403/404/486/488/503. A re-INVITE keeps, moves, drops
-//!   or adds the chat stream ([`reinvite`]).
+//!   or adds the chat stream (`reinvite`).
 //! - BYE, CANCEL and an ACK that never comes end the session; a session the server ends
 //!   (participant too slow, MSRP connection gone) sends BYE.
-//! - SUBSCRIBE with `Event: conference`: the room's roster ([`subscribe`], RFC 4575).
+//! - SUBSCRIBE with `Event: conference`: the room's roster (`subscribe`, RFC 4575).
 //! - OPTIONS: 200 with Allow/Accept. MESSAGE: 405 (chat happens over MSRP).
 
 pub mod auth;
