@@ -41,6 +41,8 @@ pub(crate) struct Target {
     routes: Vec<Header>,
     /// The TCP/TLS connection the SUBSCRIBE came over, if it did not come over UDP.
     flow: Option<SipConnection>,
+    /// The focus's address the SUBSCRIBE came to (the Via of NOTIFYs over UDP).
+    origin: SipAddr,
     /// Our TCP listener, for the Via of a NOTIFY moved to TCP (none: no moving).
     tcp_local: Option<SocketAddr>,
     local_contact: String,
@@ -95,6 +97,7 @@ impl Target {
             contact: Mutex::new(contact),
             routes,
             flow: conn.is_reliable().then(|| conn.clone()),
+            origin: conn.get_addr().clone(),
             tcp_local,
             local_contact: local_contact.to_owned(),
             cseq: AtomicU32::new(1),
@@ -132,7 +135,7 @@ impl Target {
             if let Some(flow) = &self.flow {
                 return send(ep, build(Some(flow.get_addr().clone()))?, Some(flow.clone()), None).await;
             }
-            let udp = build(None)?;
+            let udp = build(Some(self.origin.clone()))?;
             let size = udp.to_string().len();
             if size > UDP_PREFERRED
                 && let Some(local) = self.tcp_local

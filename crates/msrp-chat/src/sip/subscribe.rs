@@ -127,6 +127,11 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
         }
     };
     let id = dialog.id();
+    let Some(target) = super::notify::Target::new(&req, &conn, &id.local_tag, &contact, st.tcp_local) else {
+        debug!("SUBSCRIBE without usable From, To or Contact: 400");
+        st.dialogs.remove_dialog(&id);
+        return refuse(tx, 400, vec![]).await;
+    };
     let headers = vec![
         Header::Contact(format!("<{contact}>").into()),
         Header::Expires((expires.as_secs() as u32).into()),
@@ -137,11 +142,6 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
         st.dialogs.remove_dialog(&id);
         return;
     }
-    let Some(target) = super::notify::Target::new(&req, &conn, &id.local_tag, &contact, st.tcp_local) else {
-        debug!("SUBSCRIBE without usable From, To or Contact: 400");
-        st.dialogs.remove_dialog(&id);
-        return refuse(tx, 400, vec![]).await;
-    };
     let sub = Arc::new(Sub {
         room: name,
         user: identity.key.clone(),
