@@ -23,22 +23,37 @@ pub const CONTENT_TYPE: &str = "application/conference-info+xml";
 /// fell further behind gets a full document instead.
 const LOG_LEN: usize = 64;
 
-/// The room's roster changes: which user (identity key) changed at which sequence number.
-#[derive(Debug, Default)]
+/// The room's roster changes: which user (identity key) changed at which sequence number,
+/// and the channel its subscribers wait on.
+#[derive(Debug)]
 pub(crate) struct RosterLog {
     seq: u64,
     changes: VecDeque<(u64, String)>,
+    /// The sequence number, sent at every change (sending never waits: fine under the room
+    /// lock).
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for RosterLog {
+    fn default() -> Self {
+        RosterLog { seq: 0, changes: VecDeque::new(), tx: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 impl RosterLog {
-    /// Notes that `key` joined, left or changed its name; returns the new sequence number.
-    pub fn touch(&mut self, key: &str) -> u64 {
+    /// Notes that `key` joined, left or changed its name, and wakes the subscribers.
+    pub fn touch(&mut self, key: &str) {
         self.seq += 1;
         self.changes.push_back((self.seq, key.to_owned()));
         while self.changes.len() > LOG_LEN {
             self.changes.pop_front();
         }
-        self.seq
+        self.tx.send_replace(self.seq);
+    }
+
+    /// Woken at every change (and at the room's closing, which is its last leave).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
     }
 
     pub fn seq(&self) -> u64 {

@@ -19,9 +19,6 @@ pub(crate) struct Room {
     pub loaded: tokio::sync::OnceCell<()>,
     /// Its policy (`[chat.room.NAME]`), taken when it was created.
     pub settings: crate::options::RoomSettings,
-    /// The roster's sequence number, for conference-info subscribers to wait on (sent after
-    /// every change and when the room closes).
-    pub roster_tx: tokio::sync::watch::Sender<u64>,
     /// The last full conference-info document and the roster sequence it shows.
     full_document: Mutex<Option<(u64, Arc<FullDocument>)>>,
 }
@@ -57,19 +54,8 @@ impl Room {
             state: Mutex::new(RoomState::default()),
             loaded: tokio::sync::OnceCell::new(),
             settings,
-            roster_tx: tokio::sync::watch::Sender::new(0),
             full_document: Mutex::default(),
         }
-    }
-
-    /// Whether the user `key` is in the room (from any device).
-    pub fn has_user(&self, key: &str) -> bool {
-        self.lock().devices.contains_key(key)
-    }
-
-    /// Wakes the conference-info subscribers (call after the room lock is released).
-    pub fn roster_changed(&self, seq: u64) {
-        self.roster_tx.send_replace(seq);
     }
 
     /// The conference-info document a subscriber that last saw roster `since` (`None`: it

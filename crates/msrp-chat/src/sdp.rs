@@ -181,24 +181,26 @@ pub struct AnswerParams<'a> {
     pub version: u64,
 }
 
-/// The answer: the chat stream accepted, every other stream rejected with port 0 (RFC 3264
-/// §6), in the offer's order.
+/// The session-level lines of an answer from `host`, `version` its `o=` version.
+fn session_head(host: &str, version: u64) -> String {
+    let ip = if host.contains(':') { "IP6" } else { "IP4" };
+    format!("v=0\r\no=msrpd {version} {version} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n")
+}
+
 /// An answer refusing every stream of `offer` (port 0, RFC 3264 §6): a call whose chat stream
 /// was dropped.
 pub fn refuse_all(offer: &Offer, host: &str, version: u64) -> String {
-    let ip = if host.contains(':') { "IP6" } else { "IP4" };
-    let mut out = format!("v=0\r\no=msrpd {version} {version} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n");
+    let mut out = session_head(host, version);
     for m in &offer.media {
         out.push_str(&m.rejected_line());
     }
     out
 }
 
+/// The answer: the chat stream accepted, every other stream rejected with port 0 (RFC 3264
+/// §6), in the offer's order.
 pub fn answer(offer: &Offer, stream: &ChatStream, p: &AnswerParams<'_>) -> String {
-    let host = p.local.host_unbracketed();
-    let ip = if host.contains(':') { "IP6" } else { "IP4" };
-    let mut out =
-        format!("v=0\r\no=msrpd {v} {v} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n", v = p.version);
+    let mut out = session_head(p.local.host_unbracketed(), p.version);
     for (i, m) in offer.media.iter().enumerate() {
         if i != stream.index {
             out.push_str(&m.rejected_line());

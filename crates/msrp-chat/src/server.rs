@@ -329,12 +329,10 @@ impl Chat {
             // (under the same lock) either reaches it live or left it in the replay above,
             // and an end_session can only come after both.
             st.add(session.clone());
-            let seq = st.roster.touch(&req.identity.key);
+            st.roster.touch(&req.identity.key);
             table.insert(sid.clone(), session.clone());
-            break (session, seq);
+            break session;
         };
-        let (session, seq) = session;
-        session.room.roster_changed(seq);
         info!(room = %session.room.uri, user = %session.identity.uri, session = %sid, ?connect, "joined");
         let watchdog = (self.inner.clone(), session.clone());
         tokio::spawn(async move {
@@ -411,9 +409,7 @@ impl Chat {
         let Some(s) = self.inner.session(sid) else { return };
         let mut st = s.room.lock();
         if st.set_nickname(&s.identity.key, Some(nick)).is_ok() {
-            let seq = st.roster.touch(&s.identity.key);
-            drop(st);
-            s.room.roster_changed(seq);
+            st.roster.touch(&s.identity.key);
         }
     }
 
@@ -784,9 +780,7 @@ impl Inner {
         let mut st = session.room.lock();
         match st.set_nickname(&session.identity.key, nick) {
             Ok(()) => {
-                let seq = st.roster.touch(&session.identity.key);
-                drop(st);
-                session.room.roster_changed(seq);
+                st.roster.touch(&session.identity.key);
                 StatusCode::OK
             }
             Err(_) => StatusCode::NICKNAME_IN_USE,
@@ -810,16 +804,15 @@ impl Inner {
         }
         self.sessions().remove(&session.id);
         let room = &session.room;
-        let (empty, name, seq) = {
+        let (empty, name) = {
             let mut st = room.lock();
             // The name the room knew it by, before leaving releases its nickname.
             let name = st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned);
             st.remove(session);
             st.closed = st.members.is_empty();
-            let seq = st.roster.touch(&session.identity.key);
-            (st.closed, name, seq)
+            st.roster.touch(&session.identity.key);
+            (st.closed, name)
         };
-        room.roster_changed(seq);
         if empty {
             self.forget_room(room);
         }

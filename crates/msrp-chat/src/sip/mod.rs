@@ -498,8 +498,7 @@ async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
 /// Answers `tx` with a final failure and keeps the transaction alive to absorb the ACK (and,
 /// over UDP, to retransmit).
 async fn refuse(mut tx: Transaction, code: u16, headers: Vec<Header>) {
-    let _ = tx.reply_with(StatusCode::from(code), headers, None).await;
-    while tx.receive().await.is_some() {}
+    refuse_in_place(&mut tx, code, headers).await;
 }
 
 /// Who sent `tx` (an INVITE or SUBSCRIBE): admitted by the front door, or checked here. On

@@ -221,7 +221,7 @@ pub(super) fn on_refresh(st: &State, id: &DialogId, req: &Request) -> (StatusCod
 /// Sends the subscription's NOTIFYs until it ends, then forgets it.
 async fn notifier(st: Arc<State>, id: DialogId, sub: Arc<Sub>, room: Arc<Room>, full_state: bool) {
     let timeout = st.chat.options().conference.notify_timeout;
-    let mut roster = room.roster_tx.subscribe();
+    let mut roster = room.lock().roster.subscribe();
     let mut version = 0u32;
     let mut seen: Option<u64> = None;
     let mut whole = true;
@@ -236,7 +236,7 @@ async fn notifier(st: Arc<State>, id: DialogId, sub: Arc<Sub>, room: Arc<Room>, 
         let since = if whole { None } else { seen };
         let doc = room.conference_info(since, version.wrapping_add(1), full_state);
         let closed = doc.as_ref().is_some_and(|d| d.2);
-        let member = room.has_user(&sub.user);
+        let member = room.lock().has_user(&sub.user);
         let left = was_member.replace(member) == Some(true) && !member;
         let ending = if sub.end.is_cancelled() {
             Some(*sub.reason.lock().unwrap_or_else(|e| e.into_inner()))
