@@ -235,7 +235,10 @@ async fn on_request(
     partial: &mut HashMap<(String, String), Partial>,
 ) -> Option<Current> {
     let to = req.headers.to_path()?.last().clone();
-    let session = to.session_id().and_then(|sid| inner.session(sid));
+    let session = match to.session_id() {
+        Some(sid) => inner.session_or_invited(sid).await,
+        None => None,
+    };
     let Some(session) = session else {
         if let Some(n) = inner.noisy.note() {
             info!(conn = conn.id, to = %to.as_str(), refused_so_far = n, "request for an unknown session: 481");

@@ -11,6 +11,7 @@ mod conn;
 pub mod cpim;
 pub mod history;
 pub mod identity;
+mod invite;
 pub mod judge;
 pub mod nickname;
 pub mod options;
@@ -23,5 +24,9 @@ pub mod time;
 
 pub use history::{History, MemoryHistory, Stored};
 pub use identity::Identity;
-pub use options::{ChatOptions, ConferenceOptions, RoomPolicy, RoomSettings, acl_entry_is_valid};
+pub use invite::Invitation;
+pub use options::{
+    ChatOptions, ConferenceOptions, InviteTransport, ReferOptions, ReferPolicy, RoomPolicy, RoomSettings,
+    acl_entry_is_valid,
+};
 pub use server::{Chat, JoinError, JoinRequest, Joined};

@@ -76,6 +76,58 @@ pub struct ChatOptions {
     pub room_settings: std::collections::HashMap<String, RoomSettings>,
     /// Conference-info subscriptions (RFC 4575).
     pub conference: ConferenceOptions,
+    /// Where the focus sends the requests it starts (the INVITE of a REFER to a room), as a
+    /// SIP URI such as `sip:proxy.example.com:5060;transport=tcp`; none: to the host of the
+    /// invitee's URI.
+    pub outbound_proxy: Option<String>,
+    /// REFERs to a room (RFC 4579): inviting someone in, or removing a participant.
+    pub refer: ReferOptions,
+}
+
+/// Who may REFER a room to invite someone or remove a participant (RFC 4579 §5.5, §5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferPolicy {
+    /// Anyone in the room (as SylkServer allows).
+    Participants,
+    /// Nobody: every REFER to the room gets 403.
+    Nobody,
+}
+
+/// The MSRP transport of the chat stream the focus offers an invitee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteTransport {
+    /// The one of the referrer's own chat session (an invitee is most likely set up like the
+    /// colleague who invites it: AG's SDK refuses a stream of the other transport).
+    Auto,
+    Tcp,
+    Tls,
+}
+
+/// REFERs to rooms: policy, bounds, how the invitation is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferOptions {
+    /// Who may refer, in rooms that do not say (`[chat.room.NAME] refer`).
+    pub policy: ReferPolicy,
+    pub transport: InviteTransport,
+    /// Referrals in progress at once in the whole service (503 beyond): each costs an
+    /// outgoing INVITE, so a REFER must not be a free amplifier.
+    pub max_pending: usize,
+    /// Referrals in progress at once from one user (403 beyond).
+    pub max_pending_per_user: usize,
+    /// How long the invitee may take to answer before the INVITE is cancelled.
+    pub timeout: Duration,
+}
+
+impl Default for ReferOptions {
+    fn default() -> Self {
+        ReferOptions {
+            policy: ReferPolicy::Participants,
+            transport: InviteTransport::Auto,
+            max_pending: 100,
+            max_pending_per_user: 5,
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Limits and behaviour of conference-info subscriptions (`SUBSCRIBE` with
@@ -135,6 +187,8 @@ pub struct RoomSettings {
     /// The room's subject, told in the welcome.
     pub subject: Option<String>,
     pub private_messages: Option<bool>,
+    /// Who may REFER this room.
+    pub refer: Option<ReferPolicy>,
 }
 
 impl RoomSettings {
@@ -194,6 +248,8 @@ impl Default for ChatOptions {
             welcome: true,
             room_settings: std::collections::HashMap::new(),
             conference: ConferenceOptions::default(),
+            outbound_proxy: None,
+            refer: ReferOptions::default(),
         }
     }
 }

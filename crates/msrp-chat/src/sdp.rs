@@ -127,9 +127,22 @@ impl Offer {
         Ok(Offer { media })
     }
 
-    /// The first usable chat stream: `m=message` over `TCP/MSRP` or `TCP/TLS/MSRP`, a nonzero
-    /// port, sendrecv, a parseable `a=path`, and `message/cpim` (or `*`) among its accept-types.
+    /// The first usable chat stream of a participant's offer: `m=message` over `TCP/MSRP` or
+    /// `TCP/TLS/MSRP`, a nonzero port, sendrecv, a parseable `a=path`, and `message/cpim` (or
+    /// `*`) among its accept-types.
     pub fn chat_stream(&self) -> Option<ChatStream> {
+        self.usable_stream(false)
+    }
+
+    /// The chat stream of an invitee's answer to the focus's own offer ([`offer`], which says
+    /// `a=setup:actpass`): usable on the same terms as in an offer, and the focus connects
+    /// unless the answer says `a=setup:active` (RFC 6135 §4.2; an answer without `a=setup`
+    /// leaves the offerer active, RFC 4975 §5.4).
+    pub fn answered_stream(&self) -> Option<ChatStream> {
+        self.usable_stream(true)
+    }
+
+    fn usable_stream(&self, answer: bool) -> Option<ChatStream> {
         self.media.iter().enumerate().find_map(|(index, m)| {
             let secure = match m.proto.to_ascii_uppercase().as_str() {
                 "TCP/MSRP" => false,
@@ -158,6 +171,9 @@ impl Offer {
             // the active side (RFC 6135 §4, RFC 4976 §5).
             let setup = m.attr("setup").map(str::to_ascii_lowercase);
             let connect = match setup.as_deref() {
+                // The invitee's relay (if any) dials the focus for it (RFC 4976 §5).
+                Some("active") if answer => Connect::Inbound,
+                _ if answer => Connect::Outbound,
                 _ if path.len() > 1 => Connect::Outbound,
                 Some("actpass") | Some("passive") => Connect::Outbound,
                 _ => Connect::Inbound,
@@ -197,6 +213,35 @@ pub fn refuse_all(offer: &Offer, host: &str, version: u64) -> String {
     out
 }
 
+/// The focus's offer of a chat stream to someone it invites into a room (after a REFER,
+/// RFC 4579 §5.5): the room's attributes as in an answer, `a=setup:actpass` so that the
+/// invitee may connect (AG's SDK always does) or be connected to.
+pub fn offer(p: &AnswerParams<'_>) -> String {
+    let mut out = session_head(p.local.host_unbracketed(), p.version);
+    out.push_str(&chat_media(p, "actpass"));
+    out
+}
+
+/// The `m=message` section the focus writes, in an offer or an answer.
+fn chat_media(p: &AnswerParams<'_>, setup: &str) -> String {
+    let proto = if p.local.is_secure() { "TCP/TLS/MSRP" } else { "TCP/MSRP" };
+    let port = p.local.port().unwrap_or(DEFAULT_MSRP_PORT);
+    let chatroom = if p.private_messages { "nickname private-messages" } else { "nickname" };
+    format!(
+        "m=message {port} {proto} *\r\n\
+         a=path:{path}\r\n\
+         a=accept-types:message/cpim\r\n\
+         a=accept-wrapped-types:{wrapped}\r\n\
+         a=chatroom:{chatroom}\r\n\
+         a=max-size:{max}\r\n\
+         a=setup:{setup}\r\n\
+         a=sendrecv\r\n",
+        path = p.local.as_str(),
+        wrapped = p.wrapped_types,
+        max = p.max_size,
+    )
+}
+
 /// The answer: the chat stream accepted, every other stream rejected with port 0 (RFC 3264
 /// §6), in the offer's order.
 pub fn answer(offer: &Offer, stream: &ChatStream, p: &AnswerParams<'_>) -> String {
@@ -206,26 +251,11 @@ pub fn answer(offer: &Offer, stream: &ChatStream, p: &AnswerParams<'_>) -> Strin
             out.push_str(&m.rejected_line());
             continue;
         }
-        let proto = if stream.secure { "TCP/TLS/MSRP" } else { "TCP/MSRP" };
-        let port = p.local.port().unwrap_or(DEFAULT_MSRP_PORT);
         let setup = match stream.connect {
             Connect::Inbound => "passive",
             Connect::Outbound => "active",
         };
-        let chatroom = if p.private_messages { "nickname private-messages" } else { "nickname" };
-        out.push_str(&format!(
-            "m=message {port} {proto} *\r\n\
-             a=path:{path}\r\n\
-             a=accept-types:message/cpim\r\n\
-             a=accept-wrapped-types:{wrapped}\r\n\
-             a=chatroom:{chatroom}\r\n\
-             a=max-size:{max}\r\n\
-             a=setup:{setup}\r\n\
-             a=sendrecv\r\n",
-            path = p.local.as_str(),
-            wrapped = p.wrapped_types,
-            max = p.max_size,
-        ));
+        out.push_str(&chat_media(p, setup));
     }
     out
 }
@@ -272,6 +302,22 @@ mod tests {
             "a=path:msrps://relay.example:2855/r1;tcp msrp://127.0.0.1:7654/abc123;tcp",
         );
         assert_eq!(Offer::parse(relayed.as_bytes()).unwrap().chat_stream().unwrap().connect, Connect::Outbound);
+    }
+
+    #[test]
+    fn the_focus_offers_actpass_and_connects_unless_the_answer_is_active() {
+        let local = Uri::parse(ByteString::from("msrps://192.0.2.1:2856/inv1;tcp")).unwrap();
+        let p = AnswerParams { local: &local, max_size: 1000, private_messages: false, wrapped_types: "*", version: 3 };
+        let o = offer(&p);
+        assert!(o.starts_with("v=0\r\no=msrpd 3 3 IN IP4 192.0.2.1\r\n"), "{o}");
+        assert!(o.contains("m=message 2856 TCP/TLS/MSRP *\r\na=path:msrps://192.0.2.1:2856/inv1;tcp\r\n"), "{o}");
+        assert!(o.contains("a=setup:actpass\r\n") && o.contains("a=chatroom:nickname\r\n"), "{o}");
+        let answered = |extra: &str| Offer::parse(format!("{OFFER}{extra}").as_bytes()).unwrap().answered_stream();
+        assert_eq!(answered("a=setup:active\r\n").unwrap().connect, Connect::Inbound);
+        assert_eq!(answered("a=setup:passive\r\n").unwrap().connect, Connect::Outbound);
+        assert_eq!(answered("").unwrap().connect, Connect::Outbound, "no a=setup: the offerer connects");
+        let refused = OFFER.replace("m=message 7654", "m=message 0");
+        assert_eq!(Offer::parse(refused.as_bytes()).unwrap().answered_stream(), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ const HISTORY_BATCH: usize = 1000;
 /// The chat service. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -60,6 +60,10 @@ pub(crate) struct Inner {
     dropped_slow: std::sync::atomic::AtomicU64,
     next_conn: AtomicU64,
     answers: AtomicU64,
+    /// Session-ids the focus offered to invitees whose answer has not come yet: an invitee
+    /// that connects first (its 200 may travel through proxies, its MSRP connection does not)
+    /// waits here for its session ([`Inner::session_or_invited`]).
+    pub(crate) invited: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 /// A participant asking to join (from an INVITE).
@@ -73,6 +77,16 @@ pub struct JoinRequest {
     pub device: Option<String>,
     /// Called once if the server ends the session (to send the SIP BYE).
     pub on_end: Box<dyn FnOnce() + Send>,
+}
+
+/// A session about to be made: who, in which room, over which stream, and the focus's URI.
+pub(crate) struct Entry {
+    pub room: String,
+    pub identity: Identity,
+    pub device: Option<String>,
+    pub stream: crate::sdp::ChatStream,
+    pub sid: String,
+    pub local: Uri,
 }
 
 /// An accepted join.
@@ -156,6 +170,7 @@ impl Chat {
             dropped_slow: std::sync::atomic::AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             answers: AtomicU64::new(1),
+            invited: Mutex::default(),
         };
         Chat { inner: Arc::new(inner) }
     }
@@ -228,21 +243,8 @@ impl Chat {
     pub async fn join(&self, req: JoinRequest) -> Result<Joined, JoinError> {
         let inner = &self.inner;
         let opts = &inner.opts;
-        if !opts.rooms.allows(&req.room) {
-            return Err(JoinError::NoSuchRoom);
-        }
-        let default_settings = RoomSettings::default();
-        let settings = opts.room_settings.get(&req.room.to_lowercase()).unwrap_or(&default_settings);
-        if !settings.admits(&req.identity.key) {
-            info!(room = %req.room, user = %req.identity.uri, "join refused: not admitted by the room's access lists");
-            return Err(JoinError::Forbidden);
-        }
+        let settings = self.admission(&req.room, &req.identity)?;
         let private_messages = settings.private_messages.unwrap_or(opts.private_messages);
-        let history_size = settings.history_size.map_or(opts.history_size, |n| n.min(opts.history_size));
-        if inner.sessions().len() >= opts.max_sessions {
-            warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
-            return Err(JoinError::Full);
-        }
         let offer = Offer::parse(&req.offer).map_err(|_| JoinError::NotAcceptable("unreadable SDP"))?;
         let stream = offer.chat_stream().ok_or(JoinError::NotAcceptable("no usable MSRP chat stream"))?;
         let listener = if stream.secure { opts.msrps_port } else { opts.msrp_port };
@@ -264,10 +266,46 @@ impl Chat {
             version: inner.answers.fetch_add(1, Ordering::Relaxed),
         };
         let answer = crate::sdp::answer(&offer, &stream, &params);
+        let entry = Entry { room: req.room, identity: req.identity, device: req.device, stream, sid, local };
+        let session = self.enter(entry, req.on_end).await?;
+        Ok(Joined { session_id: session.id.clone(), answer })
+    }
+
+    /// Whether `identity` may be in room `name` now (the room exists, its access lists admit
+    /// it, the service is not full); the room's settings when so.
+    pub(crate) fn admission(&self, name: &str, identity: &Identity) -> Result<RoomSettings, JoinError> {
+        let opts = &self.inner.opts;
+        if !opts.rooms.allows(name) {
+            return Err(JoinError::NoSuchRoom);
+        }
+        let settings = opts.room_settings.get(&name.to_lowercase()).cloned().unwrap_or_default();
+        if !settings.admits(&identity.key) {
+            info!(room = %name, user = %identity.uri, "join refused: not admitted by the room's access lists");
+            return Err(JoinError::Forbidden);
+        }
+        if self.inner.sessions().len() >= opts.max_sessions {
+            warn!(max_sessions = opts.max_sessions, "join refused: the chat service is full");
+            return Err(JoinError::Full);
+        }
+        Ok(settings)
+    }
+
+    /// Makes `entry` a session and a member of its room (within `max_sessions` and the
+    /// room's `max_participants`), with the welcome and the history queued for it; then waits
+    /// for its MSRP connection, or opens it.
+    pub(crate) async fn enter(
+        &self,
+        entry: Entry,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Result<Arc<Session>, JoinError> {
+        let inner = &self.inner;
+        let opts = &inner.opts;
+        let Entry { room: room_name, identity, device, stream, sid, local } = entry;
         let connect = stream.connect;
-        let mut on_end = Some(req.on_end);
+        let mut on_end = Some(on_end);
         let session = loop {
-            let room = inner.room(&req.room);
+            let room = inner.room(&room_name);
+            let history_size = room.settings.history_size.map_or(opts.history_size, |n| n.min(opts.history_size));
             room.loaded
                 .get_or_init(|| async {
                     match inner.history.recent(&room.uri, history_size).await {
@@ -296,24 +334,24 @@ impl Chat {
             // Users in the room, the joiner not counted twice: `max_participants` counts users
             // (another device of one already in is let in), and so does the welcome.
             let users = st.user_count();
-            let returning = st.has_user(&req.identity.key);
+            let returning = st.has_user(&identity.key);
             if let Some(max) = room.settings.max_participants
                 && users >= max
                 && !returning
             {
-                info!(room = %room.uri, user = %req.identity.uri, max, "join refused: the room is full");
+                info!(room = %room.uri, user = %identity.uri, max, "join refused: the room is full");
                 return Err(JoinError::RoomFull);
             }
             let session = Arc::new(Session::new(
                 sid.clone(),
                 local.clone(),
-                req.identity.clone(),
-                req.device.clone(),
+                identity.clone(),
+                device.clone(),
                 room.clone(),
                 stream.clone(),
                 opts.queue_messages,
                 opts.queue_bytes,
-                inner.message_rate_for(&req.identity.key),
+                inner.message_rate_for(&identity.key),
                 on_end.take().expect("taken once: the loop ends here"),
             ));
             if opts.welcome {
@@ -329,7 +367,7 @@ impl Chat {
             // (under the same lock) either reaches it live or left it in the replay above,
             // and an end_session can only come after both.
             st.add(session.clone());
-            st.roster.touch(&req.identity.key);
+            st.roster.touch(&identity.key);
             table.insert(sid.clone(), session.clone());
             break session;
         };
@@ -342,9 +380,9 @@ impl Chat {
             }
         });
         if connect == Connect::Outbound {
-            tokio::spawn(connect_out(self.inner.clone(), session));
+            tokio::spawn(connect_out(self.inner.clone(), session.clone()));
         }
-        Ok(Joined { session_id: sid, answer })
+        Ok(session)
     }
 
     /// The participant hung up (SIP BYE or CANCEL).
@@ -574,6 +612,24 @@ impl Inner {
 
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions().get(id).cloned()
+    }
+
+    /// The session `id`, or, when it is one the focus offered to an invitee that has not
+    /// answered yet, that session once the answer makes it (within `connect_timeout`).
+    pub async fn session_or_invited(&self, id: &str) -> Option<Arc<Session>> {
+        if let Some(s) = self.session(id) {
+            return Some(s);
+        }
+        let pending = self.invited.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()?;
+        let answered = pending.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        // Looked up again once registered for the wake-up: an answer in between is seen.
+        if let Some(s) = self.session(id) {
+            return Some(s);
+        }
+        tokio::time::timeout(self.opts.connect_timeout, answered).await.ok()?;
+        self.session(id)
     }
 
     /// The room named `name`, created when missing.

@@ -615,6 +615,7 @@ async fn a_room_policy_admits_caps_and_configures_its_room() {
         history_size: Some(1),
         subject: Some("Staff only".into()),
         private_messages: Some(false),
+        refer: None,
     };
     let opts =
         ChatOptions { room_settings: [("lobby".to_owned(), staff)].into_iter().collect(), ..ChatOptions::default() };

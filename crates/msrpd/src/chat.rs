@@ -58,6 +58,8 @@ pub async fn start(
         welcome: c.welcome,
         room_settings: c.room_settings(),
         conference: c.conference.options(),
+        refer: c.refer.options(),
+        outbound_proxy: (!c.outbound_proxy.is_empty()).then(|| c.outbound_proxy.clone()),
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,
         queue_messages: c.queue_messages,

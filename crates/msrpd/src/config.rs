@@ -572,6 +572,11 @@ pub struct ChatConfig {
     pub room: std::collections::BTreeMap<String, RoomConfig>,
     /// Conference-info subscriptions (RFC 4575): `[chat.conference]`.
     pub conference: ConferenceConfig,
+    /// REFERs to rooms (RFC 4579): `[chat.refer]`.
+    pub refer: ReferConfig,
+    /// SIP URI of the proxy the focus sends its own requests through (the INVITEs of
+    /// referrals); empty: straight to the invitee's host.
+    pub outbound_proxy: String,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
     /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
@@ -636,6 +641,8 @@ impl Default for ChatConfig {
             welcome: o.welcome,
             room: std::collections::BTreeMap::new(),
             conference: ConferenceConfig::default(),
+            refer: ReferConfig::default(),
+            outbound_proxy: String::new(),
             max_message_size: o.max_message_size,
             chunk_size: o.chunk_size,
             queue_messages: o.queue_messages,
@@ -722,6 +729,106 @@ impl ConferenceConfig {
     }
 }
 
+/// Who may REFER a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferWho {
+    Participants,
+    None,
+}
+
+impl From<ReferWho> for msrp_chat::ReferPolicy {
+    fn from(w: ReferWho) -> Self {
+        match w {
+            ReferWho::Participants => msrp_chat::ReferPolicy::Participants,
+            ReferWho::None => msrp_chat::ReferPolicy::Nobody,
+        }
+    }
+}
+
+/// The MSRP transport offered to invitees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InviteTransport {
+    Auto,
+    Tcp,
+    Tls,
+}
+
+/// `[chat.refer]`: inviting people into rooms and removing them by REFER (RFC 4579).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferConfig {
+    /// Who may refer in rooms that do not say: `participants` or `none`.
+    pub allow: ReferWho,
+    /// MSRP transport of the chat stream offered to an invitee: `auto` (the referrer's),
+    /// `tcp` or `tls`.
+    pub transport: InviteTransport,
+    /// Referrals in progress at once in the service (503 beyond).
+    pub max_pending: usize,
+    /// Referrals in progress at once from one user (403 beyond).
+    pub max_pending_per_user: usize,
+    /// Seconds the invitee has to answer before the INVITE is cancelled.
+    pub timeout: u64,
+}
+
+impl Default for ReferConfig {
+    fn default() -> Self {
+        let o = msrp_chat::ReferOptions::default();
+        ReferConfig {
+            allow: ReferWho::Participants,
+            transport: InviteTransport::Auto,
+            max_pending: o.max_pending,
+            max_pending_per_user: o.max_pending_per_user,
+            timeout: o.timeout.as_secs(),
+        }
+    }
+}
+
+impl ReferConfig {
+    pub fn options(&self) -> msrp_chat::ReferOptions {
+        msrp_chat::ReferOptions {
+            policy: self.allow.into(),
+            transport: match self.transport {
+                InviteTransport::Auto => msrp_chat::InviteTransport::Auto,
+                InviteTransport::Tcp => msrp_chat::InviteTransport::Tcp,
+                InviteTransport::Tls => msrp_chat::InviteTransport::Tls,
+            },
+            max_pending: self.max_pending,
+            max_pending_per_user: self.max_pending_per_user,
+            timeout: std::time::Duration::from_secs(self.timeout),
+        }
+    }
+
+    fn validate(&self, chat: &ChatConfig) -> Result<(), String> {
+        for (name, v) in [
+            ("max_pending", self.max_pending as u64),
+            ("max_pending_per_user", self.max_pending_per_user as u64),
+            ("timeout", self.timeout),
+        ] {
+            if v == 0 {
+                return Err(format!("chat.refer.{name} must be positive"));
+            }
+        }
+        let has = |tls: bool| chat.msrp_listen.iter().any(|l| l.tls == tls);
+        match self.transport {
+            InviteTransport::Tcp if !has(false) => {
+                return Err("chat.refer.transport = \"tcp\" needs a plain chat.msrp_listen".into());
+            }
+            InviteTransport::Tls if !has(true) => {
+                return Err("chat.refer.transport = \"tls\" needs a TLS chat.msrp_listen".into());
+            }
+            _ => {}
+        }
+        let caps: [(&str, u64, u64); 3] = [
+            ("max_pending", self.max_pending as u64, MAX_CONNECTIONS),
+            ("max_pending_per_user", self.max_pending_per_user as u64, MAX_CONNECTIONS),
+            ("timeout", self.timeout, HOUR),
+        ];
+        at_most("chat.refer", &caps)
+    }
+}
+
 /// `[chat.room.NAME]`: one room's policy; absent keys follow `[chat]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -737,6 +844,8 @@ pub struct RoomConfig {
     /// Told in the welcome.
     pub subject: Option<String>,
     pub private_messages: Option<bool>,
+    /// Who may REFER this room (`participants` or `none`; default `chat.refer.allow`).
+    pub refer: Option<ReferWho>,
 }
 
 impl ChatConfig {
@@ -752,6 +861,7 @@ impl ChatConfig {
                     history_size: r.history_size,
                     subject: r.subject.clone(),
                     private_messages: r.private_messages,
+                    refer: r.refer.map(Into::into),
                 };
                 (name.to_lowercase(), settings)
             })
@@ -836,6 +946,13 @@ impl ChatConfig {
         }
         self.validate_rooms()?;
         self.conference.validate()?;
+        self.refer.validate(self)?;
+        if !self.outbound_proxy.is_empty() && !msrp_chat::sip::is_proxy_uri(&self.outbound_proxy) {
+            return Err(format!(
+                "chat.outbound_proxy {:?} is not a SIP URI of a host (e.g. \"sip:proxy.example.com:5060;transport=tcp\")",
+                self.outbound_proxy
+            ));
+        }
         if self.history_size >= self.queue_messages {
             return Err("chat.history_size must be below chat.queue_messages (a joiner's replay is queued)".into());
         }
@@ -1093,6 +1210,20 @@ mod tests {
         let c = Config::parse("[chat.conference]\nmax_per_user = 2\nfull_state_agents = []").unwrap();
         let o = c.chat.conference.options();
         assert_eq!((o.max_per_user, o.wants_full_state(Some("Blink 6"))), (2, false));
+        assert!(Config::parse("[chat.refer]\nmax_pending = 0").is_err());
+        assert!(Config::parse("[chat.refer]\nallow = \"everyone\"").is_err());
+        assert!(Config::parse("[chat.refer]\ntimeout = 86400").is_err());
+        let plain_only = "[chat]\nmsrp_listen = [\"msrp://127.0.0.1:2857\"]\n[chat.refer]\ntransport = \"tls\"";
+        assert!(Config::parse(plain_only).is_err(), "no TLS listener to offer");
+        assert!(Config::parse("[chat]\noutbound_proxy = \"proxy.example.com\"").is_err(), "not a SIP URI");
+        let c = Config::parse(
+            "[chat]\noutbound_proxy = \"sip:127.0.0.1:5070;transport=tcp\"\n[chat.refer]\nallow = \"none\"\n\
+             transport = \"tcp\"\n[chat.room.lobby]\nrefer = \"participants\"",
+        )
+        .unwrap();
+        let o = c.chat.refer.options();
+        assert_eq!((o.policy, o.transport), (msrp_chat::ReferPolicy::Nobody, msrp_chat::InviteTransport::Tcp));
+        assert_eq!(c.chat.room_settings()["lobby"].refer, Some(msrp_chat::ReferPolicy::Participants));
     }
 
     #[test]

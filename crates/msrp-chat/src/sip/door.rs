@@ -353,6 +353,7 @@ impl Door {
             Method::Subscribe if super::subscribe::event_of(&req).as_deref() == Some(super::subscribe::EVENT) => {
                 self.authenticate(ep, st, req, conn, from, key).await
             }
+            Method::Refer => self.authenticate(ep, st, req, conn, from, key).await,
             Method::Subscribe => {
                 let headers = vec![Header::Other("Allow-Events".into(), super::subscribe::EVENT.into())];
                 self.reply(&ep, &req, &conn, &from, StatusCode::BadEvent, headers).await;

@@ -8,11 +8,14 @@
 //! - BYE, CANCEL and an ACK that never comes end the session; a session the server ends
 //!   (participant too slow, MSRP connection gone) sends BYE.
 //! - SUBSCRIBE with `Event: conference`: the room's roster (`subscribe`, RFC 4575).
+//! - REFER to the room: a participant invites someone in or removes someone (`refer`,
+//!   RFC 4579); the focus then sends INVITEs of its own.
 //! - OPTIONS: 200 with Allow/Accept. MESSAGE: 405 (chat happens over MSRP).
 
 pub mod auth;
 mod door;
 mod notify;
+mod refer;
 mod reinvite;
 mod subscribe;
 
@@ -45,7 +48,7 @@ use crate::server::{Chat, JoinRequest};
 use auth::{Authenticator, Claims, Verdict};
 
 /// Methods the focus answers (Allow).
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, SUBSCRIBE";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, SUBSCRIBE, REFER";
 /// Bodies it takes (Accept).
 const ACCEPT: &str = "application/sdp";
 /// How long the server waits for a participant's answer to its BYE at shutdown.
@@ -125,6 +128,12 @@ struct State {
     calls: Mutex<HashMap<DialogId, Call>>,
     /// Conference-info subscriptions, by their dialog.
     subs: Mutex<HashMap<DialogId, Arc<subscribe::Sub>>>,
+    /// Referrals whose referrer follows them, by the REFER's dialog.
+    refers: Mutex<HashMap<DialogId, Arc<refer::Referral>>>,
+    /// Referrals in progress, per referrer (identity key).
+    refer_pending: Mutex<HashMap<String, usize>>,
+    /// The SIP listeners, for the Contact of requests the focus sends.
+    listeners: Vec<(Transport, SocketAddr)>,
     /// What to do once an in-dialog request is answered (by its transaction).
     after_answer: Mutex<HashMap<TransactionKey, subscribe::Then>>,
     /// For the NOTIFYs' own transactions.
@@ -167,6 +176,7 @@ impl SipServer {
             .with_cancel_token(token.child_token())
             .with_option(option)
             .with_transport_inspector(Box::new(door::DoorInspector(door.clone())))
+            .with_inspector(Box::new(FocusContact))
             .build();
         for l in &listeners.tcp {
             addrs.push((Transport::Tcp, l.local_addr()?));
@@ -207,6 +217,9 @@ impl SipServer {
             dialogs,
             calls: Mutex::default(),
             subs: Mutex::default(),
+            refers: Mutex::default(),
+            refer_pending: Mutex::default(),
+            listeners: addrs.clone(),
             after_answer: Mutex::default(),
             endpoint: endpoint.inner.clone(),
             tcp_local: addrs.iter().find(|(t, _)| *t == Transport::Tcp).map(|(_, a)| *a),
@@ -284,6 +297,40 @@ impl SipServer {
     }
 }
 
+/// Marks the Contact of the INVITEs the focus sends (after a REFER) with `;isfocus` (RFC 4579
+/// §3.3), by which AG's SDK and Blink know the call is a conference: rsipstack writes that
+/// Contact itself and takes no header parameters for it. The focus sends no other INVITEs.
+struct FocusContact;
+
+impl rsipstack::transaction::endpoint::MessageInspector for FocusContact {
+    fn before_send(&self, msg: rsipstack::sip::SipMessage, _: Option<&SipAddr>) -> rsipstack::sip::SipMessage {
+        let rsipstack::sip::SipMessage::Request(mut req) = msg else { return msg };
+        if req.method == Method::Invite {
+            for h in req.headers.iter_mut() {
+                if let Header::Contact(c) = h
+                    && !c.value().contains("isfocus")
+                {
+                    let v = c.value().trim();
+                    let bracketed = if v.contains('<') { v.to_owned() } else { format!("<{v}>") };
+                    *h = Header::Contact(format!("{bracketed};isfocus").into());
+                }
+            }
+        }
+        rsipstack::sip::SipMessage::Request(req)
+    }
+
+    fn after_received(&self, msg: rsipstack::sip::SipMessage, _: Option<&SipAddr>) -> rsipstack::sip::SipMessage {
+        msg
+    }
+}
+
+/// Whether `uri` can be the focus's outbound proxy: a `sip:`/`sips:` URI naming a host.
+pub fn is_proxy_uri(uri: &str) -> bool {
+    let lower = uri.to_ascii_lowercase();
+    (lower.starts_with("sip:") || lower.starts_with("sips:"))
+        && rsipstack::sip::Uri::try_from(uri).ok().is_some_and(|u| SipAddr::try_from(&u).is_ok())
+}
+
 /// Runs futures concurrently to completion (a few lines instead of the `futures` crate).
 async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
@@ -304,6 +351,7 @@ async fn sweep(state: std::sync::Weak<State>, token: CancellationToken) {
         let mut busy: std::collections::HashSet<door::FlowKey> =
             st.calls.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|c| c.flow).collect();
         busy.extend(st.subs.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|s| s.flow));
+        busy.extend(refer::flows(&st));
         st.door.sweep(&busy, std::time::Instant::now());
     }
 }
@@ -314,7 +362,11 @@ fn claims_of(req: &rsipstack::sip::Request, source: SocketAddr, reliable: bool) 
     Claims {
         source: source.ip(),
         reliable,
-        method: if req.method == Method::Subscribe { "SUBSCRIBE" } else { "INVITE" },
+        method: match req.method {
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Refer => "REFER",
+            _ => "INVITE",
+        },
         from: req.from_header().map(|h| name_addr(h.value())).unwrap_or_default(),
         asserted: req.header_value("P-Asserted-Identity").map(|v| name_addr(&v)),
         authorization: req.authorization_header().map(|h| h.value().to_owned()),
@@ -478,6 +530,11 @@ async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
             }
             if let Some(identity) = identify(&st, &mut tx).await {
                 subscribe::on_subscribe(st, tx, identity).await;
+            }
+        }
+        Method::Refer => {
+            if let Some(identity) = identify(&st, &mut tx).await {
+                refer::on_refer(st, tx, identity).await;
             }
         }
         Method::Options => {
@@ -648,6 +705,12 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
     while let Some(state) = rx.recv().await {
         match state {
             DialogState::Updated(id, req, handle) => {
+                if req.method == Method::Subscribe
+                    && let Some((code, headers)) = refer::on_refresh(&st, &id, &req)
+                {
+                    let _ = handle.respond(code, Some(headers), None).await;
+                    continue;
+                }
                 if req.method == Method::Subscribe {
                     let (code, headers, then) = subscribe::on_refresh(&st, &id, &req);
                     // Run by the transaction's task once the answer is sent: the NOTIFY it

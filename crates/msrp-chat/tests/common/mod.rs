@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod callee;
 pub mod sip;
 pub mod subscriber;
 

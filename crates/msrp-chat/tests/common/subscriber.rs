@@ -1,5 +1,6 @@
 //! A conference-info subscriber written from SIP's text (not rsipstack, which the server
-//! uses): SUBSCRIBE over UDP, TCP or TLS, answering the focus's NOTIFYs, with Digest.
+//! uses): SUBSCRIBE (or REFER) over UDP, TCP or TLS, answering the focus's NOTIFYs, with
+//! Digest.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ impl Msg {
         self.start.starts_with("NOTIFY ")
     }
 
-    fn parse(head: &str, body: String) -> Msg {
+    pub fn parse(head: &str, body: String) -> Msg {
         let mut lines = head.split("\r\n");
         let start = lines.next().unwrap_or("").to_owned();
         let headers =
@@ -160,16 +161,31 @@ impl Subscriber {
     /// header) and `event`; returns the final answer. NOTIFYs that come first are kept for
     /// [`Self::notify`].
     pub async fn subscribe_event(&mut self, expires: Option<u32>, event: &str) -> Msg {
+        let mut extra = format!("Event: {event}\r\nAccept: application/conference-info+xml\r\n");
+        if let Some(e) = expires {
+            extra.push_str(&format!("Expires: {e}\r\n"));
+        }
+        self.request("SUBSCRIBE", &extra).await
+    }
+
+    /// REFER to the room (outside any dialog the first time) with `Refer-To: refer_to` and the
+    /// header lines `extra`; returns the final answer (its 2xx starts the dialog).
+    pub async fn refer(&mut self, refer_to: &str, extra: &str) -> Msg {
+        self.request("REFER", &format!("Refer-To: {refer_to}\r\n{extra}")).await
+    }
+
+    /// Sends `method` with the header lines `extra`, answering a Digest challenge once.
+    async fn request(&mut self, method: &str, extra: &str) -> Msg {
         let mut auth = None;
         loop {
             self.cseq += 1;
             let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
             let user_part = self.user.trim_start_matches("sip:").split('@').next().unwrap().to_owned();
             let mut req = format!(
-                "SUBSCRIBE {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch=z9hG4bK{branch};rport\r\n\
+                "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch=z9hG4bK{branch};rport\r\n\
                  Max-Forwards: 70\r\nFrom: <{user}>;tag={ftag}\r\nTo: <{room}>{to_tag}\r\nCall-ID: {cid}\r\n\
-                 CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:{user_part}@{local}{param}>\r\nEvent: {event}\r\n\
-                 Accept: application/conference-info+xml\r\nUser-Agent: {ua}\r\n",
+                 CSeq: {cseq} {method}\r\nContact: <sip:{user_part}@{local}{param}>\r\n{extra}\
+                 User-Agent: {ua}\r\n",
                 ruri = self.request_uri,
                 t = self.transport(),
                 local = self.local,
@@ -186,9 +202,6 @@ impl Subscriber {
                 },
                 ua = self.user_agent,
             );
-            if let Some(e) = expires {
-                req.push_str(&format!("Expires: {e}\r\n"));
-            }
             if let Some(a) = &auth {
                 req.push_str(&format!("Authorization: {a}\r\n"));
             }
@@ -205,10 +218,10 @@ impl Subscriber {
             };
             if resp.status() == Some(401) && auth.is_none() && self.password.is_some() {
                 let challenge = resp.header("WWW-Authenticate").unwrap().to_owned();
-                auth = Some(self.digest(&challenge, &user_part));
+                auth = Some(self.digest(method, &challenge, &user_part));
                 continue;
             }
-            if resp.status() == Some(200) && self.to_tag.is_none() {
+            if resp.status().is_some_and(|s| (200..300).contains(&s)) && self.to_tag.is_none() {
                 let to = resp.header("To").unwrap();
                 self.to_tag = to.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap().to_owned());
                 if let Some(c) = resp.header("Contact") {
@@ -223,7 +236,7 @@ impl Subscriber {
         self.subscribe_event(expires, "conference").await
     }
 
-    fn digest(&self, challenge: &str, user: &str) -> String {
+    fn digest(&self, method: &str, challenge: &str, user: &str) -> String {
         let param = |name: &str| {
             challenge
                 .split([',', ' '])
@@ -233,7 +246,7 @@ impl Subscriber {
         let alg = Algorithm::parse(&param("algorithm").unwrap_or_else(|| "MD5".into())).unwrap();
         let h1 = ha1(alg, user, &realm, self.password.as_deref().unwrap());
         let uri = &self.request_uri;
-        let h2 = alg.hash_hex(format!("SUBSCRIBE:{uri}").as_bytes());
+        let h2 = alg.hash_hex(format!("{method}:{uri}").as_bytes());
         let cnonce = "0a4f113b";
         let response = alg.hash_hex(format!("{h1}:{nonce}:00000001:{cnonce}:auth:{h2}").as_bytes());
         let mut v = format!(

@@ -1,0 +1,118 @@
+//! The focus inviting someone into a room, and removing a participant, for a REFER to the
+//! room (RFC 4579 §5.5 and §5.8). Here the focus is the offerer: it writes a chat stream offer
+//! of its own ([`Chat::invite`]), and the invitee's answer makes the session
+//! ([`Chat::accept_answer`]). The SIP side (`sip::refer`) carries both.
+
+use std::sync::Arc;
+
+use msrp::Uri;
+use tracing::info;
+
+use crate::identity::Identity;
+use crate::sdp::{AnswerParams, Offer};
+use crate::server::{Chat, Entry, Inner, JoinError};
+
+/// A chat stream the focus offered to an invitee, waiting for the answer. Dropping it (the
+/// invitee declined, or never answered) forgets the offer.
+pub struct Invitation {
+    inner: Arc<Inner>,
+    /// The SDP offer for the INVITE.
+    pub offer: String,
+    sid: String,
+    local: Uri,
+    room: String,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation").field("room", &self.room).field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Invitation {
+    fn drop(&mut self) {
+        let pending = self.inner.invited.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
+        // A connection that came before the answer stops waiting (and finds the session, or
+        // gets 481).
+        if let Some(p) = pending {
+            p.notify_waiters();
+        }
+    }
+}
+
+impl Chat {
+    /// An offer inviting `identity` into room `room` over MSRP `secure` or not, if it may be
+    /// in it (the room's access lists, `max_sessions`: the same refusals as a join).
+    pub fn invite(&self, room: &str, identity: Identity, secure: bool) -> Result<Invitation, JoinError> {
+        let settings = self.admission(room, &identity)?;
+        let inner = &self.inner;
+        let opts = &inner.opts;
+        // The invitee connects to the focus unless it answers otherwise (and AG's SDK always
+        // connects): a listener of that transport is needed.
+        let port = if secure { opts.msrps_port } else { opts.msrp_port };
+        let port = port.ok_or(JoinError::NotAcceptable("no MSRP listener for this transport"))?;
+        let sid = msrp::id::random_session_id();
+        let local = Uri::new(secure, &opts.msrp_host, Some(port), Some(&sid))
+            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        let params = AnswerParams {
+            local: &local,
+            max_size: opts.max_message_size,
+            private_messages: settings.private_messages.unwrap_or(opts.private_messages),
+            wrapped_types: &opts.wrapped_types,
+            version: self.next_sdp_version(),
+        };
+        let offer = crate::sdp::offer(&params);
+        inner.invited.lock().unwrap_or_else(|e| e.into_inner()).insert(sid.clone(), Arc::default());
+        Ok(Invitation { inner: inner.clone(), offer, sid, local, room: room.to_owned(), identity })
+    }
+
+    /// The invitee answered `answer` from `device`: the session it makes, a member of the room
+    /// from now on. `on_end` is called if the server ends it (to send the SIP BYE). Refused
+    /// (and the INVITE's dialog to be ended by the caller) when the answer has no usable chat
+    /// stream of the offered transport, or the room is full.
+    pub async fn accept_answer(
+        &self,
+        inv: Invitation,
+        answer: &[u8],
+        device: Option<String>,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Result<String, JoinError> {
+        let answer = Offer::parse(answer).map_err(|_| JoinError::NotAcceptable("unreadable SDP answer"))?;
+        let stream = answer.answered_stream().ok_or(JoinError::NotAcceptable("no usable chat stream in the answer"))?;
+        if stream.secure != inv.local.is_secure() {
+            return Err(JoinError::NotAcceptable("the answer changed the MSRP transport"));
+        }
+        let entry = Entry {
+            room: inv.room.clone(),
+            identity: inv.identity.clone(),
+            device,
+            stream,
+            sid: inv.sid.clone(),
+            local: inv.local.clone(),
+        };
+        let session = self.enter(entry, on_end).await?;
+        // Dropped once the session is in the table: a connection waiting for it finds it.
+        drop(inv);
+        Ok(session.id.clone())
+    }
+
+    /// Ends every session of user `key` in room `room` (a REFER with `method=BYE`), each with
+    /// a BYE; how many there were.
+    pub fn remove_user(&self, room: &str, key: &str, why: &str) -> usize {
+        let Some(room) = self.active_room(room) else { return 0 };
+        let sessions: Vec<_> = room.lock().members.iter().filter(|s| s.identity.key == key).cloned().collect();
+        for s in &sessions {
+            self.inner.end_session(s, why, true);
+        }
+        if !sessions.is_empty() {
+            info!(room = %room.uri, user = key, sessions = sessions.len(), "removed from the room: {why}");
+        }
+        sessions.len()
+    }
+
+    /// Whether session `sid` carries MSRP over TLS (`None`: no such session).
+    pub fn session_is_secure(&self, sid: &str) -> Option<bool> {
+        Some(self.inner.session(sid)?.stream.secure)
+    }
+}
