@@ -12,6 +12,10 @@ use crate::identity::Identity;
 use crate::sdp::{AnswerParams, Offer};
 use crate::server::{Chat, Entry, Inner, JoinError};
 
+/// How long a participant removed by REFER has to answer its BYE before its session is ended
+/// anyway.
+const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A chat stream the focus offered to an invitee, waiting for the answer. Dropping it (the
 /// invitee declined, or never answered) forgets the offer.
 pub struct Invitation {
@@ -97,13 +101,24 @@ impl Chat {
         Ok(session.id.clone())
     }
 
-    /// Ends every session of user `key` in room `room` (a REFER with `method=BYE`), each with
-    /// a BYE; how many there were.
+    /// Ends every session of user `key` in room `room` (a REFER with `method=BYE`); how many
+    /// there were. The BYE goes first and its dialog's end ends the session, so the client
+    /// sees a hang-up rather than its MSRP connection dropped under it (AG's SDK reports the
+    /// latter as a stream failure); one that does not answer is ended `REMOVAL_GRACE` later.
     pub fn remove_user(&self, room: &str, key: &str, why: &str) -> usize {
         let Some(room) = self.active_room(room) else { return 0 };
         let sessions: Vec<_> = room.lock().members.iter().filter(|s| s.identity.key == key).cloned().collect();
         for s in &sessions {
-            self.inner.end_session(s, why, true);
+            let Some(hang_up) = s.take_on_end() else {
+                self.inner.end_session(s, why, false);
+                continue;
+            };
+            hang_up();
+            let (inner, s, why) = (self.inner.clone(), s.clone(), why.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(REMOVAL_GRACE).await;
+                inner.end_session(&s, &why, false);
+            });
         }
         if !sessions.is_empty() {
             info!(room = %room.uri, user = key, sessions = sessions.len(), "removed from the room: {why}");

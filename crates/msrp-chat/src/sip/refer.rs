@@ -100,6 +100,17 @@ fn read_refer_to(req: &Request) -> Result<Ask, &'static str> {
             _ => kept.push(part),
         }
     }
+    // AG's SDK puts `method` among the header's parameters (`<sip:carol@…>;method=BYE`)
+    // rather than the URI's (RFC 3515 §2.1): both are read, the header's winning.
+    if let Some((_, params)) = value.rsplit_once('>') {
+        for p in params.split(';') {
+            if let Some((name, v)) = p.split_once('=')
+                && name.trim().eq_ignore_ascii_case("method")
+            {
+                method = v.trim().to_ascii_uppercase();
+            }
+        }
+    }
     let uri = kept.join(";");
     let bye = match method.as_str() {
         "INVITE" => false,
