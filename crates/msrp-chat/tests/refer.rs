@@ -208,3 +208,24 @@ async fn who_may_refer_and_what_is_refused() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(referrer_for(&server).await.refer(&target, "").await.status(), Some(202));
 }
+
+#[tokio::test]
+async fn an_invitee_that_rings_too_long_is_cancelled_and_the_referrer_told() {
+    let opts = ChatOptions {
+        refer: ReferOptions { timeout: Duration::from_secs(1), ..Default::default() },
+        ..Default::default()
+    };
+    let server = start_sip_chat(opts, true).await;
+    let _alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    let mut callee = Callee::udp().await;
+    let mut referrer = referrer_for(&server).await;
+    assert_eq!(referrer.refer(&format!("<sip:carol@{}>", callee.addr), "").await.status(), Some(202));
+    let invite = callee.expect("INVITE").await;
+    callee.reply(&invite, 180, "Ringing", None).await;
+    let cancel = callee.expect("CANCEL").await;
+    callee.reply(&cancel, 200, "OK", None).await;
+    callee.reply(&invite, 487, "Request Terminated", None).await;
+    callee.expect("ACK").await;
+    assert_eq!(final_frag(&mut referrer).await, "SIP/2.0 487 Request Terminated");
+    assert_eq!((server.chat.session_count(), server.sip.call_count()), (1, 0));
+}
