@@ -16,6 +16,8 @@ use crate::room::RoomState;
 
 /// The conference-info namespace (RFC 4575 §5.1).
 pub const NAMESPACE: &str = "urn:ietf:params:xml:ns:conference-info";
+/// AG Projects' extension namespace: the room's files in `conference-description`.
+pub const AGP_NAMESPACE: &str = "urn:ag-projects:xml:ns:conference-info";
 /// The body's content type (RFC 4575 §3.4).
 pub const CONTENT_TYPE: &str = "application/conference-info+xml";
 
@@ -48,6 +50,13 @@ impl RosterLog {
         while self.changes.len() > LOG_LEN {
             self.changes.pop_front();
         }
+        self.tx.send_replace(self.seq);
+    }
+
+    /// Notes a change of the room itself (its files): every subscriber gets a full document.
+    pub fn touch_room(&mut self) {
+        self.seq += 1;
+        self.changes.clear();
         self.tx.send_replace(self.seq);
     }
 
@@ -111,7 +120,7 @@ pub(crate) fn full(focus: &Focus<'_>, st: &RoomState) -> FullDocument {
     let _ =
         write!(head, r#"<conference-info xmlns="{NAMESPACE}" entity="{}" state="full" version=""#, attr(focus.entity));
     let mut tail = String::from("\">");
-    description(&mut tail, focus);
+    description(&mut tail, focus, &st.files);
     let users = st.users();
     state(&mut tail, users.len());
     tail.push_str("<users>");
@@ -144,7 +153,7 @@ pub(crate) fn partial(focus: &Focus<'_>, st: &RoomState, keys: &[&str], version:
     s
 }
 
-fn description(s: &mut String, focus: &Focus<'_>) {
+fn description(s: &mut String, focus: &Focus<'_>, files: &[std::sync::Arc<crate::files::RoomFile>]) {
     s.push_str("<conference-description>");
     let _ = write!(s, "<display-text>{}</display-text>", text(focus.name));
     if let Some(subject) = focus.subject {
@@ -159,6 +168,26 @@ fn description(s: &mut String, focus: &Focus<'_>) {
         let _ = write!(s, "<maximum-user-count>{max}</maximum-user-count>");
     }
     s.push_str(r#"<available-media><entry label="chat"><type>message</type><status>sendrecv</status></entry></available-media>"#);
+    if !files.is_empty() {
+        // AG's extension (what SylkServer sends and the SDK reads as the room's files).
+        let _ = write!(s, r#"<resources xmlns="{AGP_NAMESPACE}"><files>"#);
+        for f in files {
+            let sender = match &f.sender.display {
+                Some(d) => format!("{d} <{}>", f.sender.uri),
+                None => f.sender.uri.clone(),
+            };
+            let hash = f.selector.sha1.as_ref().map(crate::files::selector::hash_text).unwrap_or_default();
+            let _ = write!(
+                s,
+                r#"<file name="{}" hash="{}" size="{}" sender="{}" status="OK"/>"#,
+                attr(f.name()),
+                attr(&hash),
+                f.size(),
+                attr(&sender)
+            );
+        }
+        s.push_str("</files></resources>");
+    }
     s.push_str("</conference-description>");
 }
 

@@ -116,6 +116,8 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut partial: HashMap<(String, String), Partial> = HashMap::new();
     let mut current: Option<Current> = None;
+    // The chunk of a file transfer being read (instead of `current`).
+    let mut file: Option<crate::files::transfer::Chunk> = None;
     let why = 'read: loop {
         buf.reserve(READ_CHUNK);
         let n = tokio::select! {
@@ -145,14 +147,26 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
             };
             match event {
                 Event::Head(Message::Request(req)) => {
-                    current = on_request(&inner, &conn, req, &mut partial).await;
+                    file = None;
+                    match crate::files::transfer::route(&inner, req.headers.to_path()).await {
+                        Some(t) => {
+                            current = None;
+                            file = crate::files::transfer::on_head(&inner, &conn, t, req).await;
+                        }
+                        None => current = on_request(&inner, &conn, req, &mut partial).await,
+                    }
                 }
                 Event::Head(Message::Response(resp)) => {
                     current = None;
-                    on_response(&inner, &conn, &resp);
+                    file = None;
+                    if !crate::files::transfer::on_response(&inner, &conn, &resp) {
+                        on_response(&inner, &conn, &resp);
+                    }
                 }
                 Event::Body(piece) => {
-                    if let Some(Current { key: Some(key), .. }) = &current
+                    if let Some(f) = file.as_mut() {
+                        f.write(&piece).await;
+                    } else if let Some(Current { key: Some(key), .. }) = &current
                         && let Some(p) = partial.get_mut(key)
                         && !p.too_large
                     {
@@ -165,7 +179,9 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
                     }
                 }
                 Event::End(flag) => {
-                    if let Some(cur) = current.take() {
+                    if let Some(f) = file.take() {
+                        f.end(&inner, &conn, flag).await;
+                    } else if let Some(cur) = current.take() {
                         on_end(&inner, &conn, cur, flag, &mut partial).await;
                     }
                 }
@@ -179,6 +195,7 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
     for s in sessions {
         inner.end_session(&s, &format!("MSRP connection {why}"), true);
     }
+    inner.end_transfers_on(&conn, &format!("MSRP connection {why}"));
 }
 
 /// A participant's answer to the server's SEND: only failures are asked for (Failure-Report

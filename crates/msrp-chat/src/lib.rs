@@ -9,6 +9,7 @@
 pub mod conference;
 mod conn;
 pub mod cpim;
+pub mod files;
 pub mod history;
 pub mod identity;
 mod invite;

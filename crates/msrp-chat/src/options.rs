@@ -82,6 +82,8 @@ pub struct ChatOptions {
     pub outbound_proxy: Option<String>,
     /// REFERs to a room (RFC 4579): inviting someone in, or removing a participant.
     pub refer: ReferOptions,
+    /// Files shared in rooms (RFC 5547).
+    pub files: crate::files::FileOptions,
 }
 
 /// Who may REFER a room to invite someone or remove a participant (RFC 4579 §5.5, §5.8).
@@ -250,6 +252,7 @@ impl Default for ChatOptions {
             conference: ConferenceOptions::default(),
             outbound_proxy: None,
             refer: ReferOptions::default(),
+            files: crate::files::FileOptions::default(),
         }
     }
 }

@@ -38,6 +38,10 @@ pub(crate) struct RoomState {
     pub closed: bool,
     /// Who joined, left or changed name, for conference-info subscribers.
     pub roster: RosterLog,
+    /// Files shared in the room, oldest first.
+    pub files: Vec<Arc<crate::files::RoomFile>>,
+    /// Users (identity keys) who declined a file the focus offered: not offered others.
+    pub declined: std::collections::HashSet<String>,
 }
 
 /// Why a nickname was refused.

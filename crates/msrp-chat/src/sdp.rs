@@ -9,7 +9,7 @@
 use msrp::{ByteString, Uri};
 
 /// The port an MSRP URI without one means (RFC 4975 §15.1 registers 2855 for msrp and msrps).
-const DEFAULT_MSRP_PORT: u16 = 2855;
+pub(crate) const DEFAULT_MSRP_PORT: u16 = 2855;
 
 /// Most lines an offer may hold; a SIP body is small and anything bigger is not a chat offer.
 pub const MAX_SDP_LINES: usize = 512;
@@ -30,12 +30,12 @@ impl Media {
         self.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_deref())
     }
 
-    fn has_flag(&self, name: &str) -> bool {
+    pub(crate) fn has_flag(&self, name: &str) -> bool {
         self.attrs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// The `m=` line with port 0: how an answer rejects this stream (RFC 3264 §6).
-    fn rejected_line(&self) -> String {
+    pub(crate) fn rejected_line(&self) -> String {
         let formats = if self.formats.is_empty() { "*".to_owned() } else { self.formats.join(" ") };
         format!("m={} 0 {} {}\r\n", self.kind, self.proto, formats)
     }
@@ -144,43 +144,54 @@ impl Offer {
 
     fn usable_stream(&self, answer: bool) -> Option<ChatStream> {
         self.media.iter().enumerate().find_map(|(index, m)| {
-            let secure = match m.proto.to_ascii_uppercase().as_str() {
-                "TCP/MSRP" => false,
-                "TCP/TLS/MSRP" => true,
-                _ => return None,
-            };
-            if !m.kind.eq_ignore_ascii_case("message") || m.port == 0 {
+            if m.has_flag("sendonly") || m.has_flag("recvonly") || m.has_flag("inactive") {
                 return None;
             }
-            if m.has_flag("sendonly") || m.has_flag("recvonly") || m.has_flag("inactive") {
+            // A file stream (RFC 5547) is not a chat stream, whatever it accepts.
+            if m.attr("file-selector").is_some() || m.has_flag("file-selector") {
                 return None;
             }
             let accepts = m.attr("accept-types")?;
             if !accepts.split_ascii_whitespace().any(|t| t.eq_ignore_ascii_case("message/cpim") || t == "*") {
                 return None;
             }
-            let path: Vec<Uri> = m
-                .attr("path")?
-                .split_ascii_whitespace()
-                .map(|u| Uri::parse(ByteString::from(u)))
-                .collect::<Result<_, _>>()
-                .ok()?;
-            let last = path.last()?;
-            last.session_id()?;
-            // A relay in the path, or a participant that waits to be called, makes the server
-            // the active side (RFC 6135 §4, RFC 4976 §5).
-            let setup = m.attr("setup").map(str::to_ascii_lowercase);
-            let connect = match setup.as_deref() {
-                // The invitee's relay (if any) dials the focus for it (RFC 4976 §5).
-                Some("active") if answer => Connect::Inbound,
-                _ if answer => Connect::Outbound,
-                _ if path.len() > 1 => Connect::Outbound,
-                Some("actpass") | Some("passive") => Connect::Outbound,
-                _ => Connect::Inbound,
-            };
+            let (secure, path, connect) = msrp_endpoint(m, answer)?;
             Some(ChatStream { index, secure, path, connect })
         })
     }
+}
+
+/// The MSRP side of an `m=message` section over `TCP/MSRP` or `TCP/TLS/MSRP` with a nonzero
+/// port and a parseable `a=path` ending in a session-id: whether it is TLS, the path, and who
+/// connects (in an `answer` to the focus's `actpass` offer, or in a peer's offer).
+pub(crate) fn msrp_endpoint(m: &Media, answer: bool) -> Option<(bool, Vec<Uri>, Connect)> {
+    let secure = match m.proto.to_ascii_uppercase().as_str() {
+        "TCP/MSRP" => false,
+        "TCP/TLS/MSRP" => true,
+        _ => return None,
+    };
+    if !m.kind.eq_ignore_ascii_case("message") || m.port == 0 {
+        return None;
+    }
+    let path: Vec<Uri> = m
+        .attr("path")?
+        .split_ascii_whitespace()
+        .map(|u| Uri::parse(ByteString::from(u)))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    path.last()?.session_id()?;
+    // A relay in the path, or a participant that waits to be called, makes the server the
+    // active side (RFC 6135 §4, RFC 4976 §5).
+    let setup = m.attr("setup").map(str::to_ascii_lowercase);
+    let connect = match setup.as_deref() {
+        // The peer's relay (if any) dials the focus for it (RFC 4976 §5).
+        Some("active") if answer => Connect::Inbound,
+        _ if answer => Connect::Outbound,
+        _ if path.len() > 1 => Connect::Outbound,
+        Some("actpass") | Some("passive") => Connect::Outbound,
+        _ => Connect::Inbound,
+    };
+    Some((secure, path, connect))
 }
 
 /// What the server puts in its answer for the chat stream.
@@ -198,7 +209,7 @@ pub struct AnswerParams<'a> {
 }
 
 /// The session-level lines of an answer from `host`, `version` its `o=` version.
-fn session_head(host: &str, version: u64) -> String {
+pub(crate) fn session_head(host: &str, version: u64) -> String {
     let ip = if host.contains(':') { "IP6" } else { "IP4" };
     format!("v=0\r\no=msrpd {version} {version} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n")
 }

@@ -17,6 +17,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
 use crate::conn::{BoxRead, BoxWrite, Conn, read_loop};
+use crate::files::transfer::Transfer;
+use crate::files::{RoomFile, Store};
 use crate::history::{History, Stored};
 use crate::identity::Identity;
 use crate::judge::{self, Verdict};
@@ -64,7 +66,17 @@ pub(crate) struct Inner {
     /// that connects first (its 200 may travel through proxies, its MSRP connection does not)
     /// waits here for its session ([`Inner::session_or_invited`]).
     pub(crate) invited: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// File transfers by their MSRP session-id.
+    transfers: Mutex<HashMap<String, Arc<Transfer>>>,
+    /// Where shared files are kept (`None`: file sharing is off).
+    pub(crate) files: Option<Arc<Store>>,
+    /// Offers a new room file to one participant (set by the SIP side, which calls out).
+    pub(crate) pusher: std::sync::OnceLock<Pusher>,
 }
+
+/// How the SIP side offers a new file to a participant: the room, the file, and the
+/// participant (identity, a device's Contact, whether its chat runs over TLS).
+pub(crate) type Pusher = Arc<dyn Fn(Arc<Room>, Arc<RoomFile>, Identity, Option<String>, bool) + Send + Sync>;
 
 /// A participant asking to join (from an INVITE).
 pub struct JoinRequest {
@@ -110,6 +122,12 @@ pub enum JoinError {
     Forbidden,
     #[error("the room is full (max_participants)")]
     RoomFull,
+    #[error("nobody is in the room")]
+    Empty,
+    #[error("the room holds no such file")]
+    NoSuchFile,
+    #[error("too many file transfers at once (max_file_transfers)")]
+    Busy,
 }
 
 impl JoinError {
@@ -120,6 +138,9 @@ impl JoinError {
             JoinError::Full => 503,
             JoinError::Forbidden => 403,
             JoinError::RoomFull => 486,
+            JoinError::Empty => 480,
+            JoinError::NoSuchFile => 404,
+            JoinError::Busy => 503,
         }
     }
 }
@@ -156,6 +177,16 @@ impl Chat {
                 batch.clear();
             }
         });
+        let files = match &opts.files.dir {
+            Some(dir) => match Store::open(dir.clone(), opts.files.max_total_bytes) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot use the file directory: file sharing is off");
+                    None
+                }
+            },
+            None => None,
+        };
         let inner = Inner {
             rates: std::sync::RwLock::new((opts.message_rate, opts.message_rate_domains.clone())),
             opts,
@@ -171,8 +202,17 @@ impl Chat {
             next_conn: AtomicU64::new(1),
             answers: AtomicU64::new(1),
             invited: Mutex::default(),
+            transfers: Mutex::default(),
+            files,
+            pusher: std::sync::OnceLock::new(),
         };
-        Chat { inner: Arc::new(inner) }
+        let inner = Arc::new(inner);
+        if let Some(keep) = inner.opts.files.retention
+            && inner.files.is_some()
+        {
+            tokio::spawn(crate::files::join::expire(Arc::downgrade(&inner), keep));
+        }
+        Chat { inner }
     }
 
     pub fn options(&self) -> &ChatOptions {
@@ -246,7 +286,13 @@ impl Chat {
         let settings = self.admission(&req.room, &req.identity)?;
         let private_messages = settings.private_messages.unwrap_or(opts.private_messages);
         let offer = Offer::parse(&req.offer).map_err(|_| JoinError::NotAcceptable("unreadable SDP"))?;
-        let stream = offer.chat_stream().ok_or(JoinError::NotAcceptable("no usable MSRP chat stream"))?;
+        let Some(stream) = offer.chat_stream() else {
+            // A call that carries a file to or from the room rather than its chat.
+            if let Some(file) = crate::files::sdp::file_stream(&offer, false) {
+                return self.join_file(req, &offer, file).await;
+            }
+            return Err(JoinError::NotAcceptable("no usable MSRP chat stream"));
+        };
         let listener = if stream.secure { opts.msrps_port } else { opts.msrp_port };
         // When the server connects out, nobody connects to its URI: any listener's port will
         // do for the path it advertises.
@@ -389,12 +435,14 @@ impl Chat {
     pub fn leave(&self, session_id: &str) {
         if let Some(s) = self.inner.session(session_id) {
             self.inner.end_session(&s, "left", false);
+        } else if let Some(t) = self.inner.transfer(session_id) {
+            crate::files::transfer::end(&self.inner, &t, "hung up", false);
         }
     }
 
     /// True while the session exists (joined and not ended).
     pub fn has_session(&self, session_id: &str) -> bool {
-        self.inner.session(session_id).is_some()
+        self.inner.session(session_id).is_some() || self.inner.transfer(session_id).is_some()
     }
 
     /// The answer to a new offer in an existing session (a re-INVITE): the same server URI
@@ -525,11 +573,9 @@ fn offer_all(st: &RoomState, out: &Out, to: impl Fn(&Session) -> bool) -> (usize
     (delivered, overflowed)
 }
 
-/// Connects to the participant (or its relay): the first URI of its SDP path, over TLS for
-/// `msrps` (RFC 4976 §5, RFC 6135).
-async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
-    let first = session.stream.path[0].clone();
-    let to = Path::new(session.stream.path.clone()).expect("an SDP path is never empty");
+/// Opens a connection to `first` (a participant or its relay: the first URI of an SDP path),
+/// over TLS for `msrps` (RFC 4976 §5, RFC 6135), within `connect_timeout`.
+pub(crate) async fn dial(inner: &Inner, first: &Uri) -> Result<(BoxRead, BoxWrite), String> {
     let addr = (first.host_unbracketed().to_owned(), first.port().unwrap_or(2855));
     let connected = async {
         let tcp = TcpStream::connect((addr.0.as_str(), addr.1)).await?;
@@ -546,15 +592,21 @@ async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
         };
         std::io::Result::Ok(halves)
     };
-    let connected = tokio::time::timeout(inner.opts.connect_timeout, connected);
-    let (r, w) = match connected.await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            inner.end_session(&session, &format!("could not connect to {}: {e}", first.as_str()), true);
-            return;
-        }
-        Err(_) => {
-            inner.end_session(&session, &format!("could not connect to {} in time", first.as_str()), true);
+    match tokio::time::timeout(inner.opts.connect_timeout, connected).await {
+        Ok(Ok(h)) => Ok(h),
+        Ok(Err(e)) => Err(format!("could not connect to {}: {e}", first.as_str())),
+        Err(_) => Err(format!("could not connect to {} in time", first.as_str())),
+    }
+}
+
+/// Connects to the participant (or its relay) and starts its session there.
+async fn connect_out(inner: Arc<Inner>, session: Arc<Session>) {
+    let first = session.stream.path[0].clone();
+    let to = Path::new(session.stream.path.clone()).expect("an SDP path is never empty");
+    let (r, w) = match dial(&inner, &first).await {
+        Ok(h) => h,
+        Err(why) => {
+            inner.end_session(&session, &why, true);
             return;
         }
     };
@@ -612,6 +664,52 @@ impl Inner {
 
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions().get(id).cloned()
+    }
+
+    pub fn transfer(&self, id: &str) -> Option<Arc<Transfer>> {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    pub fn transfer_count(&self) -> usize {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Registers a transfer, within `max_file_transfers`.
+    pub(crate) fn add_transfer(&self, t: Arc<Transfer>) -> Result<(), JoinError> {
+        let mut table = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        if table.len() >= self.opts.files.max_transfers {
+            return Err(JoinError::Busy);
+        }
+        table.insert(t.id.clone(), t);
+        Ok(())
+    }
+
+    pub(crate) fn forget_transfer(&self, id: &str) {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// Whether a live transfer uses `conn`.
+    pub(crate) fn has_transfer_on(&self, conn: &Conn) -> bool {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).values().any(|t| t.is_on(conn))
+    }
+
+    /// Ends the transfers on a connection that is gone.
+    pub(crate) fn end_transfers_on(self: &Arc<Self>, conn: &Conn, why: &str) {
+        let on: Vec<_> = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|t| t.is_on(conn))
+            .cloned()
+            .collect();
+        for t in on {
+            crate::files::transfer::end(self, &t, why, true);
+        }
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The session `id`, or, when it is one the focus offered to an invitee that has not
@@ -722,6 +820,16 @@ impl Inner {
         let who = name.unwrap_or_else(|| session.identity.uri.clone());
         let body = judge::notice(&room.uri, &now_rfc3339(), &format!("{who} {what}"));
         self.fan_out(room, Out { body, quiet: false }, |m| m.id != session.id);
+    }
+
+    /// Offers a notice from the room to every member.
+    pub(crate) fn notice_all(self: &Arc<Self>, room: &Room, out: Out) {
+        self.fan_out(room, out, |_| true);
+    }
+
+    /// The rooms open now.
+    pub(crate) fn open_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Offers a message to every member that `to` selects; ends the sessions that cannot take
@@ -866,6 +974,11 @@ impl Inner {
             let name = st.display_of(&session.identity.key, session.identity.display.as_deref()).map(str::to_owned);
             st.remove(session);
             st.closed = st.members.is_empty();
+            if st.closed {
+                // The room's files go with it (each is removed from disk once no transfer
+                // still sends it).
+                st.files.clear();
+            }
             st.roster.touch(&session.identity.key);
             (st.closed, name)
         };

@@ -59,6 +59,7 @@ pub async fn start(
         room_settings: c.room_settings(),
         conference: c.conference.options(),
         refer: c.refer.options(),
+        files: c.file_options(config.data_dir.join("chat-files")),
         outbound_proxy: (!c.outbound_proxy.is_empty()).then(|| c.outbound_proxy.clone()),
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,

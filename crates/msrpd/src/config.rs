@@ -575,8 +575,23 @@ pub struct ChatConfig {
     /// REFERs to rooms (RFC 4579): `[chat.refer]`.
     pub refer: ReferConfig,
     /// SIP URI of the proxy the focus sends its own requests through (the INVITEs of
-    /// referrals); empty: straight to the invitee's host.
+    /// referrals and file offers); empty: straight to the callee's host.
     pub outbound_proxy: String,
+    /// Files shared in rooms (RFC 5547), kept in `<data_dir>/chat-files`.
+    pub file_sharing: bool,
+    /// Largest file a participant may share (bytes; 488 above).
+    pub max_file_size: u64,
+    /// Files one room holds at once, and their bytes (488 beyond).
+    pub max_room_files: usize,
+    pub max_room_file_bytes: u64,
+    /// Bytes all rooms' files take at once, uploads in progress included (488 beyond).
+    pub max_file_bytes: u64,
+    /// File transfers at once (uploads, pulls, offers; 503 beyond).
+    pub max_file_transfers: usize,
+    /// Seconds a room keeps a file; 0: until the room ends.
+    pub file_retention: u64,
+    /// Offer every new file to every participant (they may decline).
+    pub push_files: bool,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
     /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
@@ -608,6 +623,20 @@ pub struct ChatConfig {
 }
 
 impl ChatConfig {
+    /// File sharing as the chat service takes it, kept in `dir`.
+    pub fn file_options(&self, dir: std::path::PathBuf) -> msrp_chat::files::FileOptions {
+        msrp_chat::files::FileOptions {
+            dir: self.file_sharing.then_some(dir),
+            max_file_size: self.max_file_size,
+            max_room_files: self.max_room_files,
+            max_room_bytes: self.max_room_file_bytes,
+            max_total_bytes: self.max_file_bytes,
+            max_transfers: self.max_file_transfers,
+            retention: (self.file_retention > 0).then(|| std::time::Duration::from_secs(self.file_retention)),
+            push: self.push_files,
+        }
+    }
+
     pub fn sip_limits(&self) -> msrp_chat::sip::SipLimits {
         msrp_chat::sip::SipLimits {
             rate: self.sip_rate,
@@ -622,6 +651,7 @@ impl ChatConfig {
 impl Default for ChatConfig {
     fn default() -> Self {
         let o = msrp_chat::ChatOptions::default();
+        let files = o.files.clone();
         let door = msrp_chat::sip::SipLimits::default();
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         ChatConfig {
@@ -643,6 +673,14 @@ impl Default for ChatConfig {
             conference: ConferenceConfig::default(),
             refer: ReferConfig::default(),
             outbound_proxy: String::new(),
+            file_sharing: true,
+            max_file_size: files.max_file_size,
+            max_room_files: files.max_room_files,
+            max_room_file_bytes: files.max_room_bytes,
+            max_file_bytes: files.max_total_bytes,
+            max_file_transfers: files.max_transfers,
+            file_retention: files.retention.map_or(0, |d| d.as_secs()),
+            push_files: files.push,
             max_message_size: o.max_message_size,
             chunk_size: o.chunk_size,
             queue_messages: o.queue_messages,
@@ -959,6 +997,29 @@ impl ChatConfig {
         if self.max_message_size == 0 {
             return Err("chat.max_message_size must be positive".into());
         }
+        for (name, v) in [
+            ("max_file_size", self.max_file_size),
+            ("max_room_files", self.max_room_files as u64),
+            ("max_room_file_bytes", self.max_room_file_bytes),
+            ("max_file_bytes", self.max_file_bytes),
+            ("max_file_transfers", self.max_file_transfers as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("chat.{name} must be positive"));
+            }
+        }
+        if self.max_file_size > self.max_room_file_bytes || self.max_room_file_bytes > self.max_file_bytes {
+            return Err("chat.max_file_size <= chat.max_room_file_bytes <= chat.max_file_bytes must hold".into());
+        }
+        let file_caps: [(&str, u64, u64); 6] = [
+            ("max_file_size", self.max_file_size, 64 * GIB),
+            ("max_room_files", self.max_room_files as u64, 100_000),
+            ("max_room_file_bytes", self.max_room_file_bytes, 1024 * GIB),
+            ("max_file_bytes", self.max_file_bytes, 1024 * GIB),
+            ("max_file_transfers", self.max_file_transfers as u64, 100_000),
+            ("file_retention", self.file_retention, 365 * DAY),
+        ];
+        at_most("chat", &file_caps)?;
         let caps: [(&str, u64, u64); 14] = [
             ("sip_rate", u64::from(self.sip_rate), 1_000_000),
             ("sip_max_checks", self.sip_max_checks as u64, 100_000),
@@ -1210,6 +1271,13 @@ mod tests {
         let c = Config::parse("[chat.conference]\nmax_per_user = 2\nfull_state_agents = []").unwrap();
         let o = c.chat.conference.options();
         assert_eq!((o.max_per_user, o.wants_full_state(Some("Blink 6"))), (2, false));
+        assert!(Config::parse("[chat]\nmax_file_size = 0").is_err());
+        assert!(Config::parse("[chat]\nmax_file_size = 2000000000\nmax_room_file_bytes = 1000000000").is_err());
+        let c = Config::parse("[chat]\nfile_retention = 0\npush_files = false").unwrap();
+        let f = c.chat.file_options("/tmp/x".into());
+        assert_eq!((f.retention, f.push, f.dir.is_some()), (None, false, true));
+        let off = Config::parse("[chat]\nfile_sharing = false").unwrap();
+        assert_eq!(off.chat.file_options("/tmp/x".into()).dir, None);
         assert!(Config::parse("[chat.refer]\nmax_pending = 0").is_err());
         assert!(Config::parse("[chat.refer]\nallow = \"everyone\"").is_err());
         assert!(Config::parse("[chat.refer]\ntimeout = 86400").is_err());

@@ -15,6 +15,8 @@
 pub mod auth;
 mod door;
 mod notify;
+mod outgoing;
+mod push;
 mod refer;
 mod reinvite;
 mod subscribe;
@@ -227,6 +229,7 @@ impl SipServer {
             door: door.clone(),
         });
         door.attach(&endpoint.inner, &state);
+        push::install(&state);
         tokio::spawn(dialog_states(state.clone(), state_rx));
         tokio::spawn(sweep(Arc::downgrade(&state), token.clone()));
         let (st, stop) = (state.clone(), token.clone());

@@ -19,17 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsipstack::dialog::DialogId;
-use rsipstack::dialog::dialog::DialogState;
-use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::*;
-use rsipstack::sip::{Header, Request, StatusCode, Transport};
+use rsipstack::sip::{Header, Request, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::SipAddr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{Call, State, door, hangup_for, name_addr, refuse};
+use super::outgoing::{self, Outgoing};
+use super::{State, door, hangup_for, name_addr, refuse};
 use crate::identity::Identity;
 use crate::options::{InviteTransport, ReferPolicy};
 use crate::room::Room;
@@ -257,120 +255,39 @@ async fn invite(
         Ok(i) => i,
         Err(e) => return (e.sip_status(), e.to_string()),
     };
-    let destination = match opts.outbound_proxy.as_deref().map(rsipstack::sip::Uri::try_from) {
-        Some(Ok(proxy)) => SipAddr::try_from(&proxy).ok(),
-        _ => None,
-    };
-    let transport = destination
-        .as_ref()
-        .and_then(|d| d.r#type)
-        .or_else(|| {
-            ask.uri.params.iter().find_map(|p| match p {
-                rsipstack::sip::Param::Transport(t) => Some(*t),
-                _ => None,
-            })
-        })
-        .unwrap_or(Transport::Udp);
-    let Some(contact) = focus_contact(st, &room.name, transport) else {
-        return (503, format!("no SIP listener to send an INVITE over {transport}"));
-    };
-    let Ok(caller) = rsipstack::sip::Uri::try_from(room.uri.as_str()) else {
-        return (500, "the room's URI is not a SIP URI".into());
-    };
-    let option = InviteOption {
-        caller_display_name: Some(room.name.clone()),
-        caller,
-        callee: ask.uri.clone(),
-        destination,
-        content_type: Some("application/sdp".into()),
-        offer: Some(invitation.offer.clone().into_bytes()),
-        contact: contact.clone(),
-        headers: Some(vec![
-            Header::Other("Referred-By".into(), format!("<{}>", referrer.uri)),
-            Header::Allow(super::ALLOW.into()),
-        ]),
-        ..Default::default()
-    };
-    let (states, mut progress) = st.dialogs.new_dialog_state_channel();
-    let (dialog, call) = match st.dialogs.do_invite_async(option, states) {
-        Ok(x) => x,
-        Err(e) => return (500, format!("the INVITE could not be made: {e}")),
-    };
-    // Provisional answers go to the referrer; every state goes on to the loop that follows
-    // all dialogs (BYE, re-INVITE, end).
-    let (forward, report) = (st.state_tx.clone(), status.clone());
-    tokio::spawn(async move {
-        while let Some(s) = progress.recv().await {
-            if let DialogState::Early(_, resp) = &s {
-                let code = resp.status_code.code();
-                let reason = resp.reason_phrase().unwrap_or(resp.status_code.text()).to_owned();
-                report.send_if_modified(|now| {
-                    let changed = now.code < 200 && now.code != code;
-                    if changed {
-                        *now = Status { code, reason };
-                    }
-                    changed
-                });
-            }
-            if forward.send(s).is_err() {
-                return;
-            }
-        }
-    });
-    tokio::pin!(call);
-    let result = match tokio::time::timeout(opts.refer.timeout, &mut call).await {
-        Ok(r) => r,
-        Err(_) => {
-            debug!(room = %room.uri, target = %ask.identity.uri, "invitee did not answer in time: CANCEL");
-            let _ = dialog.cancel().await;
-            match tokio::time::timeout(Duration::from_secs(32), call).await {
-                Ok(r) => r,
-                Err(_) => return (408, "Request Timeout".into()),
-            }
-        }
-    };
-    let (id, resp) = match result {
-        Ok(Ok((id, Some(resp)))) => (id, resp),
-        Ok(Ok((_, None))) => return (408, "Request Timeout".into()),
-        Err(e) => return (500, format!("the INVITE's task failed: {e}")),
-        Ok(Err(e)) => {
-            let e = e.to_string();
-            let code = if e.to_ascii_lowercase().contains("timeout") { 408 } else { 503 };
-            return (code, format!("the INVITE failed: {e}"));
-        }
-    };
-    let code = resp.status_code.code();
-    if code >= 300 {
-        return (code, resp.reason_phrase().unwrap_or(resp.status_code.text()).to_owned());
-    }
-    let device = resp.contact_header().ok().map(|c| name_addr(c.value()).1).filter(|u| !u.is_empty());
     let offer = invitation.offer.clone();
-    match st.chat.accept_answer(invitation, &resp.body, device.clone(), hangup_for(st, &id)).await {
-        Ok(sid) => {
-            st.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                id.clone(),
-                Call {
-                    session_id: Some(sid.clone()),
-                    answer: offer,
-                    contact: contact.to_string(),
-                    flow: None,
-                    room: room.name.clone(),
-                    identity: ask.identity,
-                    device,
-                },
-            );
-            // Hung up before it was a call: nothing else will end the session.
-            if st.dialogs.get_dialog(&id).is_none() {
-                st.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                st.chat.leave(&sid);
+    let call = Outgoing {
+        room,
+        target: ask.uri.clone(),
+        display: room.name.clone(),
+        offer: offer.clone(),
+        headers: vec![Header::Other("Referred-By".into(), format!("<{}>", referrer.uri))],
+        timeout: opts.refer.timeout,
+    };
+    // Provisional answers go to the referrer, unless a final status is there already.
+    let report = status.clone();
+    let provisional = move |code: u16, reason: String| {
+        report.send_if_modified(|now| {
+            let changed = now.code < 200 && now.code != code;
+            if changed {
+                *now = Status { code, reason };
             }
+            changed
+        });
+    };
+    let answered = match outgoing::invite(st, call, provisional).await {
+        Ok(a) => a,
+        Err(failed) => return failed,
+    };
+    let device = answered.device();
+    match st.chat.accept_answer(invitation, &answered.resp.body, device, hangup_for(st, &answered.id)).await {
+        Ok(sid) => {
+            outgoing::keep_call(st, &answered, &sid, room, ask.identity, offer);
             (200, "OK".into())
         }
         Err(e) => {
             info!(room = %room.uri, target = %ask.uri, "invitee's answer not usable: {e}");
-            if let Some(rsipstack::dialog::dialog::Dialog::Invite(d)) = st.dialogs.get_dialog(&id) {
-                let _ = d.bye().await;
-            }
+            outgoing::hang_up(st, &answered.id).await;
             (e.sip_status(), e.to_string())
         }
     }
@@ -383,26 +300,6 @@ fn referrer_secure(st: &State, room: &str, key: &str) -> Option<bool> {
         calls.values().find(|c| c.room.eq_ignore_ascii_case(room) && c.identity.key == key)?.session_id.clone()?;
     drop(calls);
     st.chat.session_is_secure(&sid)
-}
-
-/// The focus's Contact for a request it sends over `transport` (`;transport` given, so that
-/// rsipstack keeps it), from the listener of that transport.
-fn focus_contact(st: &State, room: &str, transport: Transport) -> Option<rsipstack::sip::Uri> {
-    let (_, addr) = st.listeners.iter().find(|(t, _)| *t == transport)?;
-    let host = match (&st.advertised_host, addr.ip().is_unspecified()) {
-        (Some(h), true) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        (Some(h), true) => h.clone(),
-        _ => match addr.ip() {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        },
-    };
-    let (scheme, param) = match transport {
-        Transport::Tcp => ("sip", ";transport=tcp"),
-        Transport::Tls => ("sips", ";transport=tls"),
-        _ => ("sip", ";transport=udp"),
-    };
-    rsipstack::sip::Uri::try_from(format!("{scheme}:{room}@{host}:{}{param}", addr.port()).as_str()).ok()
 }
 
 /// Sends the referrer a NOTIFY per status change until the final one, then forgets the

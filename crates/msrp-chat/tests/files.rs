@@ -1,0 +1,249 @@
+//! Files shared in a room (RFC 5547): an upload by a participant's own call, the notice and
+//! the offer to the others (the focus calls them with the file), a pull by hash, and the
+//! refusals. SIP through rsipstack's client and a callee written from SIP's text; MSRP with
+//! the project's test participant.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::callee::Callee;
+use common::sip::start_sip_chat;
+use common::{Got, Participant};
+use msrp::header::{ByteRange, MessageId, SuccessReport};
+use msrp::message::TransactionId;
+use msrp::{Header, Method, Request, StatusCode};
+use msrp_chat::files::FileOptions;
+use msrp_chat::files::selector::{FileSelector, hash_text};
+use msrp_chat::{ChatOptions, files::selector};
+use rsipstack::sip::Transport;
+use sha1::Digest;
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+
+fn file_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("msrpd-files-{}", msrp::id::random_ident()))
+}
+
+fn options(dir: &std::path::Path, proxy: Option<std::net::SocketAddr>) -> ChatOptions {
+    ChatOptions {
+        files: FileOptions { dir: Some(dir.to_owned()), max_file_size: 1024 * 1024, ..Default::default() },
+        outbound_proxy: proxy.map(|a| format!("sip:{a}")),
+        ..Default::default()
+    }
+}
+
+/// Some bytes that are not all alike (chunk mix-ups show).
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn selector_of(name: &str, data: &[u8]) -> FileSelector {
+    FileSelector {
+        name: Some(name.into()),
+        content_type: Some("application/octet-stream".into()),
+        size: Some(data.len() as u64),
+        sha1: Some(sha1::Sha1::digest(data).into()),
+    }
+}
+
+/// A file stream offer: `direction` is the participant's.
+fn file_offer(path: &str, direction: &str, sel: &FileSelector) -> String {
+    format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=message 9 TCP/MSRP *\r\na=accept-types:*\r\na=path:{path}\r\na={direction}\r\n\
+         a=file-selector:{}\r\na=setup:active\r\n",
+        sel.to_sdp()
+    )
+}
+
+/// Sends `data` as one file message in chunks of `chunk` bytes, asking for success REPORTs;
+/// returns the status of each chunk and the last byte the REPORTs covered.
+async fn upload(p: &mut Participant, data: &[u8], chunk: usize) -> (Vec<StatusCode>, u64) {
+    let id = MessageId::random();
+    let mut tids = Vec::new();
+    for (i, piece) in data.chunks(chunk).enumerate() {
+        let start = (i * chunk) as u64 + 1;
+        let req = Request::new(TransactionId::random(), Method::Send)
+            .with(Header::MessageId(id.clone()))
+            .with(Header::SuccessReport(SuccessReport::Yes))
+            .with(Header::ByteRange(ByteRange::chunk(start, piece.len() as u64, Some(data.len() as u64))));
+        tids.push(req.tid);
+        let last = start + piece.len() as u64 - 1 == data.len() as u64;
+        p.send_chunk(req, "application/octet-stream", piece, last).await;
+    }
+    let mut statuses = Vec::new();
+    let mut reported = 0;
+    while statuses.len() < tids.len() {
+        match p.next().await {
+            Got::Response(r) if tids.contains(&r.tid) => statuses.push(r.status),
+            Got::Report(rep) => reported = rep.headers.byte_range().and_then(|r| r.end).unwrap_or(0).max(reported),
+            _ => {}
+        }
+    }
+    if statuses.iter().all(|s| *s == StatusCode::OK) {
+        while reported < data.len() as u64 {
+            if let Got::Report(rep) = p.next().await {
+                reported = rep.headers.byte_range().and_then(|r| r.end).unwrap_or(0).max(reported);
+            }
+        }
+    }
+    (statuses, reported)
+}
+
+/// The whole file a participant receives (chunks gathered by the test participant).
+async fn received_file(p: &mut Participant) -> (Request, Bytes) {
+    loop {
+        if let Got::Send { req, body, .. } = p.next().await
+            && !body.is_empty()
+        {
+            return (req, body);
+        }
+    }
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not in time: {what}");
+}
+
+#[tokio::test]
+async fn an_uploaded_file_is_checked_announced_offered_to_the_others_and_pulled_by_hash() {
+    let dir = file_dir();
+    let mut bob_phone = Callee::udp().await;
+    let server = start_sip_chat(options(&dir, Some(bob_phone.addr)), true).await;
+    let mut bob = Participant::join(&server.chat, "lobby", BOB).await;
+    let alice_chat = Participant::join(&server.chat, "lobby", ALICE).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let data = content(150_000);
+    let sel = selector_of("report.pdf", &data);
+
+    // Alice calls the room with the file (her stream sendonly).
+    let local = Participant::local_uri();
+    let room = server.target("lobby", Transport::Udp);
+    let (_call, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &sel)), None).await;
+    assert_eq!(ok.status_code.code(), 200);
+    let answer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(
+        answer.contains("a=recvonly\r\n") && answer.contains(&format!("a=file-selector:{}", sel.to_sdp())),
+        "{answer}"
+    );
+    let mut up = Participant::answered(ALICE, local, &answer, String::new()).await;
+    let (statuses, reported) = upload(&mut up, &data, 50_000).await;
+    assert_eq!((statuses, reported), (vec![StatusCode::OK; 3], data.len() as u64));
+    // The focus hangs up the upload once it has the file.
+    let (_, why) = uac.terminated().await;
+    assert_eq!(why, "UasBye");
+    until("the room holds the file", || server.chat.room_files("lobby") == [("report.pdf".to_owned(), 150_000)]).await;
+    assert!(std::fs::read_dir(&dir).unwrap().count() == 1, "one file on disk");
+    // Conference-info names the room's files (AG's extension, what SylkServer sends).
+    let mut watcher =
+        common::subscriber::Subscriber::udp(server.addr(Transport::Udp), BOB, "sip:lobby@chat.test").await;
+    assert_eq!(watcher.subscribe(Some(600)).await.status(), Some(200));
+    let doc = watcher.notify().await.body;
+    let xml = roxmltree::Document::parse(&doc).expect("well-formed");
+    let file = xml.descendants().find(|n| n.tag_name().name() == "file").expect("a file resource");
+    assert_eq!(file.tag_name().namespace(), Some("urn:ag-projects:xml:ns:conference-info"));
+    assert_eq!((file.attribute("name"), file.attribute("size")), (Some("report.pdf"), Some("150000")));
+    assert_eq!(file.attribute("hash"), Some(hash_text(&sel.sha1.unwrap()).as_str()));
+
+    // Bob is told, and offered the file by a call from the room.
+    loop {
+        let (_, notice) = bob.message_or_notice().await;
+        if String::from_utf8_lossy(&notice).contains("shared the file report.pdf (146.5 KB)") {
+            break;
+        }
+    }
+    let invite = bob_phone.expect("INVITE").await;
+    assert!(invite.start.starts_with("INVITE sip:bob@example.com "), "{}", invite.start);
+    assert!(invite.header("Subject").unwrap().contains("report.pdf"));
+    assert!(
+        invite.body.contains("a=sendonly") && invite.body.contains(&hash_text(&sel.sha1.unwrap())),
+        "{}",
+        invite.body
+    );
+    let bob_local = Participant::local_uri();
+    let bob_answer = format!(
+        "v=0\r\no=b 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=message 9 TCP/MSRP *\r\na=accept-types:*\r\na=path:{}\r\na=recvonly\r\na=setup:active\r\n",
+        bob_local.as_str()
+    );
+    bob_phone.reply(&invite, 200, "OK", Some(&bob_answer)).await;
+    bob_phone.expect("ACK").await;
+    let mut bob_file = Participant::answered(BOB, bob_local, &invite.body, String::new()).await;
+    let (req, got) = received_file(&mut bob_file).await;
+    assert_eq!(got.as_ref(), data.as_slice(), "byte-exact");
+    assert_eq!(req.headers.content_type().map(|c| c.essence().to_owned()).as_deref(), Some("application/octet-stream"));
+    let bye = bob_phone.expect("BYE").await;
+    bob_phone.reply(&bye, 200, "OK", None).await;
+
+    // Anyone in the room can pull it by its hash (the participant's stream recvonly).
+    let pull_local = Participant::local_uri();
+    let by_hash = FileSelector { name: None, content_type: None, size: None, sha1: sel.sha1 };
+    let (_pull, ok) = uac.invite(&room, BOB, Some(file_offer(pull_local.as_str(), "recvonly", &by_hash)), None).await;
+    assert_eq!(ok.status_code.code(), 200);
+    let answer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(answer.contains("a=sendonly") && answer.contains("name:\"report.pdf\""), "{answer}");
+    let mut puller = Participant::answered(BOB, pull_local, &answer, String::new()).await;
+    assert_eq!(received_file(&mut puller).await.1.as_ref(), data.as_slice());
+    uac.terminated().await;
+
+    // The room's end takes its files.
+    server.chat.leave(&bob.session_id);
+    server.chat.leave(&alice_chat.session_id);
+    until("the file is gone with the room", || std::fs::read_dir(&dir).unwrap().count() == 0).await;
+    assert_eq!(server.chat.transfer_count(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn file_offers_are_refused_with_a_reason() {
+    let dir = file_dir();
+    let server = start_sip_chat(options(&dir, None), true).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let room = server.target("lobby", Transport::Udp);
+    let small = content(10);
+    let offer = |direction: &str, sel: &FileSelector| file_offer(Participant::local_uri().as_str(), direction, sel);
+
+    // Nobody in the room: 480.
+    let (_, r) = uac.invite(&room, ALICE, Some(offer("sendonly", &selector_of("a", &small))), None).await;
+    assert_eq!(r.status_code.code(), 480);
+    let _alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    // Larger than max_file_size: 488, and why.
+    let big = FileSelector { size: Some(2 * 1024 * 1024), ..selector_of("big", &small) };
+    let (_, r) = uac.invite(&room, ALICE, Some(offer("sendonly", &big)), None).await;
+    assert_eq!(r.status_code.code(), 488);
+    assert!(r.reason_phrase().unwrap_or("").contains("max_file_size"), "{:?}", r.reason_phrase());
+    // A file the room does not hold: 404.
+    let (_, r) = uac.invite(&room, ALICE, Some(offer("recvonly", &selector_of("nope", &small))), None).await;
+    assert_eq!(r.status_code.code(), 404);
+
+    // A file whose bytes do not match its hash: the last chunk gets 400 and nothing is kept.
+    let wrong = FileSelector { sha1: Some([1; 20]), ..selector_of("wrong", &small) };
+    let local = Participant::local_uri();
+    let (_, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &wrong)), None).await;
+    assert_eq!(ok.status_code.code(), 200);
+    let mut up = Participant::answered(ALICE, local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let (statuses, _) = upload(&mut up, &small, 100).await;
+    assert_eq!(statuses, [StatusCode::BAD_REQUEST]);
+    uac.terminated().await;
+    assert!(server.chat.room_files("lobby").is_empty());
+    until("nothing left on disk", || std::fs::read_dir(&dir).unwrap().count() == 0).await;
+
+    // File sharing off (no directory): 488.
+    let off = start_sip_chat(ChatOptions::default(), true).await;
+    let _a = Participant::join(&off.chat, "lobby", ALICE).await;
+    let (_, r) = uac
+        .invite(&off.target("lobby", Transport::Udp), ALICE, Some(offer("sendonly", &selector_of("a", &small))), None)
+        .await;
+    assert_eq!(r.status_code.code(), 488);
+    let _ = selector::hash_text(&[0; 20]);
+    let _ = std::fs::remove_dir_all(dir);
+}
