@@ -184,14 +184,24 @@ async fn an_uploaded_file_is_checked_announced_offered_to_the_others_and_pulled_
     let bye = bob_phone.expect("BYE").await;
     bob_phone.reply(&bye, 200, "OK", None).await;
 
-    // Anyone in the room can pull it by its hash (the participant's stream recvonly).
-    let pull_local = Participant::local_uri();
+    // Anyone in the room can pull it by its hash (the participant's stream recvonly); this
+    // one waits to be called (actpass): the focus dials it and binds with an empty SEND
+    // before the file (AG's SDK takes the first request as the binding).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pull_local = msrp::Uri::parse(msrp::ByteString::from(format!("msrp://127.0.0.1:{port}/pull1;tcp"))).unwrap();
     let by_hash = FileSelector { name: None, content_type: None, size: None, sha1: sel.sha1 };
-    let (_pull, ok) = uac.invite(&room, BOB, Some(file_offer(pull_local.as_str(), "recvonly", &by_hash)), None).await;
+    let pull = file_offer(pull_local.as_str(), "recvonly", &by_hash).replace("a=setup:active", "a=setup:actpass");
+    let (_pull, ok) = uac.invite(&room, BOB, Some(pull), None).await;
     assert_eq!(ok.status_code.code(), 200);
     let answer = String::from_utf8_lossy(&ok.body).into_owned();
     assert!(answer.contains("a=sendonly") && answer.contains("name:\"report.pdf\""), "{answer}");
-    let mut puller = Participant::answered(BOB, pull_local, &answer, String::new()).await;
+    let (tcp, _) = tokio::time::timeout(common::WAIT, listener.accept()).await.unwrap().unwrap();
+    let (r, w) = tcp.into_split();
+    let mut puller =
+        Participant::over(BOB, pull_local, common::answer_path(&answer), String::new(), Box::new(r), Box::new(w));
+    let Got::Send { req, body, .. } = puller.next().await else { panic!("expected the binding SEND") };
+    assert!(body.is_empty() && req.headers.content_type().is_none(), "the binding comes first");
     assert_eq!(received_file(&mut puller).await.1.as_ref(), data.as_slice());
     uac.terminated().await;
 

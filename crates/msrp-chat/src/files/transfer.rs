@@ -444,8 +444,8 @@ async fn send_file(t: &Transfer, conn: &Conn) -> Result<(), String> {
     }
 }
 
-/// Opens the MSRP connection of a transfer whose peer waits to be called, and sends first:
-/// the file itself, or an empty SEND that binds an upload (RFC 4975 §5.4).
+/// Opens the MSRP connection of a transfer whose peer waits to be called, binds it with an
+/// empty SEND (RFC 4975 §5.4) and, for a download, sends the file.
 pub(crate) async fn connect_out(inner: Arc<Inner>, t: Arc<Transfer>) {
     let first = t.stream.path[0].clone();
     let (r, w) = match crate::server::dial(&inner, &first).await {
@@ -463,22 +463,22 @@ pub(crate) async fn connect_out(inner: Arc<Inner>, t: Arc<Transfer>) {
         }
         *link = Some(conn.clone());
     }
-    match t.kind {
-        Kind::Download(_) => start_sending(&inner, &t, conn.clone()),
-        Kind::Upload(_) => {
-            let bind = Request::new(TransactionId::random(), Method::Send)
-                .with(Header::ToPath(t.to_path()))
-                .with(Header::FromPath(Path::single(t.local.clone())))
-                .with(Header::MessageId(MessageId::random()))
-                .with(Header::ByteRange(ByteRange::whole(0)));
-            let mut out = BytesMut::with_capacity(256);
-            encode::encode_head_lines(&bind, &mut out);
-            encode::encode_end_line(&bind.tid, Continuation::Complete, &mut out);
-            if conn.write(&out).await.is_err() {
-                end(&inner, &t, "could not bind the connection", true);
-                return;
-            }
-        }
+    // An empty SEND first, a download's too: AG's SDK, waiting as the passive side, takes the
+    // first request as the binding and fails on a file chunk there.
+    let bind = Request::new(TransactionId::random(), Method::Send)
+        .with(Header::ToPath(t.to_path()))
+        .with(Header::FromPath(Path::single(t.local.clone())))
+        .with(Header::MessageId(MessageId::random()))
+        .with(Header::ByteRange(ByteRange::whole(0)));
+    let mut out = BytesMut::with_capacity(256);
+    encode::encode_head_lines(&bind, &mut out);
+    encode::encode_end_line(&bind.tid, Continuation::Complete, &mut out);
+    if conn.write(&out).await.is_err() {
+        end(&inner, &t, "could not bind the connection", true);
+        return;
+    }
+    if let Kind::Download(_) = t.kind {
+        start_sending(&inner, &t, conn.clone());
     }
     crate::conn::read_loop(inner, conn, r).await;
 }
