@@ -300,15 +300,29 @@ impl SipServer {
     }
 }
 
-/// Marks the Contact of the INVITEs the focus sends (after a REFER) with `;isfocus` (RFC 4579
-/// §3.3), by which AG's SDK and Blink know the call is a conference: rsipstack writes that
-/// Contact itself and takes no header parameters for it. The focus sends no other INVITEs.
+/// The Contact of an answer carrying `sdp`: marked `;isfocus` (RFC 4579 §3.3) when the call
+/// is a room's chat, not when it only carries a file. AG's SDK subscribes to conference-info
+/// on every call with a focus, and crashed now and then when such a short call ended (its
+/// subscription being torn down as the application stopped).
+fn focus_contact_value(contact: &str, sdp: &str) -> String {
+    if carries_file(sdp.as_bytes()) { format!("<{contact}>") } else { format!("<{contact}>;isfocus") }
+}
+
+/// Whether an SDP body is a file stream's (RFC 5547).
+fn carries_file(sdp: &[u8]) -> bool {
+    sdp.windows(16).any(|w| w.eq_ignore_ascii_case(b"a=file-selector:"))
+}
+
+/// Marks the Contact of the INVITEs the focus sends for a room's chat (after a REFER) with
+/// `;isfocus` (RFC 4579 §3.3), by which AG's SDK and Blink know the call is a conference:
+/// rsipstack writes that Contact itself and takes no header parameters for it. The INVITEs
+/// that offer a file are left alone (see [`focus_contact_value`]).
 struct FocusContact;
 
 impl rsipstack::transaction::endpoint::MessageInspector for FocusContact {
     fn before_send(&self, msg: rsipstack::sip::SipMessage, _: Option<&SipAddr>) -> rsipstack::sip::SipMessage {
         let rsipstack::sip::SipMessage::Request(mut req) = msg else { return msg };
-        if req.method == Method::Invite {
+        if req.method == Method::Invite && !carries_file(&req.body) {
             for h in req.headers.iter_mut() {
                 if let Header::Contact(c) = h
                     && !c.value().contains("isfocus")
@@ -673,7 +687,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
     match st.chat.join(join).await {
         Ok(joined) => {
             let headers = vec![
-                Header::Contact(format!("<{contact}>;isfocus").into()),
+                Header::Contact(focus_contact_value(&contact, &joined.answer).into()),
                 Header::ContentType("application/sdp".into()),
                 Header::Allow(ALLOW.into()),
             ];
