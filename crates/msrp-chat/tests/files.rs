@@ -164,6 +164,7 @@ async fn an_uploaded_file_is_checked_announced_offered_to_the_others_and_pulled_
     let invite = bob_phone.expect("INVITE").await;
     assert!(invite.start.starts_with("INVITE sip:bob@example.com "), "{}", invite.start);
     assert!(invite.header("Subject").unwrap().contains("report.pdf"));
+    assert!(!invite.header("Contact").unwrap().contains("isfocus"), "{:?}", invite.header("Contact"));
     assert!(
         invite.body.contains("a=sendonly") && invite.body.contains(&hash_text(&sel.sha1.unwrap())),
         "{}",
