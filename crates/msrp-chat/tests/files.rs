@@ -130,6 +130,12 @@ async fn an_uploaded_file_is_checked_announced_offered_to_the_others_and_pulled_
     let room = server.target("lobby", Transport::Udp);
     let (_call, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &sel)), None).await;
     assert_eq!(ok.status_code.code(), 200);
+    // Not a conference call: no `;isfocus`, so AG's SDK does not subscribe to the room from it.
+    let contact = ok.headers.iter().find_map(|h| match h {
+        rsipstack::sip::Header::Contact(c) => Some(c.value().to_owned()),
+        _ => None,
+    });
+    assert!(!contact.unwrap().contains("isfocus"));
     let answer = String::from_utf8_lossy(&ok.body).into_owned();
     assert!(
         answer.contains("a=recvonly\r\n") && answer.contains(&format!("a=file-selector:{}", sel.to_sdp())),
