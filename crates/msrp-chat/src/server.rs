@@ -402,7 +402,8 @@ impl Chat {
             ));
             if opts.welcome {
                 let here = users + usize::from(!returning);
-                let text = welcome_text(&room.name, room.settings.subject.as_deref(), here, st.recent.len());
+                let mut text = welcome_text(&room.name, room.settings.subject.as_deref(), here, st.recent.len());
+                text.push_str(&crate::files::welcome_line(&st.files));
                 let body = judge::notice(&room.uri, &now_rfc3339(), &text);
                 let _ = session.offer(Out { body, quiet: false }, true);
             }

@@ -149,6 +149,12 @@ async fn an_uploaded_file_is_checked_announced_offered_to_the_others_and_pulled_
     assert_eq!(why, "UasBye");
     until("the room holds the file", || server.chat.room_files("lobby") == [("report.pdf".to_owned(), 150_000)]).await;
     assert!(std::fs::read_dir(&dir).unwrap().count() == 1, "one file on disk");
+    // A later joiner is told which files the room holds.
+    let mut dave = Participant::join(&server.chat, "lobby", "sip:dave@example.com").await;
+    let (_, welcome) = dave.message_or_notice().await;
+    let welcome = String::from_utf8_lossy(&welcome);
+    assert!(welcome.contains("Files shared here: report.pdf (146.5 KB)."), "{welcome}");
+    server.chat.leave(&dave.session_id);
     // Conference-info names the room's files (AG's extension, what SylkServer sends).
     let mut watcher =
         common::subscriber::Subscriber::udp(server.addr(Transport::Udp), BOB, "sip:lobby@chat.test").await;
@@ -262,5 +268,43 @@ async fn file_offers_are_refused_with_a_reason() {
         .await;
     assert_eq!(r.status_code.code(), 488);
     let _ = selector::hash_text(&[0; 20]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_recipient_that_does_not_read_slows_neither_the_chat_nor_another_transfer() {
+    let dir = file_dir();
+    let mut opts = options(&dir, None);
+    opts.files.max_file_size = 8 * 1024 * 1024;
+    opts.files.push = false;
+    let server = start_sip_chat(opts, true).await;
+    let alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    let mut bob = Participant::join(&server.chat, "lobby", BOB).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let room = server.target("lobby", Transport::Udp);
+    let data = content(3 * 1024 * 1024);
+    let sel = selector_of("big.iso", &data);
+    let local = Participant::local_uri();
+    let (_, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &sel)), None).await;
+    let mut up = Participant::answered(ALICE, local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    assert_eq!(upload(&mut up, &data, 64 * 1024).await.0.len(), 48);
+    uac.terminated().await;
+    until("the room holds it", || server.chat.room_files("lobby").len() == 1).await;
+
+    // One puller stops reading at once; another pulls the same file.
+    let pull = |local: &msrp::Uri| file_offer(local.as_str(), "recvonly", &selector_of("big.iso", &data));
+    let stuck_local = Participant::local_uri();
+    let (_, ok) = uac.invite(&room, BOB, Some(pull(&stuck_local)), None).await;
+    let stuck = Participant::answered(BOB, stuck_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    stuck.stall();
+    let other_local = Participant::local_uri();
+    let (_, ok) = uac.invite(&room, "sip:carol@example.com", Some(pull(&other_local)), None).await;
+    let mut other = Participant::answered(BOB, other_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    assert_eq!(received_file(&mut other).await.1.as_ref(), data.as_slice());
+    // The room's chat goes on meanwhile, and the stuck transfer is still waiting.
+    alice.say("still here").await;
+    assert!(bob.message().await.1.ends_with(b"still here"));
+    assert!(server.chat.transfer_count() >= 1, "the stuck transfer is still on");
+    drop(stuck);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -135,6 +135,22 @@ impl Drop for RoomFile {
     }
 }
 
+/// Files named in a joiner's welcome at most (the rest are counted).
+const WELCOME_FILES: usize = 10;
+
+/// What a joiner's welcome says of the room's files (empty when it holds none): later joiners
+/// learn what they can pull.
+pub(crate) fn welcome_line(files: &[Arc<RoomFile>]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> =
+        files.iter().rev().take(WELCOME_FILES).map(|f| format!("{} ({})", f.name(), human_size(f.size()))).collect();
+    let more = files.len().saturating_sub(WELCOME_FILES);
+    let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+    format!(" Files shared here: {}{tail}.", named.join(", "))
+}
+
 /// `12.3 KB`-style sizes for notices.
 pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
