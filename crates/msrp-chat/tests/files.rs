@@ -239,6 +239,9 @@ async fn file_offers_are_refused_with_a_reason() {
     let (_, r) = uac.invite(&room, ALICE, Some(offer("sendonly", &selector_of("a", &small))), None).await;
     assert_eq!(r.status_code.code(), 480);
     let _alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    // Someone not in it may neither share nor take: 403.
+    let (_, r) = uac.invite(&room, BOB, Some(offer("sendonly", &selector_of("a", &small))), None).await;
+    assert_eq!(r.status_code.code(), 403);
     // Larger than max_file_size: 488, and why.
     let big = FileSelector { size: Some(2 * 1024 * 1024), ..selector_of("big", &small) };
     let (_, r) = uac.invite(&room, ALICE, Some(offer("sendonly", &big)), None).await;
@@ -298,7 +301,7 @@ async fn a_recipient_that_does_not_read_slows_neither_the_chat_nor_another_trans
     let stuck = Participant::answered(BOB, stuck_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
     stuck.stall();
     let other_local = Participant::local_uri();
-    let (_, ok) = uac.invite(&room, "sip:carol@example.com", Some(pull(&other_local)), None).await;
+    let (_, ok) = uac.invite(&room, BOB, Some(pull(&other_local)), None).await;
     let mut other = Participant::answered(BOB, other_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
     assert_eq!(received_file(&mut other).await.1.as_ref(), data.as_slice());
     // The room's chat goes on meanwhile, and the stuck transfer is still waiting.

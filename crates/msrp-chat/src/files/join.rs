@@ -45,7 +45,8 @@ impl Drop for FileInvitation {
 
 impl Chat {
     /// A participant's call with a file stream (`join` found no chat stream): an upload of a
-    /// new file to the room, or a pull of one it holds. The room must have participants.
+    /// new file to the room, or a pull of one it holds. The caller must be in the room (a chat
+    /// session of its own there; 480 for a room nobody is in, 403 otherwise).
     pub(crate) async fn join_file(
         &self,
         req: JoinRequest,
@@ -56,6 +57,12 @@ impl Chat {
         let opts = &inner.opts.files;
         let store = inner.files.clone().ok_or(JoinError::NotAcceptable("file sharing is off"))?;
         let room = self.active_room(&req.room).ok_or(JoinError::Empty)?;
+        // Only those in the room share into it or take from it: the focus offers every new file
+        // to everyone, so a stranger must not be able to post one.
+        if !room.lock().has_user(&req.identity.key) {
+            info!(room = %room.uri, user = %req.identity.uri, "file call refused (403): not in the room");
+            return Err(JoinError::Forbidden);
+        }
         let (kind, selector) = match stream.direction {
             Direction::Upload => {
                 let size = stream.selector.size.ok_or(JoinError::NotAcceptable("the file's size is not given"))?;
