@@ -535,13 +535,13 @@ impl Chat {
 async fn run_conn(inner: Arc<Inner>, peer: std::net::SocketAddr, r: BoxRead, w: BoxWrite) {
     let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn::new(id, peer.to_string(), w, inner.opts.write_timeout));
-    tokio::spawn(close_when_idle(conn.clone(), inner.opts.connect_timeout));
+    tokio::spawn(close_when_idle(Arc::downgrade(&inner), conn.clone(), inner.opts.connect_timeout));
     read_loop(inner, conn, r).await;
 }
 
 /// Closes `conn` once it has no session bound and carried no session's request for
 /// `timeout` (a connection that never binds, or a relay's connection that fell silent).
-async fn close_when_idle(conn: Arc<Conn>, timeout: std::time::Duration) {
+async fn close_when_idle(inner: std::sync::Weak<Inner>, conn: Arc<Conn>, timeout: std::time::Duration) {
     let mut seen = 0;
     loop {
         tokio::select! {
@@ -549,7 +549,9 @@ async fn close_when_idle(conn: Arc<Conn>, timeout: std::time::Duration) {
             _ = tokio::time::sleep(timeout) => {}
         }
         let now = conn.requests.load(Ordering::Relaxed);
-        if now == seen && conn.sessions().is_empty() {
+        // A file being sent keeps its connection busy without a request from the peer.
+        let sending = inner.upgrade().is_some_and(|i| i.has_transfer_on(&conn));
+        if now == seen && conn.sessions().is_empty() && !sending {
             info!(conn = conn.id, peer = %conn.peer, "MSRP connection without a session, idle: closed");
             conn.stop.cancel();
             return;
@@ -969,6 +971,7 @@ impl Inner {
         }
         self.sessions().remove(&session.id);
         let room = &session.room;
+        let mut gone = Vec::new();
         let (empty, name) = {
             let mut st = room.lock();
             // The name the room knew it by, before leaving releases its nickname.
@@ -977,12 +980,13 @@ impl Inner {
             st.closed = st.members.is_empty();
             if st.closed {
                 // The room's files go with it (each is removed from disk once no transfer
-                // still sends it).
-                st.files.clear();
+                // still sends it), dropped below, outside the lock.
+                gone = std::mem::take(&mut st.files);
             }
             st.roster.touch(&session.identity.key);
             (st.closed, name)
         };
+        drop(gone);
         if empty {
             self.forget_room(room);
         }
