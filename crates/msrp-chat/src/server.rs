@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) files: Option<Arc<Store>>,
     /// Offers a new room file to one participant (set by the SIP side, which calls out).
     pub(crate) pusher: std::sync::OnceLock<Pusher>,
+    /// File offers being made (their calls not answered yet).
+    pub(crate) pushes: std::sync::atomic::AtomicUsize,
 }
 
 /// How the SIP side offers a new file to a participant: the room, the file, and the
@@ -128,6 +130,8 @@ pub enum JoinError {
     NoSuchFile,
     #[error("too many file transfers at once (max_file_transfers)")]
     Busy,
+    #[error("too many file transfers of yours at once (max_user_file_transfers)")]
+    UserBusy,
 }
 
 impl JoinError {
@@ -141,6 +145,7 @@ impl JoinError {
             JoinError::Empty => 480,
             JoinError::NoSuchFile => 404,
             JoinError::Busy => 503,
+            JoinError::UserBusy => 486,
         }
     }
 }
@@ -205,6 +210,7 @@ impl Chat {
             transfers: Mutex::default(),
             files,
             pusher: std::sync::OnceLock::new(),
+            pushes: std::sync::atomic::AtomicUsize::new(0),
         };
         let inner = Arc::new(inner);
         if let Some(keep) = inner.opts.files.retention
@@ -550,7 +556,7 @@ async fn close_when_idle(inner: std::sync::Weak<Inner>, conn: Arc<Conn>, timeout
         }
         let now = conn.requests.load(Ordering::Relaxed);
         // A file being sent keeps its connection busy without a request from the peer.
-        let sending = inner.upgrade().is_some_and(|i| i.has_transfer_on(&conn));
+        let sending = inner.upgrade().is_some_and(|i| i.is_sending_on(&conn));
         if now == seen && conn.sessions().is_empty() && !sending {
             info!(conn = conn.id, peer = %conn.peer, "MSRP connection without a session, idle: closed");
             conn.stop.cancel();
@@ -694,6 +700,16 @@ impl Inner {
     /// Whether a live transfer uses `conn`.
     pub(crate) fn has_transfer_on(&self, conn: &Conn) -> bool {
         self.transfers.lock().unwrap_or_else(|e| e.into_inner()).values().any(|t| t.is_on(conn))
+    }
+
+    /// Whether a file is being sent on `conn`.
+    pub(crate) fn is_sending_on(&self, conn: &Conn) -> bool {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).values().any(|t| t.is_sending_on(conn))
+    }
+
+    /// File transfers that `key` started (uploads and pulls) now.
+    pub(crate) fn transfers_of(&self, key: &str) -> usize {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|t| t.started_by(key)).count()
     }
 
     /// Ends the transfers on a connection that is gone.
@@ -996,9 +1012,13 @@ impl Inner {
         let conn = session.link().conn.take();
         let was_bound = conn.is_some();
         if let Some(conn) = conn {
-            let mut list = conn.sessions();
-            list.retain(|s| s.id != session.id);
-            if list.is_empty() {
+            let unused = {
+                let mut list = conn.sessions();
+                list.retain(|s| s.id != session.id);
+                list.is_empty()
+            };
+            // A relay's connection may carry a file transfer beside the chat.
+            if unused && !self.has_transfer_on(&conn) {
                 conn.stop.cancel();
             }
         }

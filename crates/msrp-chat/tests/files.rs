@@ -293,7 +293,7 @@ async fn a_recipient_that_does_not_read_slows_neither_the_chat_nor_another_trans
     let local = Participant::local_uri();
     let (_, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &sel)), None).await;
     let mut up = Participant::answered(ALICE, local, &String::from_utf8_lossy(&ok.body), String::new()).await;
-    assert_eq!(upload(&mut up, &data, 64 * 1024).await.0.len(), 48);
+    assert_eq!(upload(&mut up, &data, 64 * 1024).await.0, vec![StatusCode::OK; 48]);
     uac.terminated().await;
     until("the room holds it", || server.chat.room_files("lobby").len() == 1).await;
 
@@ -313,5 +313,71 @@ async fn a_recipient_that_does_not_read_slows_neither_the_chat_nor_another_trans
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(server.chat.transfer_count(), 1, "the stuck transfer is still on");
     drop(stuck);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_upload_that_stalls_or_is_hung_up_before_its_end_line_leaves_nothing() {
+    let dir = file_dir();
+    let mut opts = options(&dir, None);
+    // A transfer that moves nothing for this long is ended.
+    opts.write_timeout = Duration::from_secs(1);
+    opts.files.max_user_transfers = 1;
+    let server = start_sip_chat(opts, true).await;
+    let _alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let room = server.target("lobby", Transport::Udp);
+    let data = content(100_000);
+    let sel = selector_of("half.bin", &data);
+
+    // Half the file, then silence: the focus gives up, hangs up and removes the part.
+    let local = Participant::local_uri();
+    let (_, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &sel)), None).await;
+    let up = Participant::answered(ALICE, local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let first = Request::new(TransactionId::random(), Method::Send)
+        .with(Header::MessageId(MessageId::random()))
+        .with(Header::ByteRange(ByteRange::chunk(1, 50_000, Some(100_000))));
+    up.send_chunk(first, "application/octet-stream", &data[..50_000], false).await;
+    until("a part on disk", || std::fs::read_dir(&dir).unwrap().count() == 1).await;
+    // One upload at a time for this user (max_user_transfers): a second call is refused.
+    let other = Participant::local_uri();
+    let (_, busy) = uac.invite(&room, ALICE, Some(file_offer(other.as_str(), "sendonly", &sel)), None).await;
+    assert_eq!(busy.status_code.code(), 486);
+    while uac.terminated().await.1 != "UasBye" {}
+    until("the part removed", || std::fs::read_dir(&dir).unwrap().count() == 0 && server.chat.transfer_count() == 0)
+        .await;
+
+    // Every byte sent, then a BYE before the end line: the end line finds the transfer gone
+    // (481), and the room gets no file.
+    let local = Participant::local_uri();
+    let (call, ok) = uac.invite(&room, ALICE, Some(file_offer(local.as_str(), "sendonly", &sel)), None).await;
+    let mut up = Participant::answered(ALICE, local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let mut req = Request::new(TransactionId::random(), Method::Send)
+        .with(Header::MessageId(MessageId::random()))
+        .with(Header::ByteRange(ByteRange::whole(100_000)))
+        .with(Header::ToPath(up.remote.clone()))
+        .with(Header::FromPath(msrp::header::Path::single(up.local.clone())))
+        .with(Header::ContentType(
+            msrp::header::ContentType::parse(&msrp::ByteString::from_static("application/octet-stream")).unwrap(),
+        ));
+    req.tid = TransactionId::random();
+    let mut frame = bytes::BytesMut::new();
+    msrp::encode::encode_request(&req, Some(&data), msrp::Continuation::Complete, &mut frame).unwrap();
+    let cut = frame.len() - format!("-------{}$\r\n", req.tid).len();
+    up.write(frame.split_to(cut).freeze()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call.bye().await.unwrap();
+    up.write(frame.freeze()).await;
+    let status = loop {
+        if let Got::Response(r) = up.next().await
+            && r.tid == req.tid
+        {
+            break r.status;
+        }
+    };
+    assert_eq!(status, StatusCode::SESSION_DOES_NOT_EXIST);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.chat.room_files("lobby").is_empty());
+    until("nothing on disk", || std::fs::read_dir(&dir).unwrap().count() == 0).await;
     let _ = std::fs::remove_dir_all(dir);
 }

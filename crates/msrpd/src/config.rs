@@ -588,6 +588,8 @@ pub struct ChatConfig {
     pub max_file_bytes: u64,
     /// File transfers at once (uploads, pulls, offers; 503 beyond).
     pub max_file_transfers: usize,
+    /// Uploads and pulls of one user at once (486 beyond).
+    pub max_user_file_transfers: usize,
     /// Seconds a room keeps a file; 0: until the room ends.
     pub file_retention: u64,
     /// Offer every new file to every participant (they may decline).
@@ -632,6 +634,7 @@ impl ChatConfig {
             max_room_bytes: self.max_room_file_bytes,
             max_total_bytes: self.max_file_bytes,
             max_transfers: self.max_file_transfers,
+            max_user_transfers: self.max_user_file_transfers,
             retention: (self.file_retention > 0).then(|| std::time::Duration::from_secs(self.file_retention)),
             push: self.push_files,
         }
@@ -679,6 +682,7 @@ impl Default for ChatConfig {
             max_room_file_bytes: files.max_room_bytes,
             max_file_bytes: files.max_total_bytes,
             max_file_transfers: files.max_transfers,
+            max_user_file_transfers: files.max_user_transfers,
             file_retention: files.retention.map_or(0, |d| d.as_secs()),
             push_files: files.push,
             max_message_size: o.max_message_size,
@@ -1003,6 +1007,7 @@ impl ChatConfig {
             ("max_room_file_bytes", self.max_room_file_bytes),
             ("max_file_bytes", self.max_file_bytes),
             ("max_file_transfers", self.max_file_transfers as u64),
+            ("max_user_file_transfers", self.max_user_file_transfers as u64),
         ] {
             if v == 0 {
                 return Err(format!("chat.{name} must be positive"));
@@ -1011,7 +1016,8 @@ impl ChatConfig {
         if self.max_file_size > self.max_room_file_bytes || self.max_room_file_bytes > self.max_file_bytes {
             return Err("chat.max_file_size <= chat.max_room_file_bytes <= chat.max_file_bytes must hold".into());
         }
-        let file_caps: [(&str, u64, u64); 6] = [
+        let file_caps: [(&str, u64, u64); 7] = [
+            ("max_user_file_transfers", self.max_user_file_transfers as u64, 100_000),
             ("max_file_size", self.max_file_size, 64 * GIB),
             ("max_room_files", self.max_room_files as u64, 100_000),
             ("max_room_file_bytes", self.max_room_file_bytes, 1024 * GIB),

@@ -26,12 +26,23 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 /// A file the focus offered a participant, waiting for the answer (dropping it forgets it).
 pub(crate) struct FileInvitation {
     inner: Arc<Inner>,
+    /// Counted against `max_transfers` while the offer is out.
+    _pending: PushSlot,
     pub offer: String,
     sid: String,
     local: Uri,
     room: Arc<Room>,
     identity: Identity,
     file: Arc<RoomFile>,
+}
+
+/// One offer being made, counted in `Inner::pushes`.
+struct PushSlot(Arc<Inner>);
+
+impl Drop for PushSlot {
+    fn drop(&mut self) {
+        self.0.pushes.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Drop for FileInvitation {
@@ -57,6 +68,10 @@ impl Chat {
         let opts = &inner.opts.files;
         let store = inner.files.clone().ok_or(JoinError::NotAcceptable("file sharing is off"))?;
         let room = self.active_room(&req.room).ok_or(JoinError::Empty)?;
+        if inner.transfers_of(&req.identity.key) >= opts.max_user_transfers {
+            info!(room = %room.uri, user = %req.identity.uri, "file call refused (486): max_user_file_transfers");
+            return Err(JoinError::UserBusy);
+        }
         // Only those in the room share into it or take from it: the focus offers every new file
         // to everyone, so a stranger must not be able to post one.
         if !room.lock().has_user(&req.identity.key) {
@@ -66,6 +81,9 @@ impl Chat {
         let (kind, selector) = match stream.direction {
             Direction::Upload => {
                 let size = stream.selector.size.ok_or(JoinError::NotAcceptable("the file's size is not given"))?;
+                if size == 0 {
+                    return Err(JoinError::NotAcceptable("the file is empty"));
+                }
                 if size > opts.max_file_size {
                     return Err(JoinError::NotAcceptable("the file is larger than max_file_size"));
                 }
@@ -103,7 +121,8 @@ impl Chat {
         let local = Uri::new(stream.secure, &inner.opts.msrp_host, Some(port), Some(&sid))
             .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
         let answer = super::sdp::answer(offer, &stream, &local, &selector, self.next_sdp_version());
-        let t = Arc::new(Transfer::new(sid.clone(), local, room.clone(), req.identity, stream, kind, req.on_end));
+        let t =
+            Arc::new(Transfer::new(sid.clone(), local, room.clone(), req.identity, stream, kind, false, req.on_end));
         inner.add_transfer(t.clone())?;
         let what = match t.stream.direction {
             Direction::Upload => "uploading",
@@ -126,14 +145,27 @@ impl Chat {
         let inner = &self.inner;
         let port = if secure { inner.opts.msrps_port } else { inner.opts.msrp_port };
         let port = port.ok_or(JoinError::NotAcceptable("no MSRP listener for this transport"))?;
+        // Offers being made count with the transfers: a burst of new files cannot start more
+        // calls than `max_transfers`.
+        let slot = {
+            use std::sync::atomic::Ordering;
+            let held = inner.pushes.fetch_add(1, Ordering::AcqRel);
+            let slot = PushSlot(inner.clone());
+            if held + inner.transfer_count() >= inner.opts.files.max_transfers {
+                return Err(JoinError::Busy);
+            }
+            slot
+        };
         let sid = msrp::id::random_session_id();
         let local = Uri::new(secure, &inner.opts.msrp_host, Some(port), Some(&sid))
             .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
         let sel = FileSelector { name: Some(file.name().to_owned()), ..file.selector.clone() };
-        let offer = super::sdp::offer(&local, &sel, &file.id, self.next_sdp_version());
+        // A file-transfer-id of its own per offer (RFC 5547 §8).
+        let offer = super::sdp::offer(&local, &sel, &sid, self.next_sdp_version());
         inner.invited.lock().unwrap_or_else(|e| e.into_inner()).insert(sid.clone(), Arc::default());
         Ok(FileInvitation {
             inner: inner.clone(),
+            _pending: slot,
             offer,
             sid,
             local,
@@ -165,6 +197,7 @@ impl Chat {
             inv.identity.clone(),
             stream,
             Kind::Download(inv.file.clone()),
+            true,
             on_end,
         ));
         self.inner.add_transfer(t.clone())?;
@@ -178,6 +211,11 @@ impl Chat {
     /// `key` declined a file the focus offered: it is not offered the room's files again.
     pub(crate) fn declined(&self, room: &Room, key: &str) {
         room.lock().declined.insert(key.to_owned());
+    }
+
+    /// Whether `sid` is a file transfer's (its call carries a file, not the chat).
+    pub fn is_file_call(&self, sid: &str) -> bool {
+        self.inner.transfer(sid).is_some()
     }
 
     /// File transfers in progress.
@@ -216,6 +254,12 @@ impl Inner {
             let held: u64 = st.files.iter().map(|f| f.size()).sum();
             if st.closed || st.files.len() >= opts.max_room_files || held + file.size() > opts.max_room_bytes {
                 info!(room = %room.uri, file = file.name(), "file dropped: the room closed or filled up meanwhile");
+                drop(st);
+                return;
+            }
+            if !st.has_user(&file.sender.key) {
+                info!(room = %room.uri, file = file.name(), "file dropped: its sender left the room meanwhile");
+                drop(st);
                 return;
             }
             st.files.push(file.clone());
@@ -230,7 +274,7 @@ impl Inner {
         }
         let who = file.sender.display.clone().unwrap_or_else(|| file.sender.uri.clone());
         let text = format!("{who} shared the file {} ({})", file.name(), super::human_size(file.size()));
-        info!(room = %room.uri, user = %file.sender.uri, file = file.name(), size = file.size(), "file shared");
+        info!(room = %room.uri, user = %file.sender.uri, file = file.name(), id = %file.id, size = file.size(), "file shared");
         let body = judge::notice(&room.uri, &now_rfc3339(), &text);
         self.notice_all(room, Out { body, quiet: false });
         if !opts.push {
@@ -252,12 +296,19 @@ pub(crate) async fn expire(inner: Weak<Inner>, keep: Duration) {
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
         for room in inner.open_rooms() {
-            let mut st = room.lock();
-            let before = st.files.len();
-            st.files.retain(|f| now.duration_since(f.added) < keep);
-            if st.files.len() != before {
-                st.roster.touch_room();
-                info!(room = %room.uri, removed = before - st.files.len(), "files past their retention removed");
+            // Taken out under the lock, dropped (their bytes removed) outside it.
+            let expired: Vec<Arc<RoomFile>> = {
+                let mut st = room.lock();
+                let (old, kept): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut st.files).into_iter().partition(|f| now.duration_since(f.added) >= keep);
+                st.files = kept;
+                if !old.is_empty() {
+                    st.roster.touch_room();
+                }
+                old
+            };
+            if !expired.is_empty() {
+                info!(room = %room.uri, removed = expired.len(), "files past their retention removed");
             }
         }
     }

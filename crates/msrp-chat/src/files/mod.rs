@@ -41,9 +41,11 @@ pub struct FileOptions {
     pub max_room_bytes: u64,
     /// Bytes all rooms hold at once, uploads in progress included (488 beyond).
     pub max_total_bytes: u64,
-    /// File transfers (uploads, pulls and pushes) at once in the service (503 beyond; pushes
-    /// beyond it are skipped).
+    /// File transfers (uploads, pulls, and the focus's offers being made or sent) at once in
+    /// the service (503 beyond; offers beyond it are skipped).
     pub max_transfers: usize,
+    /// Uploads and pulls of one user at once (486 beyond).
+    pub max_user_transfers: usize,
     /// How long a room keeps a file (`None`: until the room ends).
     pub retention: Option<Duration>,
     /// Offer each new file to every participant (as SylkServer's `push_file_transfer`).
@@ -59,6 +61,7 @@ impl Default for FileOptions {
             max_room_bytes: 1024 * 1024 * 1024,
             max_total_bytes: 10 * 1024 * 1024 * 1024,
             max_transfers: 100,
+            max_user_transfers: 4,
             retention: Some(Duration::from_secs(24 * 3600)),
             push: true,
         }
@@ -107,7 +110,7 @@ impl Store {
 /// bytes are then removed and released.
 #[derive(Debug)]
 pub(crate) struct RoomFile {
-    /// Also its storage name.
+    /// The upload's MSRP session-id: names the file in logs.
     pub id: String,
     /// Name, type, size and hash, all known.
     pub selector: FileSelector,

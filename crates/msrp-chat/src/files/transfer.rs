@@ -51,15 +51,15 @@ pub(crate) struct Receiving {
     received: u64,
     hash: sha1::Sha1,
     message_id: Option<String>,
-    /// The file became the room's: nothing to remove.
-    kept: bool,
+    /// The file became the room's, or was discarded: nothing more happens to it.
+    settled: bool,
 }
 
 impl Receiving {
     /// Removes what was received and gives its reservation back (once).
     fn discard(&mut self) {
-        if !self.kept {
-            self.kept = true;
+        if !self.settled {
+            self.settled = true;
             self.file = None;
             let _ = std::fs::remove_file(&self.path);
             self.store.release(self.reserved);
@@ -91,9 +91,14 @@ pub(crate) struct Transfer {
     answers: tokio::sync::Notify,
     /// A download started sending.
     sending: AtomicBool,
+    /// When it last moved (bound, a chunk in or out, an answer), for the stall watchdog.
+    progress: Mutex<std::time::Instant>,
+    /// The focus offered it (a push), rather than the participant asking.
+    pushed: bool,
 }
 
 impl Transfer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
         local: Uri,
@@ -101,6 +106,7 @@ impl Transfer {
         identity: Identity,
         stream: FileStream,
         kind: Kind,
+        pushed: bool,
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Transfer {
         Transfer {
@@ -117,6 +123,8 @@ impl Transfer {
             answered: AtomicU64::new(0),
             answers: tokio::sync::Notify::new(),
             sending: AtomicBool::new(false),
+            progress: Mutex::new(std::time::Instant::now()),
+            pushed,
         }
     }
 
@@ -130,6 +138,32 @@ impl Transfer {
 
     pub fn is_on(&self, conn: &Conn) -> bool {
         self.conn().is_some_and(|c| c.id == conn.id)
+    }
+
+    /// Whether `key` asked for it (an upload or a pull, not the focus's offer).
+    pub fn started_by(&self, key: &str) -> bool {
+        !self.pushed && self.identity.key == key
+    }
+
+    /// Whether it is sending a file on `conn` (the recipient sends nothing meanwhile).
+    pub fn is_sending_on(&self, conn: &Conn) -> bool {
+        self.sending.load(Ordering::Acquire) && self.is_on(conn)
+    }
+
+    fn moved(&self) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    /// Binds it to `conn` unless it is bound already.
+    fn bind(&self, conn: &Arc<Conn>) {
+        let mut link = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if link.is_none() {
+            *link = Some(conn.clone());
+        }
     }
 
     /// The To-Path of what the focus sends: the peer's SDP path.
@@ -148,7 +182,7 @@ pub(crate) fn receiving(store: Arc<Store>, path: std::path::PathBuf, size: u64) 
         received: 0,
         hash: sha1::Sha1::new(),
         message_id: None,
-        kept: false,
+        settled: false,
     }
 }
 
@@ -192,16 +226,12 @@ pub(crate) async fn on_head(inner: &Arc<Inner>, conn: &Arc<Conn>, t: Arc<Transfe
         answer(conn, &req, StatusCode::SESSION_DOES_NOT_EXIST, &t.local).await;
         return None;
     }
-    {
-        let mut link = t.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if link.is_none() {
-            *link = Some(conn.clone());
-        }
-    }
     match (req.method.clone(), &t.kind) {
         (Method::Report, _) => None,
         (Method::Send, _) if req.headers.content_type().is_none() => {
             // An empty SEND: a binding (RFC 4975 §5.4) or a keep-alive.
+            t.bind(conn);
+            t.moved();
             answer(conn, &req, StatusCode::OK, &t.local).await;
             if matches!(t.kind, Kind::Download(_)) {
                 start_sending(inner, &t, conn.clone());
@@ -209,6 +239,7 @@ pub(crate) async fn on_head(inner: &Arc<Inner>, conn: &Arc<Conn>, t: Arc<Transfe
             None
         }
         (Method::Send, Kind::Upload(rx)) => {
+            t.bind(conn);
             let range = req.headers.byte_range().cloned().unwrap_or(ByteRange { start: 1, end: None, total: None });
             let size = t.stream.selector.size.unwrap_or(0);
             let mut r = rx.lock().await;
@@ -258,6 +289,11 @@ impl Chunk {
         let Kind::Upload(rx) = &self.transfer.kind else { return };
         let size = self.transfer.stream.selector.size.unwrap_or(0);
         let mut r = rx.lock().await;
+        if r.settled {
+            // The transfer ended meanwhile (a BYE before the end line): nothing is kept.
+            self.refused = Some(StatusCode::SESSION_DOES_NOT_EXIST);
+            return;
+        }
         if r.received + piece.len() as u64 > size {
             self.refused = Some(StatusCode::MESSAGE_TOO_LARGE);
             return;
@@ -271,6 +307,7 @@ impl Chunk {
         r.hash.update(piece);
         r.received += piece.len() as u64;
         self.len += piece.len() as u64;
+        self.transfer.moved();
     }
 
     /// The chunk's end line: answered, reported, and on the last one the file is checked and
@@ -290,6 +327,11 @@ impl Chunk {
         }
         let size = t.stream.selector.size.unwrap_or(0);
         let mut r = rx.lock().await;
+        if r.settled || t.ended.load(Ordering::Acquire) {
+            drop(r);
+            answer(conn, &self.req, StatusCode::SESSION_DOES_NOT_EXIST, &t.local).await;
+            return;
+        }
         let done = r.received == size;
         if flag == Continuation::Complete && !done {
             drop(r);
@@ -314,7 +356,7 @@ impl Chunk {
                 end(inner, &t, "cannot store the file", true);
                 return;
             }
-            r.kept = true;
+            r.settled = true;
             let mut selector = t.stream.selector.clone();
             selector.sha1 = Some(hash);
             if selector.content_type.is_none() {
@@ -365,6 +407,7 @@ pub(crate) fn on_response(inner: &Arc<Inner>, conn: &Conn, resp: &Response) -> b
         return true;
     }
     if resp.status.is_success() {
+        t.moved();
         t.answered.fetch_add(1, Ordering::AcqRel);
         t.answers.notify_waiters();
     } else {
@@ -427,6 +470,7 @@ async fn send_file(t: &Transfer, conn: &Conn) -> Result<(), String> {
         out.clear();
         encode::encode_request(&req, Some(&piece), flag, &mut out).map_err(|e| e.to_string())?;
         conn.write(&out).await.map_err(|e| format!("write failed: {e}"))?;
+        t.moved();
     }
     let all_answered = async {
         loop {
@@ -465,11 +509,13 @@ pub(crate) async fn connect_out(inner: Arc<Inner>, t: Arc<Transfer>) {
     }
     // An empty SEND first, a download's too: AG's SDK, waiting as the passive side, takes the
     // first request as the binding and fails on a file chunk there.
+    // Failure-Report partial: no 200 to it, so the answers counted are the file's chunks'.
     let bind = Request::new(TransactionId::random(), Method::Send)
         .with(Header::ToPath(t.to_path()))
         .with(Header::FromPath(Path::single(t.local.clone())))
         .with(Header::MessageId(MessageId::random()))
-        .with(Header::ByteRange(ByteRange::whole(0)));
+        .with(Header::ByteRange(ByteRange::whole(0)))
+        .with(Header::FailureReport(msrp::header::FailureReport::Partial));
     let mut out = BytesMut::with_capacity(256);
     encode::encode_head_lines(&bind, &mut out);
     encode::encode_end_line(&bind.tid, Continuation::Complete, &mut out);
@@ -483,17 +529,30 @@ pub(crate) async fn connect_out(inner: Arc<Inner>, t: Arc<Transfer>) {
     crate::conn::read_loop(inner, conn, r).await;
 }
 
-/// Starts a transfer that is registered: dials when the focus connects, and gives up when no
-/// connection comes within `connect_timeout`.
+/// Starts a transfer that is registered: dials when the focus connects, and ends it when it
+/// stalls: no connection within `connect_timeout`, then nothing received, sent or answered for
+/// `write_timeout` (a peer that binds and goes silent must not keep a transfer slot and its
+/// reserved bytes).
 pub(crate) fn start(inner: &Arc<Inner>, t: &Arc<Transfer>) {
-    let (watchdog, wait) = (Arc::downgrade(t), inner.opts.connect_timeout);
+    let watchdog = Arc::downgrade(t);
+    let (connect, stall) = (inner.opts.connect_timeout, inner.opts.write_timeout);
     let inner2 = inner.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(wait).await;
-        if let Some(t) = watchdog.upgrade()
-            && !t.is_bound()
-        {
-            end(&inner2, &t, "no MSRP connection in time", true);
+        let mut wait = connect.min(stall);
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(t) = watchdog.upgrade() else { return };
+            if t.ended.load(Ordering::Acquire) {
+                return;
+            }
+            let (bound, quiet) = (t.is_bound(), t.idle_for());
+            let limit = if bound { stall } else { connect };
+            if quiet >= limit {
+                let why = if bound { "no progress in time" } else { "no MSRP connection in time" };
+                end(&inner2, &t, why, true);
+                return;
+            }
+            wait = (limit - quiet).min(stall);
         }
     });
     if t.stream.connect == Connect::Outbound {
@@ -529,8 +588,11 @@ pub(crate) fn end(inner: &Arc<Inner>, t: &Arc<Transfer>, why: &str, bye: bool) {
     if let Some(hang_up) = hang_up {
         hang_up();
     }
-    if let Some(conn) = t.conn.lock().unwrap_or_else(|e| e.into_inner()).take()
-        && conn.sessions().is_empty()
+    // One lock at a time: the link, then the connection's sessions, then the transfer table.
+    let conn = t.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let unused = conn.as_ref().is_some_and(|c| c.sessions().is_empty());
+    if let Some(conn) = conn
+        && unused
         && !inner.has_transfer_on(&conn)
     {
         // After the BYE: closing first reads as a failure to AG's SDK. Its own writer may still

@@ -748,7 +748,7 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                             match reinvite::answer(&st, &id, &req.body).await {
                                 Ok(answer) => {
                                     let headers = vec![
-                                        Header::Contact(format!("<{contact}>;isfocus").into()),
+                                        Header::Contact(focus_contact_value(&contact, &answer).into()),
                                         Header::ContentType("application/sdp".into()),
                                     ];
                                     let body = Some(answer.into_bytes());

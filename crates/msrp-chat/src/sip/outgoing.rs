@@ -127,6 +127,10 @@ pub(super) async fn invite(
     if resp.status_code.code() >= 300 {
         return Err((resp.status_code.code(), reason_of(&resp)));
     }
+    // A 2xx that crossed the focus's CANCEL was hung up by rsipstack and left unregistered.
+    if st.dialogs.get_dialog(&id).is_none() {
+        return Err((487, "Request Terminated".into()));
+    }
     Ok(Answered { id, resp, contact: contact.to_string() })
 }
 

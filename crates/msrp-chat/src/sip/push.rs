@@ -14,6 +14,10 @@ use crate::files::RoomFile;
 use crate::identity::Identity;
 use crate::room::Room;
 
+/// Answers by which a participant refuses a file (RFC 3261 §21: Busy Here, Not Acceptable
+/// Here, Unsupported Media Type, Decline, Not Acceptable).
+const DECLINES: [u16; 5] = [486, 488, 415, 603, 606];
+
 /// Lets the chat service offer new files through this SIP front end.
 pub(super) fn install(st: &Arc<State>) {
     let weak: Weak<State> = Arc::downgrade(st);
@@ -61,8 +65,9 @@ async fn push(
     let answered = match outgoing::invite(&st, call, |_, _| {}).await {
         Ok(a) => a,
         Err((code, reason)) => {
-            // A refusal by the participant (not a failure on the way) means no more offers.
-            let declined = (400..700).contains(&code) && !(500..600).contains(&code) && code != 408;
+            // Only a refusal by the participant means no more offers: not a call nobody
+            // answered (480, 408, the 487 of the focus's own CANCEL), nor a failure on the way.
+            let declined = DECLINES.contains(&code);
             if declined {
                 st.chat.declined(&room, &identity.key);
             }

@@ -281,10 +281,10 @@ async fn invite(
     };
     let device = answered.device();
     match st.chat.accept_answer(invitation, &answered.resp.body, device, hangup_for(st, &answered.id)).await {
-        Ok(sid) => {
-            outgoing::keep_call(st, &answered, &sid, room, ask.identity, offer);
-            (200, "OK".into())
-        }
+        Ok(sid) => match outgoing::keep_call(st, &answered, &sid, room, ask.identity, offer) {
+            true => (200, "OK".into()),
+            false => (480, "the invitee hung up at once".into()),
+        },
         Err(e) => {
             info!(room = %room.uri, target = %ask.uri, "invitee's answer not usable: {e}");
             outgoing::hang_up(st, &answered.id).await;
@@ -295,11 +295,16 @@ async fn invite(
 
 /// Whether the referrer's own chat session in `room` carries MSRP over TLS.
 fn referrer_secure(st: &State, room: &str, key: &str) -> Option<bool> {
-    let calls = st.calls.lock().unwrap_or_else(|e| e.into_inner());
-    let sid =
-        calls.values().find(|c| c.room.eq_ignore_ascii_case(room) && c.identity.key == key)?.session_id.clone()?;
-    drop(calls);
-    st.chat.session_is_secure(&sid)
+    let sids: Vec<String> = st
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|c| c.room.eq_ignore_ascii_case(room) && c.identity.key == key)
+        .filter_map(|c| c.session_id.clone())
+        .collect();
+    // Its chat call's, not a file call's (which is no session of the chat).
+    sids.iter().find_map(|sid| st.chat.session_is_secure(sid))
 }
 
 /// Sends the referrer a NOTIFY per status change until the final one, then forgets the

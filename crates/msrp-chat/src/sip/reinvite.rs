@@ -26,7 +26,9 @@ use crate::server::JoinRequest;
 pub(super) async fn answer(st: &Arc<State>, id: &DialogId, body: &[u8]) -> Result<String, u16> {
     let call = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().ok_or(481u16)?;
     let current = call.session_id.as_deref().filter(|s| st.chat.has_session(s));
-    if body.is_empty() {
+    // A call that carries a file keeps its stream as it is (a session refresh, say): a
+    // transfer is neither moved nor turned into a chat.
+    if body.is_empty() || current.is_some_and(|s| st.chat.is_file_call(s)) {
         return Ok(call.answer);
     }
     let offer = Offer::parse(body).map_err(|_| 488u16)?;
