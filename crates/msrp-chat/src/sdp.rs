@@ -194,6 +194,40 @@ pub(crate) fn msrp_endpoint(m: &Media, answer: bool) -> Option<(bool, Vec<Uri>, 
     Some((secure, path, connect))
 }
 
+/// The `index`th `m=` section of `sdp` (its `m=` line and the attributes after it).
+pub fn section(sdp: &str, index: usize) -> Option<String> {
+    split_sections(sdp).1.get(index).cloned()
+}
+
+/// `sdp` with its `index`th `m=` section replaced by `section` (unchanged if it has none).
+pub fn replace_section(sdp: &str, index: usize, section: &str) -> String {
+    let (head, mut sections) = split_sections(sdp);
+    if let Some(s) = sections.get_mut(index) {
+        *s = section.to_owned();
+    }
+    let mut out = head;
+    for s in sections {
+        out.push_str(&s);
+    }
+    out
+}
+
+/// The session-level lines, and each `m=` section, of an SDP the server wrote (CRLF lines).
+fn split_sections(sdp: &str) -> (String, Vec<String>) {
+    let mut head = String::new();
+    let mut sections: Vec<String> = Vec::new();
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            sections.push(String::new());
+        }
+        match sections.last_mut() {
+            Some(s) => s.push_str(line),
+            None => head.push_str(line),
+        }
+    }
+    (head, sections)
+}
+
 /// What the server puts in its answer for the chat stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerParams<'a> {

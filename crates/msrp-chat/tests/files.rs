@@ -381,3 +381,52 @@ async fn an_upload_that_stalls_or_is_hung_up_before_its_end_line_leaves_nothing(
     until("nothing on disk", || std::fs::read_dir(&dir).unwrap().count() == 0).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_file_added_to_a_chat_call_by_reinvite_goes_to_the_room_and_the_call_stays_over_tcp() {
+    let dir = file_dir();
+    let server = start_sip_chat(options(&dir, None), true).await;
+    let _bob = Participant::join(&server.chat, "lobby", BOB).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let room = server.target("lobby", Transport::Tcp);
+    let chat_local = Participant::local_uri();
+    let chat_offer = common::offer(chat_local.as_str(), "active");
+    let (dialog, ok) = uac.invite(&room, ALICE, Some(chat_offer.clone()), None).await;
+    assert_eq!(ok.status_code.code(), 200);
+    let mut alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let data = content(70_000);
+    let sel = selector_of("notes.txt", &data);
+    let file_local = Participant::local_uri();
+    let file_part = file_offer(file_local.as_str(), "sendonly", &sel);
+    let with_file = format!("{chat_offer}{}", &file_part[file_part.find("m=").unwrap()..]);
+    let reinvite = |sdp: String| {
+        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+        let d = dialog.clone();
+        async move { d.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap() }
+    };
+
+    // The chat stream as before, the file stream accepted beside it.
+    let resp = reinvite(with_file.clone()).await;
+    assert_eq!(resp.status_code.code(), 200);
+    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    let file_section = &answer[answer.rfind("m=message").unwrap()..];
+    assert!(answer.matches("m=message ").count() == 2 && !answer.contains("m=message 0"), "{answer}");
+    assert!(file_section.contains("a=recvonly") && file_section.contains("name:\"notes.txt\""), "{answer}");
+    let mut up = Participant::answered(ALICE, file_local, file_section, String::new()).await;
+    assert_eq!(upload(&mut up, &data, 30_000).await.0, vec![StatusCode::OK; 3]);
+    until("the room holds it", || server.chat.room_files("lobby") == [("notes.txt".to_owned(), 70_000)]).await;
+    // The chat call stays up and goes on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.sip.call_count(), 1);
+    let tid = alice.say("did you get it?").await;
+    assert_eq!(alice.status_of(tid).await, StatusCode::OK);
+    // The same offer again: the same answer for the file stream, no new transfer.
+    let again = reinvite(with_file).await;
+    let again = String::from_utf8_lossy(&again.body).into_owned();
+    assert_eq!(&again[again.rfind("m=message").unwrap()..], file_section);
+    // An offer without it: only the chat.
+    let resp = reinvite(chat_offer).await;
+    assert_eq!(String::from_utf8_lossy(&resp.body).matches("m=message ").count(), 1);
+    assert_eq!(server.chat.transfer_count(), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

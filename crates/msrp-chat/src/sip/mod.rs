@@ -105,6 +105,8 @@ struct Call {
     room: String,
     identity: crate::identity::Identity,
     device: Option<String>,
+    /// Files this call carries beside its chat (streams added by re-INVITE).
+    files: Vec<reinvite::FileLeg>,
 }
 
 /// The hook that hangs up call `id` when the server ends its chat session.
@@ -701,6 +703,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
                     room,
                     identity,
                     device,
+                    files: Vec::new(),
                 },
             );
             let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));
@@ -804,6 +807,9 @@ async fn dialog_states(st: Arc<State>, mut rx: DialogStateReceiver) {
                     debug!(dialog = %id, ?reason, "call ended");
                     if let Some(sid) = &call.session_id {
                         st.chat.leave(sid);
+                    }
+                    for leg in &call.files {
+                        st.chat.leave(&leg.sid);
                     }
                 }
             }

@@ -147,6 +147,7 @@ pub(super) fn keep_call(st: &State, a: &Answered, sid: &str, room: &Room, identi
             room: room.name.clone(),
             identity,
             device: a.device(),
+            files: Vec::new(),
         },
     );
     if st.dialogs.get_dialog(&a.id).is_none() {

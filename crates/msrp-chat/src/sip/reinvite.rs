@@ -9,6 +9,9 @@
 //! - No usable chat stream (dropped, or port 0): the participant leaves the room and every
 //!   stream is refused with port 0; the call stays up until its BYE, and a later offer with a
 //!   chat stream joins the room again (Blink adds and removes chat on a call this way).
+//! - A file stream beside the chat (RFC 5547; AG's SDK `add_stream`): an upload to the room or
+//!   a pull from it, as on a call of its own, on this call; answered in place, kept while later
+//!   offers keep it (same MSRP session), ended when one drops it. It never ends the call.
 //! - Other media are refused with port 0 in every answer.
 
 use std::sync::Arc;
@@ -61,10 +64,77 @@ pub(super) async fn answer(st: &Arc<State>, id: &DialogId, body: &[u8]) -> Resul
         }
         (None, None) => crate::sdp::refuse_all(&offer, &st.chat.options().msrp_host, st.chat.next_sdp_version()),
     };
+    let answer = file_legs(st, id, &call, &offer, body, answer).await;
     if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
         c.answer = answer.clone();
     }
     Ok(answer)
+}
+
+/// A file stream a chat call carries beside its chat.
+#[derive(Clone, Debug)]
+pub(super) struct FileLeg {
+    /// The transfer's MSRP session-id (the focus's).
+    pub sid: String,
+    /// The participant's session-id (its path's last URI): the same stream in a later offer.
+    theirs: Option<String>,
+    /// The focus's `m=` section for it, repeated while the stream stays.
+    section: String,
+}
+
+/// The file streams of a re-offer on a chat call: the ones the call carries and the offer
+/// keeps are answered as before, the ones it drops end, a new one starts (in the `answer`
+/// the chat side wrote, where the stream was refused, its section goes in).
+async fn file_legs(st: &Arc<State>, id: &DialogId, call: &Call, offer: &Offer, body: &[u8], answer: String) -> String {
+    let file = crate::files::sdp::file_stream(offer, false);
+    let theirs = file.as_ref().and_then(|f| f.path.last().and_then(|u| u.session_id().map(str::to_owned)));
+    let mut legs = Vec::new();
+    for leg in &call.files {
+        // Kept while offered, even once its file went through: the same answer again.
+        if file.is_some() && leg.theirs == theirs {
+            legs.push(leg.clone());
+        } else {
+            st.chat.leave(&leg.sid);
+        }
+    }
+    let mut answer = answer;
+    if let Some(file) = file {
+        let index = file.index;
+        let kept = legs.iter().find(|l| l.theirs == theirs).map(|l| l.section.clone());
+        let section = match kept {
+            Some(section) => Some(section),
+            None => {
+                let req = JoinRequest {
+                    room: call.room.clone(),
+                    identity: call.identity.clone(),
+                    offer: Bytes::copy_from_slice(body),
+                    device: call.device.clone(),
+                    // The transfer's end is not the call's: nothing to hang up.
+                    on_end: Box::new(|| {}),
+                };
+                match st.chat.join_file(req, offer, file).await {
+                    Ok(joined) => {
+                        let section = crate::sdp::section(&joined.answer, index);
+                        if let Some(section) = &section {
+                            legs.push(FileLeg { sid: joined.session_id, theirs, section: section.clone() });
+                        }
+                        section
+                    }
+                    Err(e) => {
+                        info!(error = %e, "file stream of a re-INVITE refused (port 0)");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(section) = section {
+            answer = crate::sdp::replace_section(&answer, index, &section);
+        }
+    }
+    if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+        c.files = legs;
+    }
+    answer
 }
 
 /// Joins the call's participant again with `offer`: (session-id, answer).
