@@ -430,3 +430,33 @@ async fn a_file_added_to_a_chat_call_by_reinvite_goes_to_the_room_and_the_call_s
     assert_eq!(server.chat.transfer_count(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_file_shared_over_sip_and_msrp_over_tls_with_digest() {
+    let dir = file_dir();
+    let (server_tls, client_tls, pem, _) = common::tls_for("localhost");
+    let server = common::sip::start_sip_chat_tls(options(&dir, None), false, Some(server_tls)).await;
+    let _alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    let uac = common::sip::start_uac_tls(&server.token, Some(pem)).await;
+    let data = content(90_000);
+    let sel = selector_of("secret.bin", &data);
+    let local =
+        msrp::Uri::parse(msrp::ByteString::from(format!("msrps://127.0.0.1:9/{};tcp", msrp::id::random_session_id())))
+            .unwrap();
+    let sdp = file_offer(local.as_str(), "sendonly", &sel).replace("TCP/MSRP", "TCP/TLS/MSRP");
+    let target = server.target("lobby", Transport::Tls);
+    let (_, ok) = uac.invite(&target, ALICE, Some(sdp), Some(("alice", "alicepw"))).await;
+    assert_eq!(ok.status_code.code(), 200, "challenged, then admitted");
+    let answer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(answer.contains("TCP/TLS/MSRP") && answer.contains("a=path:msrps://"), "{answer}");
+    let remote = common::answer_path(&answer);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", remote.first().port().unwrap())).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls).connect(name, tcp).await.unwrap();
+    let (r, w) = tokio::io::split(tls);
+    let mut up = Participant::over(ALICE, local, remote, String::new(), Box::new(r), Box::new(w));
+    up.bind().await;
+    assert_eq!(upload(&mut up, &data, 40_000).await.0, vec![StatusCode::OK; 3]);
+    until("the room holds it", || server.chat.room_files("lobby") == [("secret.bin".to_owned(), 90_000)]).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
