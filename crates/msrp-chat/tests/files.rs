@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::callee::Callee;
 use common::sip::start_sip_chat;
-use common::{Got, Participant};
+use common::{Got, Participant, until};
 use msrp::header::{ByteRange, MessageId, SuccessReport};
 use msrp::message::TransactionId;
 use msrp::{Header, Method, Request, StatusCode};
@@ -102,16 +102,6 @@ async fn received_file(p: &mut Participant) -> (Request, Bytes) {
             return (req, body);
         }
     }
-}
-
-async fn until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not in time: {what}");
 }
 
 #[tokio::test]

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::Participant;
 use common::callee::Callee;
 use common::sip::{start_sip_chat, start_sip_chat_tls, start_uac};
 use common::subscriber::{Msg, Subscriber};
+use common::{Participant, until};
 use msrp_chat::{ChatOptions, ReferOptions, ReferPolicy, RoomSettings};
 use rsipstack::sip::Transport;
 
@@ -22,17 +22,6 @@ fn sipfrag(m: &Msg) -> (String, String) {
     assert_eq!(m.header("Event"), Some("refer"));
     assert_eq!(m.header("Content-Type"), Some("message/sipfrag;version=2.0"));
     (m.body.trim_end().to_owned(), m.header("Subscription-State").unwrap().to_owned())
-}
-
-/// Waits until `f` holds (the server's state settles after the wire says so).
-async fn until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not in time: {what}");
 }
 
 #[tokio::test]

@@ -218,9 +218,10 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Bytes, not `&s[..]`: a `%` before a multi-byte character must not split it.
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -406,6 +407,7 @@ mod tests {
         assert!(x.is_secure());
         assert_eq!(x.user(), Some("alice%40home"));
         assert_eq!(percent_decode(x.user().unwrap()), "alice@home");
+        assert_eq!(percent_decode("%aé%"), "%aé%", "a % before a multi-byte character is kept");
         assert_eq!(x.host(), "Relay.Example.com");
         assert_eq!(x.host_kind(), HostKind::Name);
         assert_eq!(x.port(), Some(2855));

@@ -36,7 +36,8 @@ impl FileSelector {
             rest = tail.trim_start();
             let (key, val) = item.split_once(':')?;
             match key.to_ascii_lowercase().as_str() {
-                "name" => sel.name = Some(clean_name(&percent_decode(val.trim_matches('"')))),
+                // RFC 5547 §5: a name may carry percent-encoded octets (a quote among them).
+                "name" => sel.name = Some(clean_name(&msrp::uri::percent_decode(val.trim_matches('"')))),
                 "type" => sel.content_type = Some(val.to_owned()).filter(|t| t.contains('/')),
                 "size" => sel.size = Some(val.parse().ok()?),
                 "hash" => {
@@ -100,26 +101,6 @@ fn clean_name(raw: &str) -> String {
         name.truncate(cut);
     }
     name
-}
-
-/// RFC 5547 §5: a file name may carry percent-encoded octets (a quote among them).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn percent_encode(s: &str) -> String {

@@ -357,6 +357,17 @@ impl Participant {
     }
 }
 
+/// Waits until `f` holds (the server's state settles after the wire says so), 5 s at most.
+pub async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not in time: {what}");
+}
+
 /// A notice from the room itself (its CPIM From is the room).
 pub fn is_notice(body: &[u8]) -> bool {
     body.starts_with(format!("From: <sip:lobby@{DOMAIN}>").as_bytes())
