@@ -72,7 +72,7 @@ pub async fn start(
         msrp_host: host,
         msrp_port: plain,
         msrps_port: secure,
-        limits: config.relay.limits(),
+        limits: c.limits(),
         client_tls: Some(client_tls),
         message_rate: config.relay.limits.global.message_rate,
         message_rate_domains: config.relay.limits.message_rate_domains(),
@@ -105,7 +105,7 @@ pub async fn start(
     } else {
         warn!(networks = ?c.trusted_networks, "chat: callers from these networks are admitted without a challenge");
     }
-    let lifetime = Duration::from_secs(config.relay.nonce_lifetime);
+    let lifetime = Duration::from_secs(c.nonce_lifetime);
     let auth = Authenticator::new(trust, c.trusted_over_udp, Some(credentials), lifetime).with_guard(guard);
     let sip = SipServer::start(chat.clone(), auth, listeners, token.clone())
         .await

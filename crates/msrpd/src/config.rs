@@ -594,6 +594,14 @@ pub struct ChatConfig {
     pub file_retention: u64,
     /// Offer every new file to every participant (they may decline).
     pub push_files: bool,
+    /// How long a Digest nonce of the SIP side stays valid, seconds (older: `stale=true`).
+    pub nonce_lifetime: u64,
+    /// Decoder limits of participants' MSRP connections (as the relay's of the same names).
+    pub max_start_line: usize,
+    pub max_header_line: usize,
+    pub max_headers: usize,
+    pub max_head_bytes: usize,
+    pub max_non_send_body: u64,
     /// Largest message accepted from a participant (bytes; larger gets 413).
     pub max_message_size: u64,
     /// The server's outgoing chunks are at most this many bytes, so messages interleave; 0
@@ -625,6 +633,17 @@ pub struct ChatConfig {
 }
 
 impl ChatConfig {
+    /// The decoder limits of participants' MSRP connections.
+    pub fn limits(&self) -> msrp::Limits {
+        msrp::Limits {
+            max_start_line: self.max_start_line,
+            max_header_line: self.max_header_line,
+            max_headers: self.max_headers,
+            max_head_bytes: self.max_head_bytes,
+            max_non_send_body: self.max_non_send_body,
+        }
+    }
+
     /// File sharing as the chat service takes it, kept in `dir`.
     pub fn file_options(&self, dir: std::path::PathBuf) -> msrp_chat::files::FileOptions {
         msrp_chat::files::FileOptions {
@@ -685,6 +704,12 @@ impl Default for ChatConfig {
             max_user_file_transfers: files.max_user_transfers,
             file_retention: files.retention.map_or(0, |d| d.as_secs()),
             push_files: files.push,
+            nonce_lifetime: msrp_relay::RelayOptions::default().nonce_lifetime.as_secs(),
+            max_start_line: o.limits.max_start_line,
+            max_header_line: o.limits.max_header_line,
+            max_headers: o.limits.max_headers,
+            max_head_bytes: o.limits.max_head_bytes,
+            max_non_send_body: o.limits.max_non_send_body,
             max_message_size: o.max_message_size,
             chunk_size: o.chunk_size,
             queue_messages: o.queue_messages,
@@ -1026,6 +1051,10 @@ impl ChatConfig {
             ("file_retention", self.file_retention, 365 * DAY),
         ];
         at_most("chat", &file_caps)?;
+        check_decoder("chat", &self.limits())?;
+        if self.nonce_lifetime == 0 || self.nonce_lifetime > DAY {
+            return Err(format!("chat.nonce_lifetime = {} must be within 1..=86400", self.nonce_lifetime));
+        }
         let caps: [(&str, u64, u64); 14] = [
             ("sip_rate", u64::from(self.sip_rate), 1_000_000),
             ("sip_max_checks", self.sip_max_checks as u64, 100_000),
@@ -1044,6 +1073,30 @@ impl ChatConfig {
         ];
         at_most("chat", &caps)
     }
+}
+
+/// The bounds of the MSRP decoder limits (`max_start_line` … `max_non_send_body`) of
+/// `[relay]` or `[chat]`: low enough that no frame can take much memory, high enough that no
+/// client is refused (docs/CONFIG.md, "Bounds").
+fn check_decoder(prefix: &str, l: &msrp::Limits) -> Result<(), String> {
+    for (name, v, min) in [
+        ("max_start_line", l.max_start_line, 64),
+        ("max_header_line", l.max_header_line, 256),
+        ("max_headers", l.max_headers, 8),
+        ("max_head_bytes", l.max_head_bytes, 1024),
+    ] {
+        if v < min {
+            return Err(format!("{prefix}.{name} = {v} is below its bound of {min}"));
+        }
+    }
+    let caps: [(&str, u64, u64); 5] = [
+        ("max_start_line", l.max_start_line as u64, MIB),
+        ("max_header_line", l.max_header_line as u64, MIB),
+        ("max_headers", l.max_headers as u64, 1024),
+        ("max_head_bytes", l.max_head_bytes as u64, MIB),
+        ("max_non_send_body", l.max_non_send_body, 64 * MIB),
+    ];
+    at_most(prefix, &caps)
 }
 
 /// Upper bounds of the numeric keys (docs/CONFIG.md, "Bounds"): far above any real deployment,
@@ -1133,13 +1186,7 @@ impl Config {
             );
         }
         // Lower bounds where a tiny value would refuse every client (docs/CONFIG.md, Bounds).
-        for (name, v, min) in [
-            ("max_auth_failures", r.max_auth_failures as usize, 1),
-            ("max_start_line", r.max_start_line, 64),
-            ("max_header_line", r.max_header_line, 256),
-            ("max_headers", r.max_headers, 8),
-            ("max_head_bytes", r.max_head_bytes, 1024),
-        ] {
+        for (name, v, min) in [("max_auth_failures", r.max_auth_failures as usize, 1)] {
             if v < min {
                 return bad(format!("relay.{name} = {v} is below its bound of {min}"));
             }
@@ -1150,7 +1197,8 @@ impl Config {
         if r.output_messages < 16 {
             return bad(format!("relay.output_messages = {} is below its bound of 16", r.output_messages));
         }
-        let caps: [(&str, u64, u64); 19] = [
+        check_decoder("relay", &r.limits()).map_err(ConfigError::Invalid)?;
+        let caps: [(&str, u64, u64); 14] = [
             ("output_buffer", r.output_buffer as u64, 64 * MIB),
             ("output_messages", r.output_messages as u64, 1_000_000),
             ("chunk_hold_ms", r.chunk_hold_ms, 60_000),
@@ -1164,11 +1212,6 @@ impl Config {
             ("max_sessions_per_connection", r.max_sessions_per_connection as u64, 1000),
             ("read_buffer", r.read_buffer as u64, 64 * MIB),
             ("max_chunk", r.max_chunk as u64, 64 * MIB),
-            ("max_start_line", r.max_start_line as u64, MIB),
-            ("max_header_line", r.max_header_line as u64, MIB),
-            ("max_headers", r.max_headers as u64, 1024),
-            ("max_head_bytes", r.max_head_bytes as u64, MIB),
-            ("max_non_send_body", r.max_non_send_body, 64 * MIB),
             ("max_auth_failures", u64::from(r.max_auth_failures), 1000),
         ];
         at_most("relay", &caps).map_err(ConfigError::Invalid)?;
@@ -1278,6 +1321,10 @@ mod tests {
         let o = c.chat.conference.options();
         assert_eq!((o.max_per_user, o.wants_full_state(Some("Blink 6"))), (2, false));
         assert!(Config::parse("[chat]\nmax_file_size = 0").is_err());
+        assert!(Config::parse("[chat]\nmax_head_bytes = 10").is_err());
+        assert!(Config::parse("[chat]\nnonce_lifetime = 0").is_err());
+        let own = Config::parse("[relay]\nmax_headers = 16\nnonce_lifetime = 60\n[chat]\nmax_headers = 32").unwrap();
+        assert_eq!((own.chat.limits().max_headers, own.chat.nonce_lifetime), (32, 300), "chat's own, not [relay]'s");
         assert!(Config::parse("[chat]\nmax_file_size = 2000000000\nmax_room_file_bytes = 1000000000").is_err());
         let c = Config::parse("[chat]\nfile_retention = 0\npush_files = false").unwrap();
         let f = c.chat.file_options("/tmp/x".into());
