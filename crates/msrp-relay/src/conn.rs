@@ -47,6 +47,13 @@ const IDLE_BUFFER: usize = 1024;
 /// no chunk's end position can overflow. Larger ones are refused with 400.
 pub(crate) const MAX_START: u64 = 1 << 62;
 
+/// The Byte-Range a request stands for (RFC 4975 §7.1.1: none means `1-*/*`), or `None` when
+/// its start is beyond [`MAX_START`] (400). The one rule for the fast and the general path.
+pub(crate) fn chunk_range(given: Option<&ByteRange>) -> Option<ByteRange> {
+    let range = given.copied().unwrap_or(ByteRange { start: 1, end: None, total: None });
+    (range.start <= MAX_START).then_some(range)
+}
+
 /// Body bytes of an unfinished frame kept across reads rather than sent as a `+` chunk.
 const HOLD_BACK: usize = 16 * 1024;
 
@@ -484,13 +491,12 @@ impl Reader {
     }
 
     async fn request_head(&mut self, req: Request) {
-        let range = req.headers.byte_range().copied().unwrap_or(ByteRange { start: 1, end: None, total: None });
-        if range.start > MAX_START {
+        let Some(range) = chunk_range(req.headers.byte_range()) else {
             // Refused before routing: no connection to a next hop is opened for it.
             let why = "Byte-Range start too large";
             self.frame = Frame::Local(Box::new(req), Route::Reject(StatusCode::BAD_REQUEST, why));
             return;
-        }
+        };
         let now = Instant::now();
         let decision = {
             let mut s = crate::lock(&self.shared.sessions);

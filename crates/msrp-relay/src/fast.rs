@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use msrp::Limits;
 use msrp::encode;
-use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Path, SuccessReport, name};
+use msrp::header::{ByteRange, ContentType, FailureReport, Header, MessageId, Name, Path, SuccessReport, name};
 use msrp::lex::{Lexed, Start, lex_frame};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, StatusCode};
 use tracing::debug;
 
-use crate::conn::{Conn, KeptId, MAX_START, Pending, Reporting, touch};
+use crate::conn::{Conn, KeptId, Pending, Reporting, chunk_range, touch};
 use crate::route::{Route, remember_peer, route_paths};
 use crate::server::Shared;
 
@@ -118,16 +118,16 @@ enum Known {
     ContentType,
 }
 
+/// The codec's reading of a header name ([`Name::of`]), narrowed to what this path handles.
 fn known(hname: &str) -> Option<Known> {
-    let is = |n: &str| hname == n || hname.eq_ignore_ascii_case(n);
-    Some(match hname.len() {
-        7 if is(name::TO_PATH) => Known::ToPath,
-        9 if is(name::FROM_PATH) => Known::FromPath,
-        10 if is(name::MESSAGE_ID) => Known::MessageId,
-        10 if is(name::BYTE_RANGE) => Known::ByteRange,
-        14 if is(name::SUCCESS_REPORT) => Known::SuccessReport,
-        14 if is(name::FAILURE_REPORT) => Known::FailureReport,
-        12 if is(name::CONTENT_TYPE) => Known::ContentType,
+    Some(match Name::of(hname)? {
+        Name::ToPath => Known::ToPath,
+        Name::FromPath => Known::FromPath,
+        Name::MessageId => Known::MessageId,
+        Name::ByteRange => Known::ByteRange,
+        Name::SuccessReport => Known::SuccessReport,
+        Name::FailureReport => Known::FailureReport,
+        Name::ContentType => Known::ContentType,
         _ => return None,
     })
 }
@@ -302,10 +302,8 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
             }
         }
     }
-    let range = range.unwrap_or(ByteRange { start: 1, end: None, total: None });
-    if range.start > MAX_START {
-        return None; // the general path refuses it
-    }
+    // Out of bounds: the general path refuses it.
+    let range = chunk_range(range.as_ref())?;
     Some(Plan {
         tid: lexed.tid,
         to: to?,
@@ -389,22 +387,14 @@ fn forward(
     // Recorded before the frame can leave: another task may flush the target's output at
     // any moment, and the response must find its transaction. The Message-ID is copied (a
     // slice would pin the whole read buffer until the response).
-    let tracked = if plan.failure != FailureReport::No
-        && let Some(message_id) = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().and_then(KeptId::new)
-    {
-        let mut p = crate::lock(&route.target.pending);
-        let pending = Pending::Send {
-            source: conn.id,
-            reporting: route.reporting.clone(),
-            message_id,
-            range,
-            failure: plan.failure,
-            deadline: batch.now + shared.opts.transaction_timeout,
-        };
-        p.insert(tid, pending);
-        true
-    } else {
-        false
+    let message_id = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().and_then(KeptId::new);
+    let deadline = batch.now + shared.opts.transaction_timeout;
+    let tracked = match Pending::send(conn.id, &route.reporting, message_id, range, plan.failure, deadline) {
+        Some(pending) => {
+            crate::lock(&route.target.pending).insert(tid, pending);
+            true
+        }
+        None => false,
     };
     let mut flush = Vec::new();
     let full = route.target.queue_with(|out| {

@@ -10,7 +10,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use bytes::{Bytes, BytesMut};
 use msrp::encode::{self, SEAM, continues_safely, keep_tail, safe_tid_for_pieces};
-use msrp::header::{ByteRange, FailureReport, Header, Path};
+use msrp::header::{ByteRange, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
@@ -277,23 +277,13 @@ impl Forwarding {
             Method::Report => return,
             Method::Send => {
                 let failure = self.req.headers.failure_report();
-                let (Some(report_to), Some(message_id)) = (
-                    self.req.headers.from_path().cloned(),
-                    self.req.headers.message_id().and_then(|m| KeptId::new(m.as_str())),
-                ) else {
+                let Some(report_to) = self.req.headers.from_path().cloned() else { return };
+                let reporting = Arc::new(Reporting { report_to, reporter: self.reporter.clone() });
+                let message_id = self.req.headers.message_id().and_then(|m| KeptId::new(m.as_str()));
+                let Some(pending) = Pending::send(self.source, &reporting, message_id, range, failure, deadline) else {
                     return;
                 };
-                if failure == FailureReport::No {
-                    return;
-                }
-                Pending::Send {
-                    source: self.source,
-                    reporting: Arc::new(Reporting { report_to, reporter: self.reporter.clone() }),
-                    message_id,
-                    range,
-                    failure,
-                    deadline,
-                }
+                pending
             }
             _ => {
                 let Some(reply_to) = self.req.headers.from_path().map(|p| p.first().clone()) else { return };

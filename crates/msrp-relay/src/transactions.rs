@@ -36,6 +36,25 @@ pub(crate) enum Pending {
     Relay { source: ConnId, tid: TransactionId, reply_to: Uri, reporter: Uri, deadline: Instant },
 }
 
+impl Pending {
+    /// The transaction a forwarded SEND chunk opens, when its outcome may owe the sender
+    /// anything: not with `Failure-Report: no`, nor without a Message-ID to report on (RFC 4975
+    /// §7.1.2). The one rule for the fast and the general path.
+    pub(crate) fn send(
+        source: ConnId,
+        reporting: &Arc<Reporting>,
+        message_id: Option<KeptId>,
+        range: ByteRange,
+        failure: FailureReport,
+        deadline: Instant,
+    ) -> Option<Pending> {
+        if failure == FailureReport::No {
+            return None;
+        }
+        Some(Pending::Send { source, reporting: reporting.clone(), message_id: message_id?, range, failure, deadline })
+    }
+}
+
 /// Where failure REPORTs about a sender's chunks go (its From-Path) and whom they come from (this
 /// relay as the sender addressed it). One per route, shared by its pending transactions:
 /// recording one costs a reference count, not a copy of two paths.
@@ -318,6 +337,21 @@ mod tests {
             failure,
             deadline,
         }
+    }
+
+    #[test]
+    fn a_chunk_is_tracked_unless_nothing_can_be_owed_for_it() {
+        let r = ByteRange { start: 1, end: Some(10), total: Some(20) };
+        let now = Instant::now();
+        let id = || KeptId::new("m-1");
+        assert!(Pending::send(SENDER, &reporting(), id(), r, FailureReport::Yes, now).is_some());
+        assert!(Pending::send(SENDER, &reporting(), id(), r, FailureReport::Partial, now).is_some());
+        assert!(Pending::send(SENDER, &reporting(), id(), r, FailureReport::No, now).is_none(), "Failure-Report: no");
+        assert!(Pending::send(SENDER, &reporting(), None, r, FailureReport::Yes, now).is_none(), "no Message-ID");
+        let whole = crate::conn::chunk_range(None).unwrap();
+        assert_eq!((whole.start, whole.end, whole.total), (1, None, None), "none given means 1-*/*");
+        let far = ByteRange { start: crate::conn::MAX_START + 1, end: None, total: None };
+        assert_eq!(crate::conn::chunk_range(Some(&far)), None);
     }
 
     fn answer(tid: TransactionId, status: u16) -> Response {

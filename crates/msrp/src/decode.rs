@@ -15,7 +15,7 @@ use bytestring::ByteString;
 use memchr::memmem;
 use thiserror::Error;
 
-use crate::header::{Header, HeaderError, Headers, Path, name};
+use crate::header::{Header, HeaderError, Headers, Name, Path, name};
 use crate::message::{Continuation, MAX_TID_LEN, Message, Method, Request, Response, StatusCode, TransactionId};
 
 /// `"\r\n-------"`: the CRLF that ends the body (RFC 4975 §9 `content-stuff`) plus the seven
@@ -680,13 +680,9 @@ fn parse_head(head: Bytes, line_ends: &[u32], scanned_tid: Tid, paths: &mut Path
         let header = if line.as_bytes().get(name_len) == Some(&b':') && name_len > 0 {
             let value = crate::syntax::trim_ws(&line[name_len + 1..]);
             let name = &line[..name_len];
-            let parsed = match name_len {
-                7 if name == name::TO_PATH || name.eq_ignore_ascii_case(name::TO_PATH) => {
-                    PathCache::get(&mut paths.to, name::TO_PATH, value).map(Header::ToPath)
-                }
-                9 if name == name::FROM_PATH || name.eq_ignore_ascii_case(name::FROM_PATH) => {
-                    PathCache::get(&mut paths.from, name::FROM_PATH, value).map(Header::FromPath)
-                }
+            let parsed = match Name::of(name) {
+                Some(Name::ToPath) => PathCache::get(&mut paths.to, name::TO_PATH, value).map(Header::ToPath),
+                Some(Name::FromPath) => PathCache::get(&mut paths.from, name::FROM_PATH, value).map(Header::FromPath),
                 _ => Header::parse_in(&text, name, value),
             };
             parsed.map_err(ErrorKind::MalformedHeader)

@@ -105,6 +105,65 @@ pub mod name {
     pub const CONTENT_DISPOSITION: &str = "Content-Disposition";
 }
 
+/// The headers the codec knows by name (RFC 4975 §9, RFC 4976 §5, RFC 7701 §10); anything
+/// else is an [`OtherHeader`]. One recognizer for the decoder, the typed parser and the
+/// relay's fast path, so they never disagree on what a name means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    ToPath,
+    FromPath,
+    MessageId,
+    ByteRange,
+    ContentType,
+    SuccessReport,
+    FailureReport,
+    Status,
+    UsePath,
+    Expires,
+    MinExpires,
+    MaxExpires,
+    WwwAuthenticate,
+    Authorization,
+    AuthenticationInfo,
+    UseNickname,
+    ContentId,
+    ContentDescription,
+    ContentDisposition,
+}
+
+impl Name {
+    /// The header `hname` names, in any case; `None` for an unknown one. Dispatches on the
+    /// length first, then compares exactly (the registered spelling, what peers send) before
+    /// case-insensitively: this runs for every header of every frame.
+    #[inline]
+    pub fn of(hname: &str) -> Option<Name> {
+        use name::*;
+        let is = |n: &str| hname == n || hname.eq_ignore_ascii_case(n);
+        Some(match hname.len() {
+            7 if is(TO_PATH) => Name::ToPath,
+            9 if is(FROM_PATH) => Name::FromPath,
+            10 if is(MESSAGE_ID) => Name::MessageId,
+            10 if is(BYTE_RANGE) => Name::ByteRange,
+            12 if is(CONTENT_TYPE) => Name::ContentType,
+            14 if is(SUCCESS_REPORT) => Name::SuccessReport,
+            14 if is(FAILURE_REPORT) => Name::FailureReport,
+            6 if is(STATUS) => Name::Status,
+            8 if is(USE_PATH) => Name::UsePath,
+            7 if is(EXPIRES) => Name::Expires,
+            11 if is(MIN_EXPIRES) => Name::MinExpires,
+            11 if is(MAX_EXPIRES) => Name::MaxExpires,
+            16 if is(WWW_AUTHENTICATE) => Name::WwwAuthenticate,
+            13 if is(AUTHORIZATION) => Name::Authorization,
+            19 if is(AUTHENTICATION_INFO) => Name::AuthenticationInfo,
+            12 if is(USE_NICKNAME) => Name::UseNickname,
+            10 if is(CONTENT_ID) => Name::ContentId,
+            19 if is(CONTENT_DESCRIPTION) => Name::ContentDescription,
+            19 if is(CONTENT_DISPOSITION) => Name::ContentDisposition,
+            _ => return None,
+        })
+    }
+}
+
 impl Header {
     /// Parses one header from its name and (trimmed) value.
     pub fn parse(hname: &str, value: &str) -> Result<Header, HeaderError> {
@@ -122,29 +181,30 @@ impl Header {
         let shared = || text.slice_ref(value);
         // Dispatch on the name's length first, then one comparison: exact (the registered
         // spelling, what peers send) before case-insensitive.
-        let is = |n: &str| hname == n || hname.eq_ignore_ascii_case(n);
-        Ok(match hname.len() {
-            7 if is(TO_PATH) => Header::ToPath(Path::parse(TO_PATH, text, value)?),
-            9 if is(FROM_PATH) => Header::FromPath(Path::parse(FROM_PATH, text, value)?),
-            10 if is(MESSAGE_ID) => Header::MessageId(MessageId::parse(&shared())?),
-            10 if is(BYTE_RANGE) => Header::ByteRange(ByteRange::parse(value)?),
-            12 if is(CONTENT_TYPE) => Header::ContentType(ContentType::parse(&shared())?),
-            14 if is(SUCCESS_REPORT) => Header::SuccessReport(SuccessReport::parse(value)?),
-            14 if is(FAILURE_REPORT) => Header::FailureReport(FailureReport::parse(value)?),
-            6 if is(STATUS) => Header::Status(Status::parse(&shared())?),
-            8 if is(USE_PATH) => Header::UsePath(Path::parse(USE_PATH, text, value)?),
-            7 if is(EXPIRES) => Header::Expires(expires::parse_seconds(EXPIRES, value)?),
-            11 if is(MIN_EXPIRES) => Header::MinExpires(expires::parse_seconds(MIN_EXPIRES, value)?),
-            11 if is(MAX_EXPIRES) => Header::MaxExpires(expires::parse_seconds(MAX_EXPIRES, value)?),
-            16 if is(WWW_AUTHENTICATE) => Header::WwwAuthenticate(Box::new(Challenge::parse(value)?)),
-            13 if is(AUTHORIZATION) => Header::Authorization(Box::new(Credentials::parse(value)?)),
-            19 if is(AUTHENTICATION_INFO) => Header::AuthenticationInfo(Box::new(AuthenticationInfo::parse(value)?)),
-            12 if is(USE_NICKNAME) => Header::UseNickname(UseNickname::parse(value)?),
-            10 if is(CONTENT_ID) => Header::ContentId(ContentId::parse(&shared())?),
-            19 if is(CONTENT_DESCRIPTION) => Header::ContentDescription(ContentDescription::parse(&shared())?),
-            19 if is(CONTENT_DISPOSITION) => Header::ContentDisposition(Box::new(ContentDisposition::parse(value)?)),
+        let Some(known) = Name::of(hname) else {
             // The caller checked that the name is a token.
-            _ => Header::Other(OtherHeader::new(text, hname, value)),
+            return Ok(Header::Other(OtherHeader::new(text, hname, value)));
+        };
+        Ok(match known {
+            Name::ToPath => Header::ToPath(Path::parse(TO_PATH, text, value)?),
+            Name::FromPath => Header::FromPath(Path::parse(FROM_PATH, text, value)?),
+            Name::MessageId => Header::MessageId(MessageId::parse(&shared())?),
+            Name::ByteRange => Header::ByteRange(ByteRange::parse(value)?),
+            Name::ContentType => Header::ContentType(ContentType::parse(&shared())?),
+            Name::SuccessReport => Header::SuccessReport(SuccessReport::parse(value)?),
+            Name::FailureReport => Header::FailureReport(FailureReport::parse(value)?),
+            Name::Status => Header::Status(Status::parse(&shared())?),
+            Name::UsePath => Header::UsePath(Path::parse(USE_PATH, text, value)?),
+            Name::Expires => Header::Expires(expires::parse_seconds(EXPIRES, value)?),
+            Name::MinExpires => Header::MinExpires(expires::parse_seconds(MIN_EXPIRES, value)?),
+            Name::MaxExpires => Header::MaxExpires(expires::parse_seconds(MAX_EXPIRES, value)?),
+            Name::WwwAuthenticate => Header::WwwAuthenticate(Box::new(Challenge::parse(value)?)),
+            Name::Authorization => Header::Authorization(Box::new(Credentials::parse(value)?)),
+            Name::AuthenticationInfo => Header::AuthenticationInfo(Box::new(AuthenticationInfo::parse(value)?)),
+            Name::UseNickname => Header::UseNickname(UseNickname::parse(value)?),
+            Name::ContentId => Header::ContentId(ContentId::parse(&shared())?),
+            Name::ContentDescription => Header::ContentDescription(ContentDescription::parse(&shared())?),
+            Name::ContentDisposition => Header::ContentDisposition(Box::new(ContentDisposition::parse(value)?)),
         })
     }
 
@@ -453,6 +513,20 @@ mod tests {
 
     fn h(name: &str, value: &str) -> Result<Header, HeaderError> {
         Header::parse(name, value)
+    }
+
+    #[test]
+    fn one_recognizer_for_every_known_name() {
+        assert_eq!(Name::of("To-Path"), Some(Name::ToPath));
+        assert_eq!(Name::of("to-path"), Some(Name::ToPath));
+        assert_eq!(Name::of("CONTENT-DISPOSITION"), Some(Name::ContentDisposition));
+        assert_eq!(Name::of("Content-Description"), Some(Name::ContentDescription));
+        assert_eq!(Name::of("To-Paths"), None);
+        assert_eq!(Name::of("X-Custom"), None);
+        // Every known header's printed name reads back as itself.
+        for hdr in [h("Expires", "5").unwrap(), h("Use-Nickname", "\"a\"").unwrap(), h("Status", "000 200").unwrap()] {
+            assert!(Name::of(hdr.name()).is_some(), "{}", hdr.name());
+        }
     }
 
     #[test]
