@@ -135,7 +135,7 @@ impl Name {
     /// The header `hname` names, in any case; `None` for an unknown one. Dispatches on the
     /// length first, then compares exactly (the registered spelling, what peers send) before
     /// case-insensitively: this runs for every header of every frame.
-    #[inline]
+    #[inline(always)]
     pub fn of(hname: &str) -> Option<Name> {
         use name::*;
         let is = |n: &str| hname == n || hname.eq_ignore_ascii_case(n);
