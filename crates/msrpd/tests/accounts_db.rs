@@ -7,8 +7,7 @@
 //! `MSRPD_TEST_POSTGRES` and `MSRPD_TEST_MYSQL` (admin URLs; each test makes its own database).
 //! Without them the tests say so and skip.
 
-#[path = "../../msrp-relay/tests/common/mod.rs"]
-mod common;
+use msrp_testkit as common;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};

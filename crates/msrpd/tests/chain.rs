@@ -2,8 +2,7 @@
 //! certificate and trusts the other's (`[tls] certificate`, `private_key`,
 //! `trusted_certificates`); A on relay 1 reaches B on relay 2.
 
-#[path = "../../msrp-relay/tests/common/mod.rs"]
-mod common;
+use msrp_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

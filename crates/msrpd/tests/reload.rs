@@ -2,8 +2,7 @@
 //! transfer finishes on the old one and a new connection sees the new one. A reload that
 //! fails leaves the running certificate, and a restart-only change is named in the log.
 
-#[path = "../../msrp-relay/tests/common/mod.rs"]
-mod common;
+use msrp_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

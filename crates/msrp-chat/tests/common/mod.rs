@@ -1,16 +1,15 @@
 //! A chat participant's MSRP side, built from the project's codec: connects to the server (or
 //! accepts the server's connection), answers its SENDs and hands complete messages to the test.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod callee;
 pub mod sip;
 pub mod subscriber;
 
-/// The relay's test helpers: a relay on port 0, its accounts, Digest credentials.
-#[path = "../../../msrp-relay/tests/common/mod.rs"]
-#[allow(clippy::all)]
-pub mod relay;
+/// The workspace's test kit: a relay on port 0, its accounts, Digest credentials.
+pub use msrp_testkit as relay;
+pub use msrp_testkit::until;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,28 +78,7 @@ pub async fn start_chat_with(
 
 /// A self-signed certificate for `name`: the server side, a client trusting it, its PEM and
 /// DER forms.
-pub fn tls_for(
-    name: &str,
-) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>, String, rustls::pki_types::CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-    let cert = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client), ck.cert.pem(), cert)
-}
+pub use msrp_testkit::tls_configs as tls_for;
 
 /// A chat stream offer for `path` with `setup`.
 pub fn offer(path: &str, setup: &str) -> String {
@@ -355,17 +333,6 @@ impl Participant {
             }
         }
     }
-}
-
-/// Waits until `f` holds (the server's state settles after the wire says so), 5 s at most.
-pub async fn until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not in time: {what}");
 }
 
 /// A notice from the room itself (its CPIM From is the room).
