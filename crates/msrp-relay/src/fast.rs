@@ -36,6 +36,7 @@ use msrp::{Continuation, Method, StatusCode};
 use tracing::debug;
 
 use crate::conn::{Conn, KeptId, Pending, Reporting, chunk_range, touch};
+use crate::forward::ForwardedHead;
 use crate::route::{Route, remember_peer, route_paths};
 use crate::server::Shared;
 
@@ -234,12 +235,12 @@ fn responses<'a>(conn: &Conn, buf: &'a [u8], first: Lexed<'a>, limits: &Limits) 
             break;
         }
         match pending.get(&lexed.tid) {
-            // A relayed request's response goes back to its sender; a failure may be reported.
-            Some(Pending::Relay { .. }) => break,
-            Some(Pending::Send { .. }) if !(200..300).contains(&code) => break,
-            Some(Pending::Send { .. }) => {
+            // Only what settles without owing anything is taken here (the table's rule); a
+            // relayed request's response goes back and a failure may be reported: general path.
+            Some(p) if p.settles_quietly(StatusCode(code)) => {
                 pending.remove(&lexed.tid);
             }
+            Some(_) => break,
             None => debug!(conn = conn.id, tid = %lexed.tid, status = code, "response to no pending transaction"),
         }
         taken += lexed.len;
@@ -399,21 +400,22 @@ fn forward(
     let mut flush = Vec::new();
     let full = route.target.queue_with(|out| {
         out.reserve(route.forward_paths.len() + body.len() + 256);
-        out.put_slice(b"MSRP ");
-        out.put_slice(tid.as_bytes());
-        out.put_slice(b" SEND\r\n");
-        out.put_slice(&route.forward_paths);
-        for m in plan.middle.iter().flatten() {
-            let (hname, value) = match *m {
-                Middle::MessageId => (name::MESSAGE_ID, &frame[plan.message_id.clone()]),
-                Middle::Success(v) => (name::SUCCESS_REPORT, v.as_str().as_bytes()),
-                Middle::Failure(v) => (name::FAILURE_REPORT, v.as_str().as_bytes()),
-            };
-            put_header(out, hname, value);
-        }
-        encode::encode_header(&Header::ByteRange(range), out);
-        put_header(out, name::CONTENT_TYPE, &frame[plan.content_type.clone()]);
-        out.put_slice(b"\r\n");
+        let head = ForwardedHead { tid: &tid, method: b"SEND", range: Some(range), body_section: true };
+        head.write(
+            out,
+            |out| out.put_slice(&route.forward_paths),
+            |out| {
+                for m in plan.middle.iter().flatten() {
+                    let (hname, value) = match *m {
+                        Middle::MessageId => (name::MESSAGE_ID, &frame[plan.message_id.clone()]),
+                        Middle::Success(v) => (name::SUCCESS_REPORT, v.as_str().as_bytes()),
+                        Middle::Failure(v) => (name::FAILURE_REPORT, v.as_str().as_bytes()),
+                    };
+                    put_header(out, hname, value);
+                }
+            },
+            |out| put_header(out, name::CONTENT_TYPE, &frame[plan.content_type.clone()]),
+        );
         out.put_slice(body);
         encode::encode_body_end(&tid, plan.flag, out);
     });

@@ -245,31 +245,30 @@ impl Forwarding {
     /// other headers as received, the chunk's Byte-Range (when given: a SEND's), the Content-*
     /// headers, and the blank line when the frame has a body section (RFC 4975 §9 order).
     fn write_head(&self, tid: TransactionId, range: Option<ByteRange>, body_section: bool, out: &mut BytesMut) {
-        out.extend_from_slice(b"MSRP ");
-        out.extend_from_slice(tid.as_bytes());
-        out.extend_from_slice(b" ");
-        out.extend_from_slice(self.req.method.as_str().as_bytes());
-        out.extend_from_slice(b"\r\n");
-        encode::encode_header(&Header::ToPath(self.to.clone()), out);
-        encode::encode_header(&Header::FromPath(self.from.clone()), out);
         let ours = range.is_some();
         let passed = |h: &&Header| match h {
             Header::ToPath(_) | Header::FromPath(_) => false,
             Header::ByteRange(_) => !ours,
             _ => true,
         };
-        for h in self.req.headers.iter().filter(passed).filter(|h| !h.is_content()) {
-            encode::encode_header(h, out);
-        }
-        if let Some(range) = range {
-            encode::encode_header(&Header::ByteRange(range), out);
-        }
-        for h in self.req.headers.iter().filter(passed).filter(|h| h.is_content()) {
-            encode::encode_header(h, out);
-        }
-        if body_section {
-            out.extend_from_slice(b"\r\n");
-        }
+        let head = ForwardedHead { tid: &tid, method: self.req.method.as_str().as_bytes(), range, body_section };
+        head.write(
+            out,
+            |out| {
+                encode::encode_header(&Header::ToPath(self.to.clone()), out);
+                encode::encode_header(&Header::FromPath(self.from.clone()), out);
+            },
+            |out| {
+                for h in self.req.headers.iter().filter(passed).filter(|h| !h.is_content()) {
+                    encode::encode_header(h, out);
+                }
+            },
+            |out| {
+                for h in self.req.headers.iter().filter(passed).filter(|h| h.is_content()) {
+                    encode::encode_header(h, out);
+                }
+            },
+        );
     }
 
     fn track(&self, tid: TransactionId, range: ByteRange, deadline: Instant) {
@@ -297,6 +296,43 @@ impl Forwarding {
             }
         };
         crate::lock(&self.target.pending).insert(tid, pending);
+    }
+}
+
+/// The head of a forwarded request, in the order RFC 4975 §9 gives and both of the relay's
+/// paths write it: the start line, the rewritten To-Path and From-Path, the other headers as
+/// received, the chunk's Byte-Range (when the relay sets it), the Content-* headers, and the
+/// blank line that opens a body section. The callers write the parts they hold.
+pub(crate) struct ForwardedHead<'a> {
+    pub(crate) tid: &'a TransactionId,
+    pub(crate) method: &'a [u8],
+    pub(crate) range: Option<ByteRange>,
+    pub(crate) body_section: bool,
+}
+
+impl ForwardedHead<'_> {
+    #[inline(always)]
+    pub(crate) fn write(
+        &self,
+        out: &mut BytesMut,
+        paths: impl FnOnce(&mut BytesMut),
+        others: impl FnOnce(&mut BytesMut),
+        content: impl FnOnce(&mut BytesMut),
+    ) {
+        out.extend_from_slice(b"MSRP ");
+        out.extend_from_slice(self.tid.as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(self.method);
+        out.extend_from_slice(b"\r\n");
+        paths(out);
+        others(out);
+        if let Some(range) = self.range {
+            encode::encode_header(&Header::ByteRange(range), out);
+        }
+        content(out);
+        if self.body_section {
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 

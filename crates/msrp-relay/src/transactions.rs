@@ -182,6 +182,7 @@ impl Table {
     pub(crate) fn handle_response(&mut self, resp: &Response) -> Settled {
         match self.map.remove(&resp.tid) {
             None => Settled::Unknown,
+            Some(p) if p.settles_quietly(resp.status) => Settled::Quiet,
             Some(p) => answered(p, resp).map_or(Settled::Quiet, Settled::Owe),
         }
     }
@@ -206,6 +207,12 @@ impl Table {
 }
 
 impl Pending {
+    /// Whether a response with `status` ends this transaction owing its sender nothing: a
+    /// chunk's success (RFC 4976 §7). The fast path takes exactly these responses.
+    pub(crate) fn settles_quietly(&self, status: StatusCode) -> bool {
+        matches!(self, Pending::Send { .. }) && status.is_success()
+    }
+
     fn deadline(&self) -> Instant {
         match self {
             Pending::Send { deadline, .. } | Pending::Relay { deadline, .. } => *deadline,
