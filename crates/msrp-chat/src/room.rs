@@ -42,6 +42,9 @@ pub(crate) struct RoomState {
     pub files: Vec<Arc<crate::files::RoomFile>>,
     /// Users (identity keys) who declined a file the focus offered: not offered others.
     pub declined: std::collections::HashSet<String>,
+    /// Uploads in progress: how many, and their announced bytes (held against the room's
+    /// file bounds until each becomes a file or is dropped).
+    pub uploading: (usize, u64),
 }
 
 /// Why a nickname was refused.

@@ -253,6 +253,22 @@ async fn file_offers_are_refused_with_a_reason() {
     assert!(server.chat.room_files("lobby").is_empty());
     until("nothing left on disk", || std::fs::read_dir(&dir).unwrap().count() == 0).await;
 
+    // Uploads in progress count against the room's bounds: with room for one 6-byte file, a
+    // second upload while the first is under way is refused at once (not dropped after its 200).
+    let tight_dir = file_dir();
+    let mut opts = options(&tight_dir, None);
+    opts.files.max_room_bytes = 10;
+    let tight = start_sip_chat(opts, true).await;
+    let _a = Participant::join(&tight.chat, "lobby", ALICE).await;
+    let tight_room = tight.target("lobby", Transport::Udp);
+    let six = content(6);
+    let (_, first) = uac.invite(&tight_room, ALICE, Some(offer("sendonly", &selector_of("one", &six))), None).await;
+    assert_eq!(first.status_code.code(), 200);
+    let (_, second) = uac.invite(&tight_room, ALICE, Some(offer("sendonly", &selector_of("two", &six))), None).await;
+    assert_eq!(second.status_code.code(), 488);
+    assert!(second.reason_phrase().unwrap_or("").contains("max_room_bytes"), "{:?}", second.reason_phrase());
+    let _ = std::fs::remove_dir_all(tight_dir);
+
     // File sharing off (no directory): 488.
     let off = start_sip_chat(ChatOptions::default(), true).await;
     let _a = Participant::join(&off.chat, "lobby", ALICE).await;

@@ -87,22 +87,32 @@ impl Chat {
                 if size > opts.max_file_size {
                     return Err(JoinError::NotAcceptable("the file is larger than max_file_size"));
                 }
-                {
-                    let st = room.lock();
-                    let held: u64 = st.files.iter().map(|f| f.size()).sum();
-                    if st.files.len() >= opts.max_room_files {
-                        return Err(JoinError::NotAcceptable("the room holds max_room_files files"));
-                    }
-                    if held + size > opts.max_room_bytes {
-                        return Err(JoinError::NotAcceptable("the room's files would exceed max_room_bytes"));
-                    }
-                }
                 if !store.reserve(size) {
                     warn!(room = %room.uri, size, "file refused: the file store is full (max_file_bytes)");
                     return Err(JoinError::NotAcceptable("the file store is full"));
                 }
+                {
+                    // Uploads in progress count with the files held: concurrent ones cannot
+                    // overshoot the room's bounds and be dropped after their sender was told 200.
+                    let mut st = room.lock();
+                    let held: u64 = st.files.iter().map(|f| f.size()).sum::<u64>() + st.uploading.1;
+                    let refused = if st.files.len() + st.uploading.0 >= opts.max_room_files {
+                        Some("the room holds max_room_files files")
+                    } else if held + size > opts.max_room_bytes {
+                        Some("the room's files would exceed max_room_bytes")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = refused {
+                        drop(st);
+                        store.release(size);
+                        return Err(JoinError::NotAcceptable(why));
+                    }
+                    st.uploading.0 += 1;
+                    st.uploading.1 += size;
+                }
                 let id = msrp::id::random_session_id();
-                let rx = transfer::receiving(store.clone(), store.path(&id), size);
+                let rx = transfer::receiving(store.clone(), store.path(&id), size, room.clone());
                 (Kind::Upload(Box::new(tokio::sync::Mutex::new(rx))), stream.selector.clone())
             }
             Direction::Download => {
@@ -242,18 +252,19 @@ fn find(room: &Room, sel: &FileSelector) -> Option<Arc<RoomFile>> {
 }
 
 impl Inner {
-    /// A file arrived whole: the room holds it (within its bounds, if it is still open), is
-    /// told, and every participant but its sender (and those who declined one before) is
-    /// offered it.
+    /// A file arrived whole: the room holds it (in place of its upload's reservation; dropped if
+    /// the room closed or its sender left meanwhile), is told, and every participant but its
+    /// sender (and those who declined one before) is offered it.
     pub(crate) fn add_file(self: &Arc<Self>, room: &Arc<Room>, file: RoomFile) {
         let opts = &self.opts.files;
         let file = Arc::new(file);
         let mut targets: Vec<(Identity, Option<String>, bool)> = Vec::new();
         {
             let mut st = room.lock();
-            let held: u64 = st.files.iter().map(|f| f.size()).sum();
-            if st.closed || st.files.len() >= opts.max_room_files || held + file.size() > opts.max_room_bytes {
-                info!(room = %room.uri, file = file.name(), "file dropped: the room closed or filled up meanwhile");
+            st.uploading.0 = st.uploading.0.saturating_sub(1);
+            st.uploading.1 = st.uploading.1.saturating_sub(file.size());
+            if st.closed {
+                info!(room = %room.uri, file = file.name(), "file dropped: the room closed meanwhile");
                 drop(st);
                 return;
             }

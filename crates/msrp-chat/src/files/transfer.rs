@@ -46,7 +46,9 @@ pub(crate) struct Receiving {
     file: Option<tokio::fs::File>,
     path: std::path::PathBuf,
     store: Arc<Store>,
-    /// Bytes reserved in the store (the selector's size).
+    /// The room whose upload reservation it holds (`RoomState::uploading`).
+    room: Arc<Room>,
+    /// Bytes reserved in the store and the room (the selector's size).
     reserved: u64,
     received: u64,
     hash: sha1::Sha1,
@@ -63,6 +65,9 @@ impl Receiving {
             self.file = None;
             let _ = std::fs::remove_file(&self.path);
             self.store.release(self.reserved);
+            let mut st = self.room.lock();
+            st.uploading.0 = st.uploading.0.saturating_sub(1);
+            st.uploading.1 = st.uploading.1.saturating_sub(self.reserved);
         }
     }
 }
@@ -173,11 +178,12 @@ impl Transfer {
 }
 
 /// An upload with a reservation of `size` bytes at `path`.
-pub(crate) fn receiving(store: Arc<Store>, path: std::path::PathBuf, size: u64) -> Receiving {
+pub(crate) fn receiving(store: Arc<Store>, path: std::path::PathBuf, size: u64, room: Arc<Room>) -> Receiving {
     Receiving {
         file: None,
         path,
         store,
+        room,
         reserved: size,
         received: 0,
         hash: sha1::Sha1::new(),
