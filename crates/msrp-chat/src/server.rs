@@ -74,6 +74,10 @@ pub(crate) struct Inner {
     pub(crate) pusher: std::sync::OnceLock<Pusher>,
     /// File offers being made (their calls not answered yet).
     pub(crate) pushes: std::sync::atomic::AtomicUsize,
+    /// The rooms' policies as in force (a reload replaces them): who may join, subscribe and
+    /// refer is checked against these; a room keeps the rest of its policy (caps, history,
+    /// subject) from when it was opened.
+    room_settings: std::sync::RwLock<HashMap<String, RoomSettings>>,
 }
 
 /// How the SIP side offers a new file to a participant: the room, the file, and the
@@ -192,6 +196,7 @@ impl Chat {
             },
             None => None,
         };
+        let room_settings = std::sync::RwLock::new(opts.room_settings.clone());
         let inner = Inner {
             rates: std::sync::RwLock::new((opts.message_rate, opts.message_rate_domains.clone())),
             opts,
@@ -211,6 +216,7 @@ impl Chat {
             files,
             pusher: std::sync::OnceLock::new(),
             pushes: std::sync::atomic::AtomicUsize::new(0),
+            room_settings,
         };
         let inner = Arc::new(inner);
         if let Some(keep) = inner.opts.files.retention
@@ -330,7 +336,7 @@ impl Chat {
         if !opts.rooms.allows(name) {
             return Err(JoinError::NoSuchRoom);
         }
-        let settings = opts.room_settings.get(&name.to_lowercase()).cloned().unwrap_or_default();
+        let settings = self.inner.settings_of(name);
         if !settings.admits(&identity.key) {
             info!(room = %name, user = %identity.uri, "join refused: not admitted by the room's access lists");
             return Err(JoinError::Forbidden);
@@ -525,6 +531,19 @@ impl Chat {
 
     /// Messages offered to participants so far (one per recipient), and participants dropped
     /// as too slow.
+    /// New room policies (a configuration reload): who may join, subscribe and refer follows
+    /// them at once; a room already open keeps its caps, history size and subject until it
+    /// closes.
+    pub fn set_room_settings(&self, settings: HashMap<String, RoomSettings>) {
+        let lower = settings.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+        *self.inner.room_settings.write().unwrap_or_else(|e| e.into_inner()) = lower;
+    }
+
+    /// Room `name`'s policy as in force now.
+    pub(crate) fn settings_of(&self, name: &str) -> RoomSettings {
+        self.inner.settings_of(name)
+    }
+
     /// New message rates (a configuration reload), for participants who join from now on.
     pub fn set_message_rates(&self, global: Option<u32>, domains: HashMap<String, u32>) {
         *self.inner.rates.write().unwrap_or_else(|e| e.into_inner()) = (global, domains);
@@ -749,6 +768,12 @@ impl Inner {
         self.session(id)
     }
 
+    /// Room `name`'s policy as in force now (the defaults for a room without one).
+    pub(crate) fn settings_of(&self, name: &str) -> RoomSettings {
+        let map = self.room_settings.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&name.to_lowercase()).cloned().unwrap_or_default()
+    }
+
     /// The room named `name`, created when missing.
     fn room(&self, name: &str) -> Arc<Room> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
@@ -756,10 +781,7 @@ impl Inner {
         let name = name.to_lowercase();
         rooms
             .entry(name.clone())
-            .or_insert_with(|| {
-                let settings = self.opts.room_settings.get(&name).cloned().unwrap_or_default();
-                Arc::new(Room::new(&name, &self.opts.domain, settings))
-            })
+            .or_insert_with(|| Arc::new(Room::new(&name, &self.opts.domain, self.settings_of(&name))))
             .clone()
     }
 

@@ -646,3 +646,17 @@ async fn a_room_policy_admits_caps_and_configures_its_room() {
     );
     assert_eq!(&Cpim::parse(&a3.message().await.1).unwrap().body[..], b"two");
 }
+
+/// A reload's room policies (SIGHUP in msrpd) decide the next joins at once; who is in stays.
+#[tokio::test]
+async fn new_room_policies_decide_the_next_joins_and_keep_who_is_in() {
+    let chat = start_chat(ChatOptions::default()).await;
+    let _alice = Participant::join(&chat, "lobby", ALICE).await;
+    let deny = msrp_chat::RoomSettings { deny: vec!["example.com".into()], ..Default::default() };
+    chat.set_room_settings([("Lobby".to_owned(), deny)].into_iter().collect());
+    assert_eq!(try_join(&chat, "lobby", "sip:bob@example.com").await, Err(403));
+    assert_eq!(try_join(&chat, "lobby", "sip:eve@other.org").await, Ok(()));
+    assert_eq!(chat.session_count(), 2, "Alice, already in, stays");
+    chat.set_room_settings(Default::default());
+    assert_eq!(try_join(&chat, "lobby", "sip:bob@example.com").await, Ok(()));
+}

@@ -18,13 +18,16 @@ use crate::logging::{self, SetFilter};
 use crate::tls::{self, CertSlot, TrustSlot};
 
 /// Keys a reload applies (a key or a table of keys); every other key needs a restart.
-const RELOADABLE: [&str; 6] = [
+const RELOADABLE: [&str; 7] = [
     "tls.certificate",
     "tls.private_key",
     "tls.trusted_certificates",
     "tls.system_roots",
     "log.filter",
     "relay.limits",
+    // Room policies: who may join, subscribe and refer at once; a room already open keeps
+    // its caps, history size and subject until it closes.
+    "chat.room",
 ];
 
 pub struct Reloader {
@@ -98,6 +101,7 @@ impl Reloader {
         }
         if let Some(chat) = &self.chat {
             chat.set_message_rates(limits.global.message_rate, limits.message_rate_domains());
+            chat.set_room_settings(config.chat.room_settings());
         }
         Ok(Reloaded { fingerprint: identity.fingerprint, need_restart: restart_only_changes(&self.started, &config) })
     }
@@ -117,7 +121,7 @@ impl Reloader {
                 let result = tokio::task::spawn_blocking(move || me.reload()).await;
                 match result {
                     Ok(Ok(done)) => {
-                        info!(fingerprint = %done.fingerprint, "configuration reloaded (SIGHUP): certificate, trust, log filter and limits");
+                        info!(fingerprint = %done.fingerprint, "configuration reloaded (SIGHUP): certificate, trust, log filter, limits and room policies");
                         if !done.need_restart.is_empty() {
                             warn!(keys = ?done.need_restart, "these settings changed and take effect only after a restart");
                         }
@@ -179,5 +183,9 @@ mod tests {
         .unwrap();
         assert_eq!(restart_only_changes(&a, &b), ["database.cache_seconds", "relay.listen"]);
         assert!(restart_only_changes(&a, &a).is_empty());
+        // Room policies reload; the list of rooms does not.
+        let c = Config::parse("[chat]\nrooms = [\"lobby\"]\n[chat.room.lobby]\ndeny = [\"example.org\"]\n").unwrap();
+        let d = Config::parse("[chat]\nrooms = [\"lobby\", \"staff\"]\n[chat.room.lobby]\ndeny = []\n").unwrap();
+        assert_eq!(restart_only_changes(&c, &d), ["chat.rooms"]);
     }
 }

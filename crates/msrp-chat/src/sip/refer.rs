@@ -136,7 +136,7 @@ pub(super) async fn on_refer(st: Arc<State>, mut tx: Transaction, identity: Iden
         info!(room = %name, user = %identity.uri, "REFER from outside the room: 403");
         return refuse(tx, 403, vec![]).await;
     };
-    if room.settings.refer.unwrap_or(opts.refer.policy) == ReferPolicy::Nobody {
+    if st.chat.settings_of(&room.name).refer.unwrap_or(opts.refer.policy) == ReferPolicy::Nobody {
         info!(room = %room.uri, user = %identity.uri, "REFER refused (403): the room's refer policy is none");
         return refuse(tx, 403, vec![]).await;
     }

@@ -93,7 +93,7 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
         debug!(room = %name, "conference subscription to a room without participants: 480");
         return refuse(tx, 480, vec![]).await;
     };
-    if !room.settings.admits(&identity.key) {
+    if !st.chat.settings_of(&room.name).admits(&identity.key) {
         info!(room = %room.uri, user = %identity.uri, "conference subscription refused: not admitted by the room's access lists");
         return refuse(tx, 403, vec![]).await;
     }
