@@ -1,8 +1,9 @@
 //! MSRP relay (RFC 4976): AUTH with HTTP Digest, the session table, routing with path
 //! rewriting, chunk streaming with back-pressure, hop-by-hop responses and failure REPORTs.
 //!
-//! The decisions (`route`, `sessions`, `peers`; Digest lives in msrp-auth) are plain code tested without sockets; `conn`
-//! and `server` are the tokio driver around them.
+//! The decisions (`route`, `sessions`, `peers`, `transactions`; Digest lives in msrp-auth) are
+//! plain code tested without sockets; `conn` (a connection and its output), `reader` (its
+//! reading side), `fast`, `forward` and `server` are the tokio driver around them.
 
 mod auth;
 mod conn;
@@ -10,6 +11,7 @@ mod fast;
 mod forward;
 pub mod options;
 pub mod peers;
+mod reader;
 pub mod route;
 mod server;
 pub mod sessions;
