@@ -62,7 +62,7 @@ impl Chat {
         let params = AnswerParams {
             local: &local,
             max_size: opts.max_message_size,
-            private_messages: settings.private_messages.unwrap_or(opts.private_messages),
+            private_messages: self.private_messages_in(room, &settings),
             wrapped_types: &opts.wrapped_types,
             version: self.next_sdp_version(),
         };

@@ -296,7 +296,7 @@ impl Chat {
         let inner = &self.inner;
         let opts = &inner.opts;
         let settings = self.admission(&req.room, &req.identity)?;
-        let private_messages = settings.private_messages.unwrap_or(opts.private_messages);
+        let private_messages = self.private_messages_in(&req.room, &settings);
         let offer = Offer::parse(&req.offer).map_err(|_| JoinError::NotAcceptable("unreadable SDP"))?;
         let Some(stream) = offer.chat_stream() else {
             // A call that carries a file to or from the room rather than its chat.
@@ -327,6 +327,14 @@ impl Chat {
         let entry = Entry { room: req.room, identity: req.identity, device: req.device, stream, sid, local };
         let session = self.enter(entry, req.on_end).await?;
         Ok(Joined { session_id: session.id.clone(), answer })
+    }
+
+    /// Whether room `name` takes private messages, as a joiner's answer says: an open room's
+    /// own setting (it keeps the one it opened with across a reload), else what a room opened
+    /// now would take (`settings`).
+    pub(crate) fn private_messages_in(&self, name: &str, settings: &RoomSettings) -> bool {
+        let own = self.active_room(name).map_or(settings.private_messages, |r| r.settings.private_messages);
+        own.unwrap_or(self.inner.opts.private_messages)
     }
 
     /// Whether `identity` may be in room `name` now (the room exists, its access lists admit

@@ -262,11 +262,17 @@ async fn file_offers_are_refused_with_a_reason() {
     let _a = Participant::join(&tight.chat, "lobby", ALICE).await;
     let tight_room = tight.target("lobby", Transport::Udp);
     let six = content(6);
-    let (_, first) = uac.invite(&tight_room, ALICE, Some(offer("sendonly", &selector_of("one", &six))), None).await;
+    let (first_call, first) =
+        uac.invite(&tight_room, ALICE, Some(offer("sendonly", &selector_of("one", &six))), None).await;
     assert_eq!(first.status_code.code(), 200);
     let (_, second) = uac.invite(&tight_room, ALICE, Some(offer("sendonly", &selector_of("two", &six))), None).await;
     assert_eq!(second.status_code.code(), 488);
     assert!(second.reason_phrase().unwrap_or("").contains("max_room_bytes"), "{:?}", second.reason_phrase());
+    // The first one hung up before sending anything: its reservation comes back.
+    first_call.bye().await.unwrap();
+    until("the upload ended", || tight.chat.transfer_count() == 0).await;
+    let (_, third) = uac.invite(&tight_room, ALICE, Some(offer("sendonly", &selector_of("three", &six))), None).await;
+    assert_eq!(third.status_code.code(), 200, "room again for one");
     let _ = std::fs::remove_dir_all(tight_dir);
 
     // File sharing off (no directory): 488.
@@ -464,5 +470,55 @@ async fn a_file_shared_over_sip_and_msrp_over_tls_with_digest() {
     up.bind().await;
     assert_eq!(upload(&mut up, &data, 40_000).await.0, vec![StatusCode::OK; 3]);
     until("the room holds it", || server.chat.room_files("lobby") == [("secret.bin".to_owned(), 90_000)]).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_file_stream_dropped_by_a_later_offer_ends_and_leaves_nothing() {
+    let dir = file_dir();
+    let server = start_sip_chat(options(&dir, None), true).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let room = server.target("lobby", Transport::Udp);
+    let chat_local = Participant::local_uri();
+    let chat_offer = common::offer(chat_local.as_str(), "active");
+    let (dialog, ok) = uac.invite(&room, ALICE, Some(chat_offer.clone()), None).await;
+    let _alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let reinvite = |sdp: String| {
+        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+        let d = dialog.clone();
+        async move { d.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap() }
+    };
+    let data = content(100_000);
+    let sel = selector_of("half.bin", &data);
+    let file_local = Participant::local_uri();
+    let file_part = file_offer(file_local.as_str(), "sendonly", &sel);
+    let with_file = format!("{chat_offer}{}", &file_part[file_part.find("m=").unwrap()..]);
+    let answer = String::from_utf8_lossy(&reinvite(with_file.clone()).await.body).into_owned();
+    let file_section = answer[answer.rfind("m=message").unwrap()..].to_owned();
+    let up = Participant::answered(ALICE, file_local, &file_section, String::new()).await;
+    let first = Request::new(TransactionId::random(), Method::Send)
+        .with(Header::MessageId(MessageId::random()))
+        .with(Header::ByteRange(ByteRange::chunk(1, 50_000, Some(100_000))));
+    up.send_chunk(first, "application/octet-stream", &data[..50_000], false).await;
+    until("a part on disk", || std::fs::read_dir(&dir).unwrap().count() == 1).await;
+    // The next offer has only the chat: the half-sent file ends, its part goes.
+    let resp = reinvite(chat_offer.clone()).await;
+    assert_eq!(String::from_utf8_lossy(&resp.body).matches("m=message ").count(), 1);
+    until("nothing left", || server.chat.transfer_count() == 0 && std::fs::read_dir(&dir).unwrap().count() == 0).await;
+    assert!(server.chat.room_files("lobby").is_empty());
+
+    // A file stream added again, then an offer that drops the chat but keeps that file
+    // stream: no file rides without the chat.
+    let file_local = Participant::local_uri();
+    let file_part = file_offer(file_local.as_str(), "sendonly", &sel);
+    let with_file = format!("{chat_offer}{}", &file_part[file_part.find("m=").unwrap()..]);
+    let answer = String::from_utf8_lossy(&reinvite(with_file.clone()).await.body).into_owned();
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    assert_eq!(server.chat.transfer_count(), 1);
+    // (The chat stream comes first in the offer: only its port goes to 0.)
+    let resp = reinvite(with_file.replacen("m=message 9 ", "m=message 0 ", 1)).await;
+    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    assert!(!answer.contains("a=recvonly"), "the file stream refused too: {answer}");
+    until("the file stream ended with the chat", || server.chat.transfer_count() == 0).await;
     let _ = std::fs::remove_dir_all(dir);
 }

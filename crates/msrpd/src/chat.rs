@@ -49,6 +49,7 @@ pub async fn start(
         info!(listen = %l, "chat MSRP listening");
     }
     let host = if c.msrp_host.is_empty() { c.msrp_listen[0].addr.ip().to_string() } else { c.msrp_host.clone() };
+    warn_relay_keys_left_behind(config);
     let defaults = ChatOptions::default();
     let opts = ChatOptions {
         domain: c.domain.clone(),
@@ -112,4 +113,25 @@ pub async fn start(
         .map_err(|e| format!("cannot start SIP: {e}"))?;
     info!(domain = %c.domain, "chat rooms are sip:ROOM@{}", c.domain);
     Ok(ChatService { chat, sip: Arc::new(sip), token })
+}
+
+/// The chat once took its Digest nonce lifetime and MSRP decoder limits from `[relay]`; it has
+/// keys of its own now. A deployment that tuned the relay's for the chat's sake is told once
+/// at start rather than silently getting the chat's defaults.
+fn warn_relay_keys_left_behind(config: &Config) {
+    let (r, c) = (&config.relay, &config.chat);
+    let (rd, cd) = (crate::config::RelayConfig::default(), crate::config::ChatConfig::default());
+    let pairs = [
+        ("nonce_lifetime", r.nonce_lifetime != rd.nonce_lifetime, c.nonce_lifetime == cd.nonce_lifetime),
+        ("max_start_line", r.max_start_line != rd.max_start_line, c.max_start_line == cd.max_start_line),
+        ("max_header_line", r.max_header_line != rd.max_header_line, c.max_header_line == cd.max_header_line),
+        ("max_headers", r.max_headers != rd.max_headers, c.max_headers == cd.max_headers),
+        ("max_head_bytes", r.max_head_bytes != rd.max_head_bytes, c.max_head_bytes == cd.max_head_bytes),
+        ("max_non_send_body", r.max_non_send_body != rd.max_non_send_body, c.max_non_send_body == cd.max_non_send_body),
+    ];
+    for (key, relay_tuned, chat_default) in pairs {
+        if relay_tuned && chat_default {
+            warn!(key, "relay.{key} is set but the chat no longer follows it: set chat.{key} too if the chat needs it");
+        }
+    }
 }

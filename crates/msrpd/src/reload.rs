@@ -99,11 +99,19 @@ impl Reloader {
         if let Some(relay) = &self.relay {
             relay.set_limits(limits.throttle());
         }
+        let mut need_restart = restart_only_changes(&self.started, &config);
         if let Some(chat) = &self.chat {
             chat.set_message_rates(limits.global.message_rate, limits.message_rate_domains());
-            chat.set_room_settings(config.chat.room_settings());
+            // Room policies go with the list of rooms they were checked against: with
+            // `chat.rooms` changed (restart-only), a room still served could lose its access
+            // lists (its table gone from the file) and open to everyone.
+            if config.chat.rooms == self.started.chat.rooms {
+                chat.set_room_settings(config.chat.room_settings());
+            } else {
+                need_restart.push("chat.room (with chat.rooms)".into());
+            }
         }
-        Ok(Reloaded { fingerprint: identity.fingerprint, need_restart: restart_only_changes(&self.started, &config) })
+        Ok(Reloaded { fingerprint: identity.fingerprint, need_restart })
     }
 
     /// Reloads on every SIGHUP until the process ends.

@@ -107,6 +107,8 @@ struct Call {
     device: Option<String>,
     /// Files this call carries beside its chat (streams added by re-INVITE).
     files: Vec<reinvite::FileLeg>,
+    /// A re-INVITE is being answered (another one gets 491).
+    renegotiating: bool,
 }
 
 /// The hook that hangs up call `id` when the server ends its chat session.
@@ -704,6 +706,7 @@ async fn on_invite(st: Arc<State>, mut tx: Transaction) {
                     identity,
                     device,
                     files: Vec::new(),
+                    renegotiating: false,
                 },
             );
             let _ = dialog.accept(Some(headers), Some(joined.answer.into_bytes()));

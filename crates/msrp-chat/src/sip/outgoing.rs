@@ -148,6 +148,7 @@ pub(super) fn keep_call(st: &State, a: &Answered, sid: &str, room: &Room, identi
             identity,
             device: a.device(),
             files: Vec::new(),
+            renegotiating: false,
         },
     );
     if st.dialogs.get_dialog(&a.id).is_none() {

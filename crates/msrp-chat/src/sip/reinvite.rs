@@ -27,7 +27,25 @@ use crate::server::JoinRequest;
 /// The answer to `body` on call `id`, or the SIP status refusing it (the call then goes on
 /// unchanged).
 pub(super) async fn answer(st: &Arc<State>, id: &DialogId, body: &[u8]) -> Result<String, u16> {
-    let call = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().ok_or(481u16)?;
+    // One offer at a time per call (RFC 3261 §14.2: 491 to an overlapping one): two would
+    // each work from the same view of the call's streams and one's changes would be lost.
+    let call = {
+        let mut calls = st.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let call = calls.get_mut(id).ok_or(481u16)?;
+        if call.renegotiating {
+            return Err(491);
+        }
+        call.renegotiating = true;
+        call.clone()
+    };
+    let result = renegotiate(st, id, call, body).await;
+    if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+        c.renegotiating = false;
+    }
+    result
+}
+
+async fn renegotiate(st: &Arc<State>, id: &DialogId, call: Call, body: &[u8]) -> Result<String, u16> {
     let current = call.session_id.as_deref().filter(|s| st.chat.has_session(s));
     // A call that carries a file keeps its stream as it is (a session refresh, say): a
     // transfer is neither moved nor turned into a chat.
@@ -64,7 +82,19 @@ pub(super) async fn answer(st: &Arc<State>, id: &DialogId, body: &[u8]) -> Resul
         }
         (None, None) => crate::sdp::refuse_all(&offer, &st.chat.options().msrp_host, st.chat.next_sdp_version()),
     };
-    let answer = file_legs(st, id, &call, &offer, body, answer).await;
+    // Files ride beside the chat only: a call whose chat is gone carries none.
+    let chatting = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|c| c.session_id.is_some());
+    let answer = if chatting {
+        file_legs(st, id, &call, &offer, body, answer).await
+    } else {
+        for leg in &call.files {
+            st.chat.leave(&leg.sid);
+        }
+        if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+            c.files.clear();
+        }
+        answer
+    };
     if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
         c.answer = answer.clone();
     }
@@ -131,8 +161,16 @@ async fn file_legs(st: &Arc<State>, id: &DialogId, call: &Call, offer: &Offer, b
             answer = crate::sdp::replace_section(&answer, index, &section);
         }
     }
-    if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
-        c.files = legs;
+    let mut calls = st.calls.lock().unwrap_or_else(|e| e.into_inner());
+    match calls.get_mut(id) {
+        Some(c) => c.files = legs,
+        None => {
+            // Hung up meanwhile: nothing else would end the transfers started here.
+            drop(calls);
+            for leg in legs {
+                st.chat.leave(&leg.sid);
+            }
+        }
     }
     answer
 }
