@@ -388,7 +388,7 @@ fn forward(
     // Recorded before the frame can leave: another task may flush the target's output at
     // any moment, and the response must find its transaction. The Message-ID is copied (a
     // slice would pin the whole read buffer until the response).
-    let message_id = std::str::from_utf8(&frame[plan.message_id.clone()]).ok().and_then(KeptId::new);
+    let message_id = || std::str::from_utf8(&frame[plan.message_id.clone()]).ok().and_then(KeptId::new);
     let deadline = batch.now + shared.opts.transaction_timeout;
     let tracked = match Pending::send(conn.id, &route.reporting, message_id, range, plan.failure, deadline) {
         Some(pending) => {

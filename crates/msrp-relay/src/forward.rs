@@ -278,7 +278,7 @@ impl Forwarding {
                 let failure = self.req.headers.failure_report();
                 let Some(report_to) = self.req.headers.from_path().cloned() else { return };
                 let reporting = Arc::new(Reporting { report_to, reporter: self.reporter.clone() });
-                let message_id = self.req.headers.message_id().and_then(|m| KeptId::new(m.as_str()));
+                let message_id = || self.req.headers.message_id().and_then(|m| KeptId::new(m.as_str()));
                 let Some(pending) = Pending::send(self.source, &reporting, message_id, range, failure, deadline) else {
                     return;
                 };

@@ -40,10 +40,11 @@ impl Pending {
     /// The transaction a forwarded SEND chunk opens, when its outcome may owe the sender
     /// anything: not with `Failure-Report: no`, nor without a Message-ID to report on (RFC 4975
     /// §7.1.2). The one rule for the fast and the general path.
+    /// `message_id` is only read when a transaction is kept (a copy saved for the others).
     pub(crate) fn send(
         source: ConnId,
         reporting: &Arc<Reporting>,
-        message_id: Option<KeptId>,
+        message_id: impl FnOnce() -> Option<KeptId>,
         range: ByteRange,
         failure: FailureReport,
         deadline: Instant,
@@ -51,7 +52,14 @@ impl Pending {
         if failure == FailureReport::No {
             return None;
         }
-        Some(Pending::Send { source, reporting: reporting.clone(), message_id: message_id?, range, failure, deadline })
+        Some(Pending::Send {
+            source,
+            reporting: reporting.clone(),
+            message_id: message_id()?,
+            range,
+            failure,
+            deadline,
+        })
     }
 }
 
@@ -351,10 +359,10 @@ mod tests {
         let r = ByteRange { start: 1, end: Some(10), total: Some(20) };
         let now = Instant::now();
         let id = || KeptId::new("m-1");
-        assert!(Pending::send(SENDER, &reporting(), id(), r, FailureReport::Yes, now).is_some());
-        assert!(Pending::send(SENDER, &reporting(), id(), r, FailureReport::Partial, now).is_some());
-        assert!(Pending::send(SENDER, &reporting(), id(), r, FailureReport::No, now).is_none(), "Failure-Report: no");
-        assert!(Pending::send(SENDER, &reporting(), None, r, FailureReport::Yes, now).is_none(), "no Message-ID");
+        assert!(Pending::send(SENDER, &reporting(), id, r, FailureReport::Yes, now).is_some());
+        assert!(Pending::send(SENDER, &reporting(), id, r, FailureReport::Partial, now).is_some());
+        assert!(Pending::send(SENDER, &reporting(), id, r, FailureReport::No, now).is_none(), "Failure-Report: no");
+        assert!(Pending::send(SENDER, &reporting(), || None, r, FailureReport::Yes, now).is_none(), "no Message-ID");
         let whole = crate::conn::chunk_range(None).unwrap();
         assert_eq!((whole.start, whole.end, whole.total), (1, None, None), "none given means 1-*/*");
         let far = ByteRange { start: crate::conn::MAX_START + 1, end: None, total: None };
