@@ -522,3 +522,36 @@ async fn a_file_stream_dropped_by_a_later_offer_ends_and_leaves_nothing() {
     until("the file stream ended with the chat", || server.chat.transfer_count() == 0).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_reoffer_may_carry_several_file_streams_and_move_them() {
+    let dir = file_dir();
+    let server = start_sip_chat(options(&dir, None), true).await;
+    let uac = common::sip::start_uac(&server.token).await;
+    let room = server.target("lobby", Transport::Udp);
+    let chat_local = Participant::local_uri();
+    let chat_offer = common::offer(chat_local.as_str(), "active");
+    let (dialog, ok) = uac.invite(&room, ALICE, Some(chat_offer.clone()), None).await;
+    let _alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let reinvite = |sdp: String| {
+        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+        let d = dialog.clone();
+        async move {
+            String::from_utf8_lossy(&d.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap().body)
+                .into_owned()
+        }
+    };
+    let media = |name: &str| {
+        let o = file_offer(Participant::local_uri().as_str(), "sendonly", &selector_of(name, &content(10)));
+        o[o.find("m=").unwrap()..].to_owned()
+    };
+    let (a, b) = (media("a.txt"), media("b.txt"));
+    let answer = reinvite(format!("{chat_offer}{a}{b}")).await;
+    assert_eq!((answer.matches("a=recvonly").count(), server.chat.transfer_count()), (2, 2), "{answer}");
+    let b_section = answer[answer.rfind("m=message").unwrap()..].to_owned();
+    // A dropped, B moved up a slot: B's transfer and answer stay, A's ends.
+    let answer = reinvite(format!("{chat_offer}{b}")).await;
+    assert_eq!(&answer[answer.rfind("m=message").unwrap()..], b_section);
+    assert_eq!(server.chat.transfer_count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

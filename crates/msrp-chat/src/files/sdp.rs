@@ -46,25 +46,35 @@ impl FileStream {
 /// The first usable file stream of a participant's offer (`answer` false) or of an answer to
 /// the focus's own file offer (`answer` true: the direction is then the answerer's, `recvonly`).
 pub fn file_stream(offer: &Offer, answer: bool) -> Option<FileStream> {
-    offer.media.iter().enumerate().find_map(|(index, m)| {
-        // An answer should repeat the selector (RFC 5547 §8); the focus knows its own file, so
-        // one that does not is taken all the same.
-        let selector = match m.attr("file-selector") {
-            Some(v) => FileSelector::parse(v)?,
-            None if answer && m.kind.eq_ignore_ascii_case("message") => FileSelector::default(),
-            None => return None,
-        };
-        let direction = if m.has_flag("sendonly") {
-            Direction::Upload
-        } else if m.has_flag("recvonly") {
-            Direction::Download
-        } else {
-            return None;
-        };
-        let (secure, path, connect) = msrp_endpoint(m, answer)?;
-        let transfer_id = m.attr("file-transfer-id").map(str::to_owned);
-        Some(FileStream { index, secure, path, connect, direction, selector, transfer_id })
-    })
+    file_streams(offer, answer).into_iter().next()
+}
+
+/// Every usable file stream of an offer (or answer), in order.
+pub fn file_streams(offer: &Offer, answer: bool) -> Vec<FileStream> {
+    offer
+        .media
+        .iter()
+        .enumerate()
+        .filter_map(|(index, m)| {
+            // An answer should repeat the selector (RFC 5547 §8); the focus knows its own file, so
+            // one that does not is taken all the same.
+            let selector = match m.attr("file-selector") {
+                Some(v) => FileSelector::parse(v)?,
+                None if answer && m.kind.eq_ignore_ascii_case("message") => FileSelector::default(),
+                None => return None,
+            };
+            let direction = if m.has_flag("sendonly") {
+                Direction::Upload
+            } else if m.has_flag("recvonly") {
+                Direction::Download
+            } else {
+                return None;
+            };
+            let (secure, path, connect) = msrp_endpoint(m, answer)?;
+            let transfer_id = m.attr("file-transfer-id").map(str::to_owned);
+            Some(FileStream { index, secure, path, connect, direction, selector, transfer_id })
+        })
+        .collect()
 }
 
 /// The `m=message` section of a file stream the focus writes: its path, the selector, its own

@@ -116,20 +116,22 @@ pub(super) struct FileLeg {
 /// keeps are answered as before, the ones it drops end, a new one starts (in the `answer`
 /// the chat side wrote, where the stream was refused, its section goes in).
 async fn file_legs(st: &Arc<State>, id: &DialogId, call: &Call, offer: &Offer, body: &[u8], answer: String) -> String {
-    let file = crate::files::sdp::file_stream(offer, false);
-    let theirs = file.as_ref().and_then(|f| f.path.last().and_then(|u| u.session_id().map(str::to_owned)));
+    let theirs_of = |f: &crate::files::sdp::FileStream| f.path.last().and_then(|u| u.session_id().map(str::to_owned));
+    let streams = crate::files::sdp::file_streams(offer, false);
+    let offered: Vec<Option<String>> = streams.iter().map(theirs_of).collect();
     let mut legs = Vec::new();
     for leg in &call.files {
-        // Kept while offered, even once its file went through: the same answer again.
-        if file.is_some() && leg.theirs == theirs {
+        // Kept while offered (at any position), even once its file went through: the same
+        // answer again.
+        if offered.contains(&leg.theirs) {
             legs.push(leg.clone());
         } else {
             st.chat.leave(&leg.sid);
         }
     }
     let mut answer = answer;
-    if let Some(file) = file {
-        let index = file.index;
+    for file in streams {
+        let (index, theirs) = (file.index, theirs_of(&file));
         let kept = legs.iter().find(|l| l.theirs == theirs).map(|l| l.section.clone());
         let section = match kept {
             Some(section) => Some(section),
