@@ -249,6 +249,12 @@ pub(crate) async fn on_head(inner: &Arc<Inner>, conn: &Arc<Conn>, t: Arc<Transfe
             let range = req.headers.byte_range().cloned().unwrap_or(ByteRange { start: 1, end: None, total: None });
             let size = t.stream.selector.size.unwrap_or(0);
             let mut r = rx.lock().await;
+            if r.settled {
+                // Ended meanwhile (its part already removed): no file is created again.
+                drop(r);
+                answer(conn, &req, StatusCode::SESSION_DOES_NOT_EXIST, &t.local).await;
+                return None;
+            }
             let id = req.headers.message_id().map(|m| m.as_str().to_owned());
             // One file is one message, its chunks in order on one session.
             let another = r.message_id.is_some() && r.message_id != id;
