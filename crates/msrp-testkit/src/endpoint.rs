@@ -38,16 +38,45 @@ impl Frame {
     }
 }
 
-type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// An MSRP endpoint with a URI of its own.
+/// An MSRP endpoint with a URI of its own: the project's one test client. Read frame by frame
+/// (the relay's tests, which answer as they please), or handed to [`Endpoint::into_auto`]
+/// (the chat's tests: SENDs answered, chunks gathered, events on a channel).
 pub struct Endpoint {
     pub uri: Uri,
-    rd: BoxRead,
+    rx: ReadSide,
     wr: BoxWrite,
+}
+
+/// The reading half: the socket, the decoder and what was read but not decoded yet.
+pub(crate) struct ReadSide {
+    rd: BoxRead,
     dec: Decoder,
     buf: BytesMut,
+}
+
+impl ReadSide {
+    /// The next complete frame; `None` when the connection ends.
+    pub(crate) async fn frame(&mut self) -> Option<Frame> {
+        let mut head = None;
+        let mut body = Vec::new();
+        loop {
+            while let Some(ev) = self.dec.decode(&mut self.buf).expect("the peer sends valid frames") {
+                match ev {
+                    Event::Head(h) => head = Some(h),
+                    Event::Body(b) => body.extend_from_slice(&b),
+                    Event::End(flag) => {
+                        return Some(Frame { head: head.take().unwrap(), body: std::mem::take(&mut body), flag });
+                    }
+                }
+            }
+            if self.rd.read_buf(&mut self.buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -82,7 +111,18 @@ impl Endpoint {
         R: AsyncRead + Send + 'static,
         W: AsyncWrite + Send + 'static,
     {
-        Endpoint { uri, rd, wr, dec: Decoder::default(), buf: BytesMut::with_capacity(65536) }
+        Endpoint::over(uri, rd, wr)
+    }
+
+    /// An endpoint on a connection made elsewhere (TLS, a listener's accept).
+    pub fn over(uri: Uri, rd: BoxRead, wr: BoxWrite) -> Endpoint {
+        let rx = ReadSide { rd, dec: Decoder::default(), buf: BytesMut::with_capacity(65536) };
+        Endpoint { uri, rx, wr }
+    }
+
+    /// Its halves, for [`crate::auto`].
+    pub(crate) fn into_parts(self) -> (Uri, ReadSide, BoxWrite) {
+        (self.uri, self.rx, self.wr)
     }
 
     pub fn path(&self) -> Path {
@@ -119,22 +159,7 @@ impl Endpoint {
     }
 
     async fn frame_inner(&mut self) -> Option<Frame> {
-        let mut head = None;
-        let mut body = Vec::new();
-        loop {
-            while let Some(ev) = self.dec.decode(&mut self.buf).expect("relay sends valid frames") {
-                match ev {
-                    Event::Head(h) => head = Some(h),
-                    Event::Body(b) => body.extend_from_slice(&b),
-                    Event::End(flag) => {
-                        return Some(Frame { head: head.take().unwrap(), body: std::mem::take(&mut body), flag });
-                    }
-                }
-            }
-            if self.rd.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
+        self.rx.frame().await
     }
 
     /// The next frame's bytes exactly as received, start line to end-line (for comparing
@@ -142,10 +167,10 @@ impl Endpoint {
     pub async fn raw_frame(&mut self) -> Vec<u8> {
         let read = async {
             loop {
-                if let Some(n) = raw_frame_len(&self.buf) {
-                    return self.buf.split_to(n).to_vec();
+                if let Some(n) = raw_frame_len(&self.rx.buf) {
+                    return self.rx.buf.split_to(n).to_vec();
                 }
-                assert!(self.rd.read_buf(&mut self.buf).await.unwrap() > 0, "connection closed");
+                assert!(self.rx.rd.read_buf(&mut self.rx.buf).await.unwrap() > 0, "connection closed");
             }
         };
         tokio::time::timeout(WAIT, read).await.expect("no frame within the wait")
@@ -155,10 +180,10 @@ impl Endpoint {
     /// to be decoded by the next [`Endpoint::frame`] (to see a frame's head before its end).
     pub async fn peek_until(&mut self, needle: &[u8]) -> Vec<u8> {
         let read = async {
-            while !self.buf.windows(needle.len()).any(|w| w == needle) {
-                assert!(self.rd.read_buf(&mut self.buf).await.unwrap() > 0, "connection closed");
+            while !self.rx.buf.windows(needle.len()).any(|w| w == needle) {
+                assert!(self.rx.rd.read_buf(&mut self.rx.buf).await.unwrap() > 0, "connection closed");
             }
-            self.buf.to_vec()
+            self.rx.buf.to_vec()
         };
         tokio::time::timeout(WAIT, read).await.expect("not seen within the wait")
     }
@@ -168,7 +193,7 @@ impl Endpoint {
         let mut scratch = [0u8; 1024];
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, self.rd.read(&mut scratch)).await {
+            match tokio::time::timeout_at(deadline, self.rx.rd.read(&mut scratch)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
                 Ok(Ok(_)) => continue,
                 Err(_) => return false,
@@ -182,7 +207,7 @@ impl Endpoint {
         let mut scratch = [0u8; 1024];
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, self.rd.read(&mut scratch)).await {
+            match tokio::time::timeout_at(deadline, self.rx.rd.read(&mut scratch)).await {
                 Ok(Ok(0)) => return Some(true),
                 Ok(Err(_)) => return Some(false),
                 Ok(Ok(_)) => continue,

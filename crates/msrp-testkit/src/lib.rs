@@ -1,17 +1,20 @@
-//! Test fixtures for the workspace's integration tests (a dev-dependency only): an MSRP
-//! [`Endpoint`] written from the project's codec, a relay on 127.0.0.1 port 0
+//! Test fixtures for the workspace's integration tests (a dev-dependency only): the one MSRP
+//! test client, [`Endpoint`], written from the project's codec (read frame by frame, or run by
+//! itself as an [`Auto`]), a relay on 127.0.0.1 port 0
 //! ([`start_relay`]), throw-away TLS certificates ([`tls_for`], [`tls_configs`]), accounts as
 //! clear passwords ([`users`]) and Digest answers ([`credentials`]).
 
 // Fixtures hold sockets, TLS configurations and codec state that no test prints.
 #![allow(missing_debug_implementations)]
 
+mod auto;
 mod endpoint;
 mod relay;
 mod tls;
 mod users;
 
-pub use endpoint::{Endpoint, Frame};
+pub use auto::{Auto, Got};
+pub use endpoint::{BoxRead, BoxWrite, Endpoint, Frame};
 pub use relay::{TestRelay, options, start_relay};
 pub use tls::{Tls, connector, tls_configs, tls_for};
 pub use users::{Users, credentials, users};

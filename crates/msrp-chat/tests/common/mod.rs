@@ -1,7 +1,8 @@
-//! A chat participant's MSRP side, built from the project's codec: connects to the server (or
-//! accepts the server's connection), answers its SENDs and hands complete messages to the test.
+//! A chat participant's MSRP side, the test kit's client run by itself (`msrp_testkit::Auto`):
+//! connects to the server (or takes the server's connection), answers its SENDs and hands
+//! complete messages to the test; and the chat service on 127.0.0.1 port 0.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod callee;
 pub mod sip;
@@ -9,38 +10,27 @@ pub mod subscriber;
 
 /// The workspace's test kit: a relay on port 0, its accounts, Digest credentials.
 pub use msrp_testkit as relay;
+#[allow(unused_imports)]
 pub use msrp_testkit::until;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use msrp::header::{ByteRange, ContentType, MessageId, Path, UseNickname};
 use msrp::message::TransactionId;
-use msrp::{ByteString, Continuation, Decoder, Event, Header, Message, Method, Request, Response, StatusCode, Uri};
+use msrp::{ByteString, Continuation, Header, Method, Request, StatusCode, Uri};
 use msrp_chat::{Chat, ChatOptions, Identity, JoinRequest, MemoryHistory};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 pub const DOMAIN: &str = "chat.test";
 
 /// How long a test waits for anything.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// What the participant got from the server.
-#[derive(Debug, Clone)]
-pub enum Got {
-    /// A complete message (all chunks), with the head of its last chunk.
-    Send {
-        req: Request,
-        body: Bytes,
-        chunks: usize,
-    },
-    Response(Response),
-    Report(Request),
-}
+/// What the participant got from the server (the test kit's events).
+pub use msrp_testkit::Got;
 
 /// Starts a chat service with a plain MSRP listener on 127.0.0.1 port 0.
 pub async fn start_chat(opts: ChatOptions) -> Chat {
@@ -78,6 +68,7 @@ pub async fn start_chat_with(
 
 /// A self-signed certificate for `name`: the server side, a client trusting it, its PEM and
 /// DER forms.
+#[allow(unused_imports)]
 pub use msrp_testkit::tls_configs as tls_for;
 
 /// A chat stream offer for `path` with `setup`.
@@ -96,17 +87,14 @@ pub fn answer_path(sdp: &str) -> Path {
     Path::new(uris).unwrap()
 }
 
+/// A chat participant's MSRP side: the test kit's client, run by itself (it answers the
+/// server's SENDs and gathers messages), with who it is and its paths.
 pub struct Participant {
     pub identity: String,
     pub local: Uri,
     pub remote: Path,
-    wtx: mpsc::UnboundedSender<Bytes>,
-    pub got: mpsc::UnboundedReceiver<Got>,
     pub session_id: String,
-    /// Set to false to stop answering and reading (a stalled participant).
-    reading: Arc<std::sync::atomic::AtomicBool>,
-    /// The status the participant answers the server's SENDs with.
-    answer: Arc<std::sync::atomic::AtomicU16>,
+    auto: msrp_testkit::Auto,
 }
 
 impl Participant {
@@ -169,37 +157,18 @@ impl Participant {
         r: Box<dyn AsyncRead + Send + Unpin>,
         w: Box<dyn AsyncWrite + Send + Unpin>,
     ) -> Participant {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (resp_tx, mut resp_rx) = mpsc::unbounded_channel::<Bytes>();
-        let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let answer = Arc::new(std::sync::atomic::AtomicU16::new(200));
-        tokio::spawn(read_task(r, tx, resp_tx, reading.clone(), answer.clone()));
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
-        // Responses written by a task of their own, merged with the test's writes.
-        let mut writer: Box<dyn AsyncWrite + Send + Unpin> = w;
-        tokio::spawn(async move {
-            loop {
-                let data = tokio::select! {
-                    Some(d) = resp_rx.recv() => d,
-                    Some(d) = wrx.recv() => d,
-                    else => break,
-                };
-                if writer.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Participant { identity: user.to_owned(), local, remote, wtx, got: rx, session_id, reading, answer }
+        let auto = msrp_testkit::Endpoint::over(local.clone(), r, w).into_auto();
+        Participant { identity: user.to_owned(), local, remote, session_id, auto }
     }
 
     /// Stops reading from the socket (the server's writes back up in the kernel).
     pub fn stall(&self) {
-        self.reading.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.auto.stall();
     }
 
     /// Answers the server's SENDs with `status` from now on (200 when `None`).
     pub fn answer_with(&self, status: Option<StatusCode>) {
-        self.answer.store(status.map_or(200, |s| s.0), std::sync::atomic::Ordering::SeqCst);
+        self.auto.answer_with(status);
     }
 
     /// Sends one chunk of a message (`last`: `$`, else `+`).
@@ -215,21 +184,13 @@ impl Participant {
 
     /// Reads again.
     pub fn resume(&self) {
-        self.reading.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.auto.resume();
     }
 
     /// True when the server closes the connection within `within` (what was sent before is
     /// read and dropped).
     pub async fn closed_within(&mut self, within: Duration) -> bool {
-        self.resume();
-        let end = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(end, self.got.recv()).await {
-                Err(_) => return false,
-                Ok(None) => return true,
-                Ok(Some(_)) => {}
-            }
-        }
+        self.auto.closed_within(within).await
     }
 
     pub async fn send_raw(&self, mut req: Request, body: Option<(&str, &[u8])>) {
@@ -250,7 +211,7 @@ impl Participant {
     }
 
     pub async fn write(&self, data: Bytes) {
-        self.wtx.send(data).unwrap();
+        self.auto.write(data);
     }
 
     /// A CPIM message from this participant to `to` (the room when `None`).
@@ -287,7 +248,7 @@ impl Participant {
 
     /// The next event, within 5 s.
     pub async fn next(&mut self) -> Got {
-        tokio::time::timeout(Duration::from_secs(5), self.got.recv()).await.expect("an event in time").expect("open")
+        self.auto.next().await
     }
 
     /// The status of the response to `tid`, skipping messages.
@@ -325,7 +286,7 @@ impl Participant {
     pub async fn quiet_for(&mut self, ms: u64) -> bool {
         let end = tokio::time::Instant::now() + Duration::from_millis(ms);
         loop {
-            match tokio::time::timeout_at(end, self.got.recv()).await {
+            match tokio::time::timeout_at(end, self.auto.got.recv()).await {
                 Err(_) => return true,
                 Ok(None) => return true,
                 Ok(Some(Got::Send { body, .. })) if !is_notice(&body) => return false,
@@ -338,67 +299,4 @@ impl Participant {
 /// A notice from the room itself (its CPIM From is the room).
 pub fn is_notice(body: &[u8]) -> bool {
     body.starts_with(format!("From: <sip:lobby@{DOMAIN}>").as_bytes())
-}
-
-/// Reads frames, answers SENDs with 200 (RFC 4975 §7.2) and hands complete messages on.
-async fn read_task(
-    mut r: Box<dyn AsyncRead + Send + Unpin>,
-    tx: mpsc::UnboundedSender<Got>,
-    resp_tx: mpsc::UnboundedSender<Bytes>,
-    reading: Arc<std::sync::atomic::AtomicBool>,
-    answer: Arc<std::sync::atomic::AtomicU16>,
-) {
-    let mut dec = Decoder::new(msrp::Limits::default());
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut partial: HashMap<String, (BytesMut, usize)> = HashMap::new();
-    let mut head: Option<Request> = None;
-    let mut body = BytesMut::new();
-    loop {
-        while !reading.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        buf.reserve(64 * 1024);
-        match r.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        while let Some(ev) = dec.decode(&mut buf).expect("the server sends valid frames") {
-            match ev {
-                Event::Head(Message::Response(resp)) => {
-                    let _ = tx.send(Got::Response(resp));
-                }
-                Event::Head(Message::Request(req)) => {
-                    body.clear();
-                    head = Some(req);
-                }
-                Event::Body(b) => body.extend_from_slice(&b),
-                Event::End(flag) => {
-                    let Some(req) = head.take() else { continue };
-                    if req.method == Method::Report {
-                        let _ = tx.send(Got::Report(req));
-                        continue;
-                    }
-                    let status = StatusCode(answer.load(std::sync::atomic::Ordering::SeqCst));
-                    if let Some(resp) = msrp::report::response(&req, status, req.headers.to_path().unwrap().first()) {
-                        let mut out = BytesMut::new();
-                        msrp::encode::encode_response(&resp, &mut out);
-                        let _ = resp_tx.send(out.freeze());
-                    }
-                    if req.headers.content_type().is_none() {
-                        // An empty SEND, such as the one that binds a connection.
-                        let _ = tx.send(Got::Send { req, body: Bytes::new(), chunks: 1 });
-                        continue;
-                    }
-                    let id = req.headers.message_id().map(|m| m.as_str().to_owned()).unwrap_or_default();
-                    let entry = partial.entry(id.clone()).or_insert_with(|| (BytesMut::new(), 0));
-                    entry.0.extend_from_slice(&body);
-                    entry.1 += 1;
-                    if flag == Continuation::Complete {
-                        let (data, chunks) = partial.remove(&id).unwrap();
-                        let _ = tx.send(Got::Send { req, body: data.freeze(), chunks });
-                    }
-                }
-            }
-        }
-    }
 }
