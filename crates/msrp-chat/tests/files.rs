@@ -104,6 +104,28 @@ async fn received_file(p: &mut Participant) -> (Request, Bytes) {
     }
 }
 
+/// Alice in the lobby by a SIP call over `t`: the call, its chat offer and her participant.
+async fn chat_call(
+    server: &common::sip::SipChat,
+    uac: &common::sip::Uac,
+    t: Transport,
+) -> (rsipstack::dialog::invite_dialog::InviteDialog, String, Participant) {
+    let chat_local = Participant::local_uri();
+    let chat_offer = common::offer(chat_local.as_str(), "active");
+    let (dialog, ok) = uac.invite(&server.target("lobby", t), ALICE, Some(chat_offer.clone()), None).await;
+    assert_eq!(ok.status_code.code(), 200);
+    let alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    (dialog, chat_offer, alice)
+}
+
+/// A re-INVITE with `sdp` on `dialog`: its 200's body.
+async fn reinvite(dialog: &rsipstack::dialog::invite_dialog::InviteDialog, sdp: String) -> String {
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let resp = dialog.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap();
+    assert_eq!(resp.status_code.code(), 200);
+    String::from_utf8_lossy(&resp.body).into_owned()
+}
+
 #[tokio::test]
 async fn an_uploaded_file_is_checked_announced_offered_to_the_others_and_pulled_by_hash() {
     let dir = file_dir();
@@ -400,27 +422,15 @@ async fn a_file_added_to_a_chat_call_by_reinvite_goes_to_the_room_and_the_call_s
     let server = start_sip_chat(options(&dir, None), true).await;
     let _bob = Participant::join(&server.chat, "lobby", BOB).await;
     let uac = common::sip::start_uac(&server.token).await;
-    let room = server.target("lobby", Transport::Tcp);
-    let chat_local = Participant::local_uri();
-    let chat_offer = common::offer(chat_local.as_str(), "active");
-    let (dialog, ok) = uac.invite(&room, ALICE, Some(chat_offer.clone()), None).await;
-    assert_eq!(ok.status_code.code(), 200);
-    let mut alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
+    let (dialog, chat_offer, mut alice) = chat_call(&server, &uac, Transport::Tcp).await;
     let data = content(70_000);
     let sel = selector_of("notes.txt", &data);
     let file_local = Participant::local_uri();
     let file_part = file_offer(file_local.as_str(), "sendonly", &sel);
     let with_file = format!("{chat_offer}{}", &file_part[file_part.find("m=").unwrap()..]);
-    let reinvite = |sdp: String| {
-        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-        let d = dialog.clone();
-        async move { d.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap() }
-    };
 
     // The chat stream as before, the file stream accepted beside it.
-    let resp = reinvite(with_file.clone()).await;
-    assert_eq!(resp.status_code.code(), 200);
-    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    let answer = reinvite(&dialog, with_file.clone()).await;
     let file_section = &answer[answer.rfind("m=message").unwrap()..];
     assert!(answer.matches("m=message ").count() == 2 && !answer.contains("m=message 0"), "{answer}");
     assert!(file_section.contains("a=recvonly") && file_section.contains("name:\"notes.txt\""), "{answer}");
@@ -433,12 +443,10 @@ async fn a_file_added_to_a_chat_call_by_reinvite_goes_to_the_room_and_the_call_s
     let tid = alice.say("did you get it?").await;
     assert_eq!(alice.status_of(tid).await, StatusCode::OK);
     // The same offer again: the same answer for the file stream, no new transfer.
-    let again = reinvite(with_file).await;
-    let again = String::from_utf8_lossy(&again.body).into_owned();
+    let again = reinvite(&dialog, with_file).await;
     assert_eq!(&again[again.rfind("m=message").unwrap()..], file_section);
     // An offer without it: only the chat.
-    let resp = reinvite(chat_offer).await;
-    assert_eq!(String::from_utf8_lossy(&resp.body).matches("m=message ").count(), 1);
+    assert_eq!(reinvite(&dialog, chat_offer).await.matches("m=message ").count(), 1);
     assert_eq!(server.chat.transfer_count(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -478,22 +486,13 @@ async fn a_file_stream_dropped_by_a_later_offer_ends_and_leaves_nothing() {
     let dir = file_dir();
     let server = start_sip_chat(options(&dir, None), true).await;
     let uac = common::sip::start_uac(&server.token).await;
-    let room = server.target("lobby", Transport::Udp);
-    let chat_local = Participant::local_uri();
-    let chat_offer = common::offer(chat_local.as_str(), "active");
-    let (dialog, ok) = uac.invite(&room, ALICE, Some(chat_offer.clone()), None).await;
-    let _alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
-    let reinvite = |sdp: String| {
-        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-        let d = dialog.clone();
-        async move { d.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap() }
-    };
+    let (dialog, chat_offer, _alice) = chat_call(&server, &uac, Transport::Udp).await;
     let data = content(100_000);
     let sel = selector_of("half.bin", &data);
     let file_local = Participant::local_uri();
     let file_part = file_offer(file_local.as_str(), "sendonly", &sel);
     let with_file = format!("{chat_offer}{}", &file_part[file_part.find("m=").unwrap()..]);
-    let answer = String::from_utf8_lossy(&reinvite(with_file.clone()).await.body).into_owned();
+    let answer = reinvite(&dialog, with_file.clone()).await;
     let file_section = answer[answer.rfind("m=message").unwrap()..].to_owned();
     let up = Participant::answered(ALICE, file_local, &file_section, String::new()).await;
     let first = Request::new(TransactionId::random(), Method::Send)
@@ -502,8 +501,7 @@ async fn a_file_stream_dropped_by_a_later_offer_ends_and_leaves_nothing() {
     up.send_chunk(first, "application/octet-stream", &data[..50_000], false).await;
     until("a part on disk", || std::fs::read_dir(&dir).unwrap().count() == 1).await;
     // The next offer has only the chat: the half-sent file ends, its part goes.
-    let resp = reinvite(chat_offer.clone()).await;
-    assert_eq!(String::from_utf8_lossy(&resp.body).matches("m=message ").count(), 1);
+    assert_eq!(reinvite(&dialog, chat_offer.clone()).await.matches("m=message ").count(), 1);
     until("nothing left", || server.chat.transfer_count() == 0 && std::fs::read_dir(&dir).unwrap().count() == 0).await;
     assert!(server.chat.room_files("lobby").is_empty());
 
@@ -512,12 +510,11 @@ async fn a_file_stream_dropped_by_a_later_offer_ends_and_leaves_nothing() {
     let file_local = Participant::local_uri();
     let file_part = file_offer(file_local.as_str(), "sendonly", &sel);
     let with_file = format!("{chat_offer}{}", &file_part[file_part.find("m=").unwrap()..]);
-    let answer = String::from_utf8_lossy(&reinvite(with_file.clone()).await.body).into_owned();
+    let answer = reinvite(&dialog, with_file.clone()).await;
     assert!(answer.contains("a=recvonly"), "{answer}");
     assert_eq!(server.chat.transfer_count(), 1);
     // (The chat stream comes first in the offer: only its port goes to 0.)
-    let resp = reinvite(with_file.replacen("m=message 9 ", "m=message 0 ", 1)).await;
-    let answer = String::from_utf8_lossy(&resp.body).into_owned();
+    let answer = reinvite(&dialog, with_file.replacen("m=message 9 ", "m=message 0 ", 1)).await;
     assert!(!answer.contains("a=recvonly"), "the file stream refused too: {answer}");
     until("the file stream ended with the chat", || server.chat.transfer_count() == 0).await;
     let _ = std::fs::remove_dir_all(dir);
@@ -528,29 +525,17 @@ async fn a_reoffer_may_carry_several_file_streams_and_move_them() {
     let dir = file_dir();
     let server = start_sip_chat(options(&dir, None), true).await;
     let uac = common::sip::start_uac(&server.token).await;
-    let room = server.target("lobby", Transport::Udp);
-    let chat_local = Participant::local_uri();
-    let chat_offer = common::offer(chat_local.as_str(), "active");
-    let (dialog, ok) = uac.invite(&room, ALICE, Some(chat_offer.clone()), None).await;
-    let _alice = Participant::answered(ALICE, chat_local, &String::from_utf8_lossy(&ok.body), String::new()).await;
-    let reinvite = |sdp: String| {
-        let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-        let d = dialog.clone();
-        async move {
-            String::from_utf8_lossy(&d.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap().body)
-                .into_owned()
-        }
-    };
+    let (dialog, chat_offer, _alice) = chat_call(&server, &uac, Transport::Udp).await;
     let media = |name: &str| {
         let o = file_offer(Participant::local_uri().as_str(), "sendonly", &selector_of(name, &content(10)));
         o[o.find("m=").unwrap()..].to_owned()
     };
     let (a, b) = (media("a.txt"), media("b.txt"));
-    let answer = reinvite(format!("{chat_offer}{a}{b}")).await;
+    let answer = reinvite(&dialog, format!("{chat_offer}{a}{b}")).await;
     assert_eq!((answer.matches("a=recvonly").count(), server.chat.transfer_count()), (2, 2), "{answer}");
     let b_section = answer[answer.rfind("m=message").unwrap()..].to_owned();
     // A dropped, B moved up a slot: B's transfer and answer stay, A's ends.
-    let answer = reinvite(format!("{chat_offer}{b}")).await;
+    let answer = reinvite(&dialog, format!("{chat_offer}{b}")).await;
     assert_eq!(&answer[answer.rfind("m=message").unwrap()..], b_section);
     assert_eq!(server.chat.transfer_count(), 1);
     let _ = std::fs::remove_dir_all(dir);
