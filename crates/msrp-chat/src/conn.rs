@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::server::Inner;
+use crate::server::{Inner, Owner};
 use crate::session::Session;
 
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -148,12 +148,15 @@ pub(crate) async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut reader: Bo
             match event {
                 Event::Head(Message::Request(req)) => {
                     file = None;
-                    match crate::files::transfer::route(&inner, req.headers.to_path()).await {
-                        Some(t) => {
-                            current = None;
-                            file = crate::files::transfer::on_head(&inner, &conn, t, req).await;
-                        }
-                        None => current = on_request(&inner, &conn, req, &mut partial).await,
+                    current = None;
+                    let owner = match req.headers.to_path().and_then(|p| p.last().session_id()) {
+                        Some(sid) => inner.owner_of(sid).await,
+                        None => None,
+                    };
+                    match owner {
+                        Some(Owner::File(t)) => file = crate::files::transfer::on_head(&inner, &conn, t, req).await,
+                        Some(Owner::Chat(s)) => current = on_request(&inner, &conn, req, Some(s), &mut partial).await,
+                        None => current = on_request(&inner, &conn, req, None, &mut partial).await,
                     }
                 }
                 Event::Head(Message::Response(resp)) => {
@@ -243,19 +246,16 @@ pub(crate) async fn answer(conn: &Conn, req: &Request, status: StatusCode, local
     }
 }
 
-/// Finds the session a request is for and binds it to this connection; answers the request
-/// itself when it cannot go on (481, 506, 501).
+/// Binds `session` (the one the request's To-Path names; `None`: no such session) to this
+/// connection; answers the request itself when it cannot go on (481, 506, 501).
 async fn on_request(
     inner: &Arc<Inner>,
     conn: &Arc<Conn>,
     req: Request,
+    session: Option<Arc<Session>>,
     partial: &mut HashMap<(String, String), Partial>,
 ) -> Option<Current> {
     let to = req.headers.to_path()?.last().clone();
-    let session = match to.session_id() {
-        Some(sid) => inner.session_or_invited(sid).await,
-        None => None,
-    };
     let Some(session) = session else {
         if let Some(n) = inner.noisy.note() {
             info!(conn = conn.id, to = %to.as_str(), refused_so_far = n, "request for an unknown session: 481");

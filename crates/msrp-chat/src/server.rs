@@ -64,7 +64,7 @@ pub(crate) struct Inner {
     answers: AtomicU64,
     /// Session-ids the focus offered to invitees whose answer has not come yet: an invitee
     /// that connects first (its 200 may travel through proxies, its MSRP connection does not)
-    /// waits here for its session ([`Inner::session_or_invited`]).
+    /// waits here for its session ([`Inner::owner_of`]).
     pub(crate) invited: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// File transfers by their MSRP session-id.
     transfers: Mutex<HashMap<String, Arc<Transfer>>>,
@@ -95,6 +95,12 @@ pub struct JoinRequest {
     pub device: Option<String>,
     /// Called once if the server ends the session (to send the SIP BYE).
     pub on_end: Box<dyn FnOnce() + Send>,
+}
+
+/// What an MSRP session-id of the focus names.
+pub(crate) enum Owner {
+    Chat(Arc<Session>),
+    File(Arc<Transfer>),
 }
 
 /// A session about to be made: who, in which room, over which stream, and the focus's URI.
@@ -758,22 +764,29 @@ impl Inner {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The session `id`, or, when it is one the focus offered to an invitee that has not
-    /// answered yet, that session once the answer makes it (within `connect_timeout`).
-    pub async fn session_or_invited(&self, id: &str) -> Option<Arc<Session>> {
-        if let Some(s) = self.session(id) {
-            return Some(s);
+    /// What MSRP session-id `id` is now: a chat session or a file transfer.
+    fn owner_now(&self, id: &str) -> Option<Owner> {
+        // A chat session first: nearly every request is one.
+        self.session(id).map(Owner::Chat).or_else(|| self.transfer(id).map(Owner::File))
+    }
+
+    /// What MSRP session-id `id` is; for one the focus offered to someone who has not answered
+    /// yet (a chat invitee, a file's recipient), what the answer makes of it, waited for within
+    /// `connect_timeout`.
+    pub async fn owner_of(&self, id: &str) -> Option<Owner> {
+        if let Some(o) = self.owner_now(id) {
+            return Some(o);
         }
         let pending = self.invited.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()?;
         let answered = pending.notified();
         tokio::pin!(answered);
         answered.as_mut().enable();
         // Looked up again once registered for the wake-up: an answer in between is seen.
-        if let Some(s) = self.session(id) {
-            return Some(s);
+        if let Some(o) = self.owner_now(id) {
+            return Some(o);
         }
         tokio::time::timeout(self.opts.connect_timeout, answered).await.ok()?;
-        self.session(id)
+        self.owner_now(id)
     }
 
     /// Room `name`'s policy as in force now (the defaults for a room without one).

@@ -208,20 +208,6 @@ pub(crate) fn owner(inner: &Inner, to: Option<&Path>) -> Option<Arc<Transfer>> {
     inner.transfer(sid)
 }
 
-/// The transfer a request is for; a request for a file the focus offered whose answer has not
-/// arrived yet waits for it (as an invited chat session does).
-pub(crate) async fn route(inner: &Inner, to: Option<&Path>) -> Option<Arc<Transfer>> {
-    let sid = to?.last().session_id()?;
-    if let Some(t) = inner.transfer(sid) {
-        return Some(t);
-    }
-    if inner.session(sid).is_some() {
-        return None;
-    }
-    let _ = inner.session_or_invited(sid).await;
-    inner.transfer(sid)
-}
-
 /// A request for transfer `t` arrived on `conn`: bound, checked, and either answered now or
 /// returned as a chunk whose body follows.
 pub(crate) async fn on_head(inner: &Arc<Inner>, conn: &Arc<Conn>, t: Arc<Transfer>, req: Request) -> Option<Chunk> {
