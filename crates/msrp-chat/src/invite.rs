@@ -3,14 +3,12 @@
 //! of its own ([`Chat::invite`]), and the invitee's answer makes the session
 //! ([`Chat::accept_answer`]). The SIP side (`sip::refer`) carries both.
 
-use std::sync::Arc;
-
 use msrp::Uri;
 use tracing::info;
 
 use crate::identity::Identity;
-use crate::sdp::{AnswerParams, Offer};
-use crate::server::{Chat, Entry, Inner, JoinError};
+use crate::sdp::{AnswerParams, Connect, Offer};
+use crate::server::{Chat, Entry, Invited, JoinError};
 
 /// How long a participant removed by REFER has to answer its BYE before its session is ended
 /// anyway.
@@ -19,10 +17,9 @@ const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// A chat stream the focus offered to an invitee, waiting for the answer. Dropping it (the
 /// invitee declined, or never answered) forgets the offer.
 pub struct Invitation {
-    inner: Arc<Inner>,
     /// The SDP offer for the INVITE.
     pub offer: String,
-    sid: String,
+    invited: Invited,
     local: Uri,
     room: String,
     identity: Identity,
@@ -31,17 +28,6 @@ pub struct Invitation {
 impl std::fmt::Debug for Invitation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Invitation").field("room", &self.room).field("identity", &self.identity).finish_non_exhaustive()
-    }
-}
-
-impl Drop for Invitation {
-    fn drop(&mut self) {
-        let pending = self.inner.invited.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
-        // A connection that came before the answer stops waiting (and finds the session, or
-        // gets 481).
-        if let Some(p) = pending {
-            p.notify_waiters();
-        }
     }
 }
 
@@ -54,11 +40,7 @@ impl Chat {
         let opts = &inner.opts;
         // The invitee connects to the focus unless it answers otherwise (and AG's SDK always
         // connects): a listener of that transport is needed.
-        let port = if secure { opts.msrps_port } else { opts.msrp_port };
-        let port = port.ok_or(JoinError::NotAcceptable("no MSRP listener for this transport"))?;
-        let sid = msrp::id::random_session_id();
-        let local = Uri::new(secure, &opts.msrp_host, Some(port), Some(&sid))
-            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        let (sid, local) = inner.new_local(secure, Connect::Inbound)?;
         let params = AnswerParams {
             local: &local,
             max_size: opts.max_message_size,
@@ -67,8 +49,7 @@ impl Chat {
             version: self.next_sdp_version(),
         };
         let offer = crate::sdp::offer(&params);
-        inner.invited.lock().unwrap_or_else(|e| e.into_inner()).insert(sid.clone(), Arc::default());
-        Ok(Invitation { inner: inner.clone(), offer, sid, local, room: room.to_owned(), identity })
+        Ok(Invitation { offer, invited: Invited::new(inner, sid), local, room: room.to_owned(), identity })
     }
 
     /// The invitee answered `answer` from `device`: the session it makes, a member of the room
@@ -92,7 +73,7 @@ impl Chat {
             identity: inv.identity.clone(),
             device,
             stream,
-            sid: inv.sid.clone(),
+            sid: inv.invited.sid.clone(),
             local: inv.local.clone(),
         };
         let session = self.enter(entry, on_end).await?;

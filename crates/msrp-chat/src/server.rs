@@ -97,6 +97,30 @@ pub struct JoinRequest {
     pub on_end: Box<dyn FnOnce() + Send>,
 }
 
+/// The session-id of an offer the focus made, recorded in `Inner::invited` until the answer
+/// makes its session or the offer is given up (dropped): a connection that comes before the
+/// answer waits for it ([`Inner::owner_of`]), and is let go then.
+pub(crate) struct Invited {
+    inner: Arc<Inner>,
+    pub sid: String,
+}
+
+impl Invited {
+    pub fn new(inner: &Arc<Inner>, sid: String) -> Invited {
+        inner.invited.lock().unwrap_or_else(|e| e.into_inner()).insert(sid.clone(), Arc::default());
+        Invited { inner: inner.clone(), sid }
+    }
+}
+
+impl Drop for Invited {
+    fn drop(&mut self) {
+        let pending = self.inner.invited.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
+        if let Some(p) = pending {
+            p.notify_waiters();
+        }
+    }
+}
+
 /// What an MSRP session-id of the focus names.
 pub(crate) enum Owner {
     Chat(Arc<Session>),
@@ -311,17 +335,7 @@ impl Chat {
             }
             return Err(JoinError::NotAcceptable("no usable MSRP chat stream"));
         };
-        let listener = if stream.secure { opts.msrps_port } else { opts.msrp_port };
-        // When the server connects out, nobody connects to its URI: any listener's port will
-        // do for the path it advertises.
-        let port = match (listener, stream.connect) {
-            (Some(p), _) => p,
-            (None, Connect::Outbound) => opts.msrp_port.or(opts.msrps_port).unwrap_or(2855),
-            (None, Connect::Inbound) => return Err(JoinError::NotAcceptable("no MSRP listener for this transport")),
-        };
-        let sid = msrp::id::random_session_id();
-        let local = Uri::new(stream.secure, &opts.msrp_host, Some(port), Some(&sid))
-            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        let (sid, local) = inner.new_local(stream.secure, stream.connect)?;
         let params = AnswerParams {
             local: &local,
             max_size: opts.max_message_size,
@@ -762,6 +776,23 @@ impl Inner {
 
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh MSRP session of the focus, over TLS or not: its session-id and URI. The URI has
+    /// the port of that transport's listener, which the peer connects to; when the focus
+    /// connects out (`Connect::Outbound`) nobody connects to it, and any listener's port will do.
+    pub(crate) fn new_local(&self, secure: bool, connect: Connect) -> Result<(String, Uri), JoinError> {
+        let opts = &self.opts;
+        let listener = if secure { opts.msrps_port } else { opts.msrp_port };
+        let port = match (listener, connect) {
+            (Some(p), _) => p,
+            (None, Connect::Outbound) => opts.msrp_port.or(opts.msrps_port).unwrap_or(2855),
+            (None, Connect::Inbound) => return Err(JoinError::NotAcceptable("no MSRP listener for this transport")),
+        };
+        let sid = msrp::id::random_session_id();
+        let local = Uri::new(secure, &opts.msrp_host, Some(port), Some(&sid))
+            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        Ok((sid, local))
     }
 
     /// What MSRP session-id `id` is now: a chat session or a file transfer.

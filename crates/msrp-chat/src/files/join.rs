@@ -16,7 +16,7 @@ use crate::identity::Identity;
 use crate::judge;
 use crate::room::Room;
 use crate::sdp::{Connect, Offer};
-use crate::server::{Chat, Inner, JoinError, JoinRequest, Joined};
+use crate::server::{Chat, Inner, Invited, JoinError, JoinRequest, Joined};
 use crate::session::Out;
 use crate::time::now_rfc3339;
 
@@ -25,11 +25,10 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 
 /// A file the focus offered a participant, waiting for the answer (dropping it forgets it).
 pub(crate) struct FileInvitation {
-    inner: Arc<Inner>,
     /// Counted against `max_transfers` while the offer is out.
     _pending: PushSlot,
     pub offer: String,
-    sid: String,
+    invited: Invited,
     local: Uri,
     room: Arc<Room>,
     identity: Identity,
@@ -42,15 +41,6 @@ struct PushSlot(Arc<Inner>);
 impl Drop for PushSlot {
     fn drop(&mut self) {
         self.0.pushes.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-impl Drop for FileInvitation {
-    fn drop(&mut self) {
-        let pending = self.inner.invited.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
-        if let Some(p) = pending {
-            p.notify_waiters();
-        }
     }
 }
 
@@ -121,15 +111,7 @@ impl Chat {
                 (Kind::Download(file), sel)
             }
         };
-        let listener = if stream.secure { inner.opts.msrps_port } else { inner.opts.msrp_port };
-        let port = match (listener, stream.connect) {
-            (Some(p), _) => p,
-            (None, Connect::Outbound) => inner.opts.msrp_port.or(inner.opts.msrps_port).unwrap_or(2855),
-            (None, Connect::Inbound) => return Err(JoinError::NotAcceptable("no MSRP listener for this transport")),
-        };
-        let sid = msrp::id::random_session_id();
-        let local = Uri::new(stream.secure, &inner.opts.msrp_host, Some(port), Some(&sid))
-            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        let (sid, local) = inner.new_local(stream.secure, stream.connect)?;
         let answer = super::sdp::answer(offer, &stream, &local, &selector, self.next_sdp_version());
         let t =
             Arc::new(Transfer::new(sid.clone(), local, room.clone(), req.identity, stream, kind, false, req.on_end));
@@ -153,8 +135,6 @@ impl Chat {
         secure: bool,
     ) -> Result<FileInvitation, JoinError> {
         let inner = &self.inner;
-        let port = if secure { inner.opts.msrps_port } else { inner.opts.msrp_port };
-        let port = port.ok_or(JoinError::NotAcceptable("no MSRP listener for this transport"))?;
         // Offers being made count with the transfers: a burst of new files cannot start more
         // calls than `max_transfers`.
         let slot = {
@@ -166,18 +146,14 @@ impl Chat {
             }
             slot
         };
-        let sid = msrp::id::random_session_id();
-        let local = Uri::new(secure, &inner.opts.msrp_host, Some(port), Some(&sid))
-            .map_err(|_| JoinError::NotAcceptable("msrp_host is not a valid host"))?;
+        let (sid, local) = inner.new_local(secure, Connect::Inbound)?;
         let sel = FileSelector { name: Some(file.name().to_owned()), ..file.selector.clone() };
         // A file-transfer-id of its own per offer (RFC 5547 §8).
         let offer = super::sdp::offer(&local, &sel, &sid, self.next_sdp_version());
-        inner.invited.lock().unwrap_or_else(|e| e.into_inner()).insert(sid.clone(), Arc::default());
         Ok(FileInvitation {
-            inner: inner.clone(),
             _pending: slot,
             offer,
-            sid,
+            invited: Invited::new(inner, sid),
             local,
             room: room.clone(),
             identity: identity.clone(),
@@ -201,7 +177,7 @@ impl Chat {
         stream.direction = Direction::Download;
         stream.selector = inv.file.selector.clone();
         let t = Arc::new(Transfer::new(
-            inv.sid.clone(),
+            inv.invited.sid.clone(),
             inv.local.clone(),
             inv.room.clone(),
             inv.identity.clone(),
@@ -212,7 +188,7 @@ impl Chat {
         ));
         self.inner.add_transfer(t.clone())?;
         transfer::start(&self.inner, &t);
-        let sid = inv.sid.clone();
+        let sid = inv.invited.sid.clone();
         // Dropped once the transfer is in the table: a connection waiting for it finds it.
         drop(inv);
         Ok(sid)
