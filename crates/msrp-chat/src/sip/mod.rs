@@ -628,27 +628,45 @@ async fn refuse_in_place(tx: &mut Transaction, code: u16, headers: Vec<Header>) 
 
 /// The Contact the focus gives in its answers for `room`, as reached over `conn`.
 fn local_contact(st: &State, conn: &SipConnection, room: &str) -> String {
-    let (scheme, param) = match conn.transport() {
+    let transport = conn.transport();
+    match conn.get_addr().get_socketaddr() {
+        Ok(a) => {
+            let wildcard = a.ip().is_unspecified()
+                || (transport == Transport::Udp && st.udp_wildcards.contains(&(a.is_ipv4(), a.port())));
+            focus_uri(st, room, transport, a, wildcard, "")
+        }
+        Err(_) => {
+            let (scheme, param) = focus_uri_parts(transport, "");
+            format!("{scheme}:{room}@{}{param}", conn.get_addr().addr)
+        }
+    }
+}
+
+/// `scheme:room@host:port;transport` of the focus at `addr` over `transport` (`udp_param` for
+/// UDP, which needs none in an answer): the advertised host when `addr` is a wildcard.
+fn focus_uri(
+    st: &State,
+    room: &str,
+    transport: Transport,
+    addr: SocketAddr,
+    wildcard: bool,
+    udp_param: &str,
+) -> String {
+    let host = match (&st.advertised_host, wildcard) {
+        (Some(h), true) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{}", addr.port()),
+        (Some(h), true) => format!("{h}:{}", addr.port()),
+        _ => addr.to_string(),
+    };
+    let (scheme, param) = focus_uri_parts(transport, udp_param);
+    format!("{scheme}:{room}@{host}{param}")
+}
+
+fn focus_uri_parts(transport: Transport, udp_param: &str) -> (&'static str, &str) {
+    match transport {
         Transport::Tcp => ("sip", ";transport=tcp"),
         Transport::Tls => ("sips", ";transport=tls"),
-        _ => ("sip", ""),
-    };
-    let local = conn.get_addr().get_socketaddr().ok();
-    let wildcard = |a: &std::net::SocketAddr| {
-        a.ip().is_unspecified()
-            || (conn.transport() == Transport::Udp && st.udp_wildcards.contains(&(a.is_ipv4(), a.port())))
-    };
-    let host = match (&st.advertised_host, local) {
-        (Some(h), Some(a)) if wildcard(&a) => {
-            if h.contains(':') && !h.starts_with('[') {
-                format!("[{h}]:{}", a.port())
-            } else {
-                format!("{h}:{}", a.port())
-            }
-        }
-        _ => conn.get_addr().addr.to_string(),
-    };
-    format!("{scheme}:{room}@{host}{param}")
+        _ => ("sip", udp_param),
+    }
 }
 
 async fn on_invite(st: Arc<State>, mut tx: Transaction) {

@@ -174,18 +174,6 @@ fn reason_of(resp: &Response) -> String {
 /// rsipstack keeps it), from the listener of that transport.
 fn focus_contact(st: &State, room: &str, transport: Transport) -> Option<rsipstack::sip::Uri> {
     let (_, addr) = st.listeners.iter().find(|(t, _)| *t == transport)?;
-    let host = match (&st.advertised_host, addr.ip().is_unspecified()) {
-        (Some(h), true) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        (Some(h), true) => h.clone(),
-        _ => match addr.ip() {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        },
-    };
-    let (scheme, param) = match transport {
-        Transport::Tcp => ("sip", ";transport=tcp"),
-        Transport::Tls => ("sips", ";transport=tls"),
-        _ => ("sip", ";transport=udp"),
-    };
-    rsipstack::sip::Uri::try_from(format!("{scheme}:{room}@{host}:{}{param}", addr.port()).as_str()).ok()
+    let uri = super::focus_uri(st, room, transport, *addr, addr.ip().is_unspecified(), ";transport=udp");
+    rsipstack::sip::Uri::try_from(uri.as_str()).ok()
 }
