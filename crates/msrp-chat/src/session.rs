@@ -182,15 +182,26 @@ impl Session {
         req
     }
 
-    /// The empty SEND that binds a connection the server opened (RFC 4975 §5.4: the active
-    /// side sends first, and an empty SEND is allowed for that).
+    /// The empty SEND that binds a connection the server opened to this session's participant.
     pub fn bind_frame(&self, to: &Path) -> BytesMut {
-        let req = self.send_head(to, &MessageId::random(), ByteRange::whole(0), false);
-        let mut out = BytesMut::with_capacity(256);
-        encode::encode_head_lines(&req, &mut out);
-        encode::encode_end_line(&req.tid, Continuation::Complete, &mut out);
-        out
+        bind_frame(to, &self.local)
     }
+}
+
+/// The empty SEND from `local` to `to` that binds a connection the focus opened (RFC 4975 §5.4:
+/// the active side sends first, and an empty SEND is allowed for that), for a chat session or
+/// a file transfer. `Failure-Report: partial`: nothing answers it but a refusal.
+pub(crate) fn bind_frame(to: &Path, local: &Uri) -> BytesMut {
+    let req = Request::new(TransactionId::random(), Method::Send)
+        .with(Header::ToPath(to.clone()))
+        .with(Header::FromPath(Path::single(local.clone())))
+        .with(Header::MessageId(MessageId::random()))
+        .with(Header::ByteRange(ByteRange::whole(0)))
+        .with(Header::FailureReport(FailureReport::Partial));
+    let mut out = BytesMut::with_capacity(256);
+    encode::encode_head_lines(&req, &mut out);
+    encode::encode_end_line(&req.tid, Continuation::Complete, &mut out);
+    out
 }
 
 /// One message being written, possibly over several chunks.

@@ -507,17 +507,9 @@ pub(crate) async fn connect_out(inner: Arc<Inner>, t: Arc<Transfer>) {
     }
     // An empty SEND first, a download's too: AG's SDK, waiting as the passive side, takes the
     // first request as the binding and fails on a file chunk there.
-    // Failure-Report partial: no 200 to it, so the answers counted are the file's chunks'.
-    let bind = Request::new(TransactionId::random(), Method::Send)
-        .with(Header::ToPath(t.to_path()))
-        .with(Header::FromPath(Path::single(t.local.clone())))
-        .with(Header::MessageId(MessageId::random()))
-        .with(Header::ByteRange(ByteRange::whole(0)))
-        .with(Header::FailureReport(msrp::header::FailureReport::Partial));
-    let mut out = BytesMut::with_capacity(256);
-    encode::encode_head_lines(&bind, &mut out);
-    encode::encode_end_line(&bind.tid, Continuation::Complete, &mut out);
-    if conn.write(&out).await.is_err() {
+    // No 200 comes to it (Failure-Report partial): the answers counted are the file's chunks'.
+    let bind = crate::session::bind_frame(&t.to_path(), &t.local);
+    if conn.write(&bind).await.is_err() {
         end(&inner, &t, "could not bind the connection", true);
         return;
     }
