@@ -79,7 +79,9 @@ impl ReadSide {
     }
 }
 
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a frame read waits, as the relay's tests always had (the automatic mode's events
+/// wait [`crate::WAIT`], as the chat's tests had).
+const FRAME_WAIT: Duration = Duration::from_secs(10);
 
 impl Endpoint {
     pub async fn connect(relay: &TestRelay, name: &str, tls: Option<&TlsConnector>) -> Endpoint {
@@ -145,9 +147,9 @@ impl Endpoint {
         self.write(&out).await;
     }
 
-    /// The next complete frame; panics after WAIT.
+    /// The next complete frame; panics after [`FRAME_WAIT`].
     pub async fn frame(&mut self) -> Frame {
-        tokio::time::timeout(WAIT, self.frame_inner())
+        tokio::time::timeout(FRAME_WAIT, self.frame_inner())
             .await
             .expect("no frame within the wait")
             .expect("connection closed")
@@ -173,7 +175,7 @@ impl Endpoint {
                 assert!(self.rx.rd.read_buf(&mut self.rx.buf).await.unwrap() > 0, "connection closed");
             }
         };
-        tokio::time::timeout(WAIT, read).await.expect("no frame within the wait")
+        tokio::time::timeout(FRAME_WAIT, read).await.expect("no frame within the wait")
     }
 
     /// Reads until the received bytes hold `needle` and returns a copy of them, leaving them
@@ -185,7 +187,7 @@ impl Endpoint {
             }
             self.rx.buf.to_vec()
         };
-        tokio::time::timeout(WAIT, read).await.expect("not seen within the wait")
+        tokio::time::timeout(FRAME_WAIT, read).await.expect("not seen within the wait")
     }
 
     /// True when the peer closed the connection (EOF) within `wait`.
