@@ -86,6 +86,12 @@ impl Outbox {
     }
 }
 
+/// What [`Conn::queue_forwarded`] did with a chunk.
+pub(crate) struct Queued {
+    pub(crate) full: bool,
+    pub(crate) lost: bool,
+}
+
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn").field("id", &self.id).field("peer", &self.peer).finish_non_exhaustive()
@@ -129,6 +135,22 @@ impl Conn {
     /// the caller should flush before producing more (back-pressure).
     pub(crate) fn queue_with(&self, write: impl FnOnce(&mut BytesMut)) -> bool {
         crate::lock(&self.out).add(write, self.high_water, self.high_water_frames)
+    }
+
+    /// Queues a forwarded chunk whose transaction, if it has one (`tracked`), is already in
+    /// this connection's table. Returns whether the output is full (the caller flushes before
+    /// going on) and whether the chunk is lost: the connection closed meanwhile and its closing
+    /// has not reported the transaction (it would have taken it from the table), so the sender
+    /// is told by our 481 instead. The one rule for both of the relay's paths.
+    pub(crate) fn queue_forwarded(
+        &self,
+        tid: &TransactionId,
+        tracked: bool,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Queued {
+        let full = self.queue_with(write);
+        let lost = self.is_closed() && (!tracked || self.untrack(tid));
+        Queued { full, lost }
     }
 
     /// Lets a closed connection's socket go, from a writer that was held while it closed
@@ -317,6 +339,53 @@ mod tests {
         assert!(out.add(frame(10), 100, 3), "the third frame reaches the frame bound");
         let mut out = Outbox::default();
         assert!(out.add(frame(100), 100, 3), "one large frame reaches the byte bound");
+    }
+
+    fn idle_conn() -> super::Conn {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        super::Conn {
+            id: 1,
+            peer: "127.0.0.1:9".parse().unwrap(),
+            local: (false, 2855),
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(Box::new(tokio::io::sink()) as super::Io)),
+            out: std::sync::Mutex::new(super::Outbox::default()),
+            pending: std::sync::Mutex::new(super::Table::default()),
+            closed: AtomicBool::new(false),
+            close_notify: tokio::sync::Notify::new(),
+            high_water: 1024,
+            high_water_frames: 2,
+            waiters: AtomicUsize::new(0),
+            throttle: std::sync::OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn a_chunk_queued_for_a_closed_connection_is_lost_unless_its_closing_reported_it() {
+        use super::{KeptId, Pending, Reporting};
+        use msrp::header::{ByteRange, FailureReport, Path};
+        use msrp::message::TransactionId;
+        let reporting = std::sync::Arc::new(Reporting {
+            report_to: Path::single("msrp://a.example.com:7777/a1;tcp".parse().unwrap()),
+            reporter: "msrp://relay.example.com:2855/r1;tcp".parse().unwrap(),
+        });
+        let range = ByteRange { start: 1, end: Some(1), total: Some(1) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let chunk = || Pending::send(3, &reporting, || KeptId::new("m1"), range, FailureReport::Yes, deadline).unwrap();
+        let conn = idle_conn();
+        let frame = |o: &mut bytes::BytesMut| o.extend_from_slice(b"x");
+        let tid = TransactionId::random();
+        crate::lock(&conn.pending).insert(tid, chunk());
+        let q = conn.queue_forwarded(&tid, true, frame);
+        assert!(!q.lost && !q.full, "an open connection takes it");
+        assert!(conn.queue_forwarded(&TransactionId::random(), false, frame).full, "the frame bound");
+        conn.close();
+        let tid = TransactionId::random();
+        crate::lock(&conn.pending).insert(tid, chunk());
+        assert!(conn.queue_forwarded(&tid, true, frame).lost, "closed, still pending: the sender gets 481");
+        assert!(crate::lock(&conn.pending).get(&tid).is_none(), "and no REPORT besides");
+        let reported = TransactionId::random(); // its closing took it: the REPORT tells the sender
+        assert!(!conn.queue_forwarded(&reported, true, frame).lost);
+        assert!(conn.queue_forwarded(&reported, false, frame).lost, "nothing tracked: lost");
     }
 
     /// A writer that takes bytes into a buffer and sends them only when flushed, the way

@@ -234,13 +234,11 @@ fn responses<'a>(conn: &Conn, buf: &'a [u8], first: Lexed<'a>, limits: &Limits) 
         if paths != (1, 1) || lexed.body.is_some() || lexed.flag != Continuation::Complete {
             break;
         }
-        match pending.get(&lexed.tid) {
-            // Only what settles without owing anything is taken here (the table's rule); a
-            // relayed request's response goes back and a failure may be reported: general path.
-            Some(p) if p.settles_quietly(StatusCode(code)) => {
-                pending.remove(&lexed.tid);
-            }
-            Some(_) => break,
+        // Only what settles without owing anything is taken here (the table's rule); a
+        // relayed request's response goes back and a failure may be reported: general path.
+        match pending.settle_quietly(lexed.tid, StatusCode(code)) {
+            Some(true) => {}
+            Some(false) => break,
             None => debug!(conn = conn.id, tid = %lexed.tid, status = code, "response to no pending transaction"),
         }
         taken += lexed.len;
@@ -398,7 +396,7 @@ fn forward(
         None => false,
     };
     let mut flush = Vec::new();
-    let full = route.target.queue_with(|out| {
+    let queued = route.target.queue_forwarded(&tid, tracked, |out| {
         out.reserve(route.forward_paths.len() + body.len() + 256);
         let head = ForwardedHead { tid: &tid, method: b"SEND", range: Some(range), body_section: true };
         head.write(
@@ -419,17 +417,14 @@ fn forward(
         out.put_slice(body);
         encode::encode_body_end(&tid, plan.flag, out);
     });
-    if full {
+    if queued.full {
         flush.push(route.target.clone());
     }
     touch(touched, &route.target);
-    // The target closed meanwhile: unless its closing already reported this transaction (it
-    // took it from the table), the sender gets the general path's 481 instead of 200.
-    let lost = route.target.is_closed() && tracked && route.target.untrack(&tid);
-    // Hop-by-hop answer (RFC 4976 §7) as Failure-Report asks (RFC 4975 §7.1.2): `yes` every
-    // time, `partial` only for a failure.
+    let lost = queued.lost;
+    // Hop-by-hop answer (RFC 4976 §7) as Failure-Report asks (RFC 4975 §7.1.2).
     let status = if lost { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };
-    let answered = plan.failure == FailureReport::Yes || (lost && plan.failure == FailureReport::Partial);
+    let answered = msrp::report::answered(plan.failure, status);
     if answered {
         let full = conn.queue_with(|out| {
             // The comment is the reason phrase, as in the general path's `Response::new`.

@@ -14,7 +14,7 @@ use msrp::header::{ByteRange, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
-use crate::conn::{Conn, Io, KeptId, Pending, Reporting, queue_frame, write_timed};
+use crate::conn::{Conn, Io, KeptId, Pending, Reporting, touch, write_timed};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -201,7 +201,7 @@ impl Forwarding {
         // read batch); large ones are written as head, pieces (no copy), end.
         // Recorded before the chunk can leave: another task may flush the target's output at
         // any moment, and the response must find its transaction.
-        self.track(tid, range, Instant::now() + shared.opts.transaction_timeout);
+        let tracked = self.track(tid, range, Instant::now() + shared.opts.transaction_timeout);
         let mut out = BytesMut::with_capacity(512 + if len < SMALL_CHUNK { len as usize } else { 0 });
         self.write_head(tid, with_range.then_some(range), body_section, &mut out);
         let ok = if len < SMALL_CHUNK {
@@ -209,12 +209,12 @@ impl Forwarding {
                 out.extend_from_slice(p);
             }
             end_chunk(&tid, flag, body_section, &mut out);
-            if self.target.is_closed() {
-                false
-            } else {
-                queue_frame(&self.target, &out, shared, touched).await;
-                true
+            let queued = self.target.queue_forwarded(&tid, tracked, |o| o.extend_from_slice(&out));
+            if queued.full {
+                self.target.flush_out(shared).await;
             }
+            touch(touched, &self.target);
+            !queued.lost
         } else {
             let mut writer = self.target.writer_owned().await;
             let mut ok = self.target.flush_locked(&mut writer, shared).await;
@@ -231,6 +231,7 @@ impl Forwarding {
             ok
         };
         if !ok {
+            // (A small chunk's transaction is already out of the table.)
             self.failed = true;
             self.target.untrack(&tid);
             return;
@@ -271,21 +272,22 @@ impl Forwarding {
         );
     }
 
-    fn track(&self, tid: TransactionId, range: ByteRange, deadline: Instant) {
+    /// Records the transaction a chunk opens, if any; true when it did.
+    fn track(&self, tid: TransactionId, range: ByteRange, deadline: Instant) -> bool {
         let pending = match self.req.method {
-            Method::Report => return,
+            Method::Report => return false,
             Method::Send => {
                 let failure = self.req.headers.failure_report();
-                let Some(report_to) = self.req.headers.from_path().cloned() else { return };
+                let Some(report_to) = self.req.headers.from_path().cloned() else { return false };
                 let reporting = Arc::new(Reporting { report_to, reporter: self.reporter.clone() });
                 let message_id = || self.req.headers.message_id().and_then(|m| KeptId::new(m.as_str()));
                 let Some(pending) = Pending::send(self.source, &reporting, message_id, range, failure, deadline) else {
-                    return;
+                    return false;
                 };
                 pending
             }
             _ => {
-                let Some(reply_to) = self.req.headers.from_path().map(|p| p.first().clone()) else { return };
+                let Some(reply_to) = self.req.headers.from_path().map(|p| p.first().clone()) else { return false };
                 Pending::Relay {
                     source: self.source,
                     tid: self.req.tid,
@@ -296,6 +298,7 @@ impl Forwarding {
             }
         };
         crate::lock(&self.target.pending).insert(tid, pending);
+        true
     }
 }
 

@@ -1,4 +1,5 @@
-//! Decoder throughput: small frames per second and body bytes per second.
+//! Decoder throughput: small frames per second and body bytes per second; and the relay's
+//! fast-path lexer on the two frames that make up its traffic (a SEND and its 200).
 //! Run: `cargo bench -p msrp --bench decode`; figures go to docs/BENCHMARKS.md.
 
 use bytes::BytesMut;
@@ -110,5 +111,27 @@ fn bench_body(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_small, bench_body);
+/// `msrp::lex::lex_frame` on a relayed SEND and on a 200 to it, as the relay reads them.
+fn bench_lex(c: &mut Criterion) {
+    let send = small_send_in(0);
+    let ok = b"MSRP 7c2fa0b1d3e4 200 OK\r\n\
+To-Path: msrp://127.0.0.1:12855/aXq8Zk3p00000;tcp\r\n\
+From-Path: msrp://127.0.0.1:40000/9di4eae900000;tcp\r\n\
+-------7c2fa0b1d3e4$\r\n"
+        .to_vec();
+    let limits = msrp::Limits::default();
+    let mut group = c.benchmark_group("lex");
+    group.throughput(Throughput::Elements(1));
+    for (name, frame) in [("send", &send), ("ok", &ok)] {
+        group.bench_function(format!("{name}_{}B", frame.len()), |b| {
+            b.iter(|| {
+                let l = msrp::lex::lex_frame(black_box(frame), &limits, 8192).unwrap();
+                black_box(l.headers().count())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_small, bench_body, bench_lex);
 criterion_main!(benches);

@@ -15,10 +15,14 @@ use crate::uri::Uri;
 
 /// Whether `req` gets a transaction response carrying `status`.
 pub fn response_wanted(req: &Request, status: StatusCode) -> bool {
-    if req.method == Method::Report {
-        return false;
-    }
-    match req.headers.failure_report() {
+    req.method != Method::Report && answered(req.headers.failure_report(), status)
+}
+
+/// Whether a request (not a REPORT) sent with Failure-Report `failure` gets a response carrying
+/// `status` (RFC 4975 §7.1.2): `yes` always, `partial` only a failure, `no` never. The one rule,
+/// also for callers that hold no [`Request`] (the relay's fast path).
+pub fn answered(failure: FailureReport, status: StatusCode) -> bool {
+    match failure {
         FailureReport::Yes => true,
         FailureReport::Partial => !status.is_success(),
         FailureReport::No => false,
@@ -87,6 +91,14 @@ mod tests {
 
     fn uri(s: &str) -> Uri {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn failure_report_decides_which_responses_are_sent() {
+        let (ok, gone) = (StatusCode::OK, StatusCode::SESSION_DOES_NOT_EXIST);
+        assert!(answered(FailureReport::Yes, ok) && answered(FailureReport::Yes, gone));
+        assert!(!answered(FailureReport::Partial, ok) && answered(FailureReport::Partial, gone));
+        assert!(!answered(FailureReport::No, ok) && !answered(FailureReport::No, gone));
     }
 
     fn send(failure: Option<&str>, success: Option<&str>) -> Request {
