@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use msrp::header::{Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Decoder, Event, Message, Method, Request, Response, StatusCode, Uri};
-use msrp_relay::digest::{Algorithm, ha1};
+use msrp_relay::digest::DigestResponse;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -186,20 +186,10 @@ impl Conn {
             .or_else(|| challenge.headers.challenges().next())
             .ok_or("401 without WWW-Authenticate")?
             .clone();
-        let alg = Algorithm::parse(c.algorithm()).ok_or("unsupported algorithm")?;
-        let realm = c.realm().ok_or("challenge without realm")?;
-        let nonce = c.nonce().ok_or("challenge without nonce")?;
-        let h1 = ha1(alg, user, realm, password);
-        let h2 = alg.hash_hex(format!("AUTH:{relay}").as_bytes());
         let cnonce = msrp::id::random_ident();
-        let response = alg.hash_hex(format!("{h1}:{nonce}:00000001:{cnonce}:auth:{h2}").as_bytes());
-        let mut creds = format!(
-            r#"Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{relay}", qop=auth, nc=00000001, cnonce="{cnonce}", response="{response}", algorithm={}"#,
-            alg.name()
-        );
-        if let Some(o) = c.opaque() {
-            creds.push_str(&format!(r#", opaque="{o}""#));
-        }
+        let answer = DigestResponse::answer(&c, user, password, "AUTH", relay.as_str(), 1, &cnonce)
+            .ok_or("challenge without realm or nonce, or with an unsupported algorithm")?;
+        let creds = answer.header_value(true);
         let mut second = req.clone();
         second.tid = TransactionId::random();
         second.headers.set(Header::Authorization(Box::new(msrp::header::Credentials::parse(&creds)?)));

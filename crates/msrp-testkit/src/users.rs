@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use msrp::Uri;
 use msrp::header::Challenge;
-use msrp_auth::digest::{Algorithm, ha1};
+use msrp_auth::digest::{Algorithm, DigestResponse, ha1};
 use msrp_auth::{BoxFuture, CredentialStore};
 
 /// Accounts as clear passwords; HA1 computed on lookup.
@@ -41,21 +41,6 @@ pub fn credentials(
     nc: u32,
     with_uri: bool,
 ) -> msrp::header::Credentials {
-    let alg = Algorithm::parse(c.algorithm()).unwrap();
-    let realm = c.realm().unwrap();
-    let nonce = c.nonce().unwrap();
-    let h1 = ha1(alg, user, realm, password);
-    let h2 = alg.hash_hex(format!("AUTH:{}", uri.as_str()).as_bytes());
-    let cnonce = "0a4f113b";
-    let nc = format!("{nc:08x}");
-    let response = alg.hash_hex(format!("{h1}:{nonce}:{nc}:{cnonce}:auth:{h2}").as_bytes());
-    let mut text = format!(
-        r#"Digest username="{user}", realm="{realm}", nonce="{nonce}", qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}", algorithm={}, opaque="{}""#,
-        alg.name(),
-        c.opaque().unwrap_or_default()
-    );
-    if with_uri {
-        text.push_str(&format!(r#", uri="{}""#, uri.as_str()));
-    }
-    msrp::header::Credentials::parse(&text).unwrap()
+    let answer = DigestResponse::answer(c, user, password, "AUTH", uri.as_str(), nc, "0a4f113b").unwrap();
+    msrp::header::Credentials::parse(&answer.header_value(with_uri)).unwrap()
 }

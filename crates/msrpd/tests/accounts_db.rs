@@ -18,7 +18,7 @@ use common::{Endpoint, credentials};
 use msrp::header::{Header, Path as MsrpPath};
 use msrp::message::TransactionId;
 use msrp::{Response, StatusCode, Uri};
-use msrp_relay::digest::{Algorithm, ha1};
+use msrp_relay::digest::{Algorithm, DigestResponse, ha1};
 use sqlx::any::AnyPoolOptions;
 use tokio::net::TcpListener;
 
@@ -295,15 +295,9 @@ fn chat_invite(sip_port: u16, username: &str, password: &str) -> u16 {
         return status;
     }
     let c = challenges.iter().find(|c| c.contains("MD5")).expect("an MD5 challenge");
-    let param = |name: &str| c.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let (realm, nonce) = (param("realm"), param("nonce"));
-    let h1 = ha1(Algorithm::Md5, username, &realm, password);
-    let h2 = Algorithm::Md5.hash_hex(format!("INVITE:{uri}").as_bytes());
-    let response = Algorithm::Md5.hash_hex(format!("{h1}:{nonce}:00000001:c0ffee:auth:{h2}").as_bytes());
-    let auth = format!(
-        "Authorization: Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         qop=auth, nc=00000001, cnonce=\"c0ffee\", response=\"{response}\", algorithm=MD5\r\n"
-    );
+    let c = msrp::header::Challenge::parse(c).unwrap();
+    let answer = DigestResponse::answer(&c, username, password, "INVITE", uri, 1, "c0ffee").unwrap();
+    let auth = format!("Authorization: {}\r\n", answer.header_value(true));
     sip_exchange(&sock, &invite(2, &auth)).0
 }
 

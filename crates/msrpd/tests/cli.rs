@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use msrp::header::{Header, Path as MsrpPath};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Decoder, Event, Message, Method, Request, StatusCode, Uri};
-use msrp_relay::digest::{Algorithm, ha1};
+use msrp_relay::digest::DigestResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn msrpd() -> Command {
@@ -171,17 +171,9 @@ async fn authenticate(port: u16) -> msrp::Response {
     let challenge = read_response(&mut stream, &mut dec, &mut buf).await;
     assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
     let c = challenge.headers.challenges().next().unwrap();
-    let alg = Algorithm::parse(c.algorithm()).unwrap();
-    let (realm, nonce) = (c.realm().unwrap(), c.nonce().unwrap());
-    assert_eq!(realm, "example.com");
-    let h1 = ha1(alg, "alice", realm, "alicepw");
-    let h2 = alg.hash_hex(format!("AUTH:{relay}").as_bytes());
-    let response = alg.hash_hex(format!("{h1}:{nonce}:00000001:c0ffee:auth:{h2}").as_bytes());
-    let creds = format!(
-        r#"Digest username="alice", realm="{realm}", nonce="{nonce}", qop=auth, nc=00000001, cnonce="c0ffee", response="{response}", algorithm={}, opaque="{}""#,
-        alg.name(),
-        c.opaque().unwrap()
-    );
+    assert_eq!(c.realm(), Some("example.com"));
+    let answer = DigestResponse::answer(c, "alice", "alicepw", "AUTH", relay.as_str(), 1, "c0ffee").unwrap();
+    let creds = answer.header_value(false);
     let mut second = req.clone();
     second.tid = TransactionId::random();
     second.headers.set(Header::Authorization(Box::new(msrp::header::Credentials::parse(&creds).unwrap())));

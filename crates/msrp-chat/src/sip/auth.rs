@@ -247,18 +247,9 @@ mod tests {
     }
 
     fn answer(challenge: &str, user: &str, pw: &str, nc: u32) -> String {
-        let param = |name: &str| {
-            let start = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-            challenge[start..].split('"').next().unwrap().to_owned()
-        };
-        let (realm, nonce, opaque) = (param("realm"), param("nonce"), param("opaque"));
-        let ha1 = digest::ha1(Algorithm::Md5, user, &realm, pw);
-        let ha2 = Algorithm::Md5.hash_hex(b"INVITE:sip:lobby@chat.example.com");
-        let resp = Algorithm::Md5.hash_hex(format!("{ha1}:{nonce}:{nc:08x}:abc:auth:{ha2}").as_bytes());
-        format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"sip:lobby@chat.example.com\", \
-             response=\"{resp}\", algorithm=MD5, qop=auth, nc={nc:08x}, cnonce=\"abc\", opaque=\"{opaque}\""
-        )
+        let c = msrp::header::Challenge::parse(challenge).unwrap();
+        let uri = "sip:lobby@chat.example.com";
+        digest::DigestResponse::answer(&c, user, pw, "INVITE", uri, nc, "abc").unwrap().header_value(true)
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use msrp_auth::digest::{Algorithm, ha1};
+use msrp::header::Challenge;
+use msrp_auth::digest::DigestResponse;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -237,27 +238,9 @@ impl Subscriber {
     }
 
     fn digest(&self, method: &str, challenge: &str, user: &str) -> String {
-        let param = |name: &str| {
-            challenge
-                .split([',', ' '])
-                .find_map(|p| p.trim().strip_prefix(&format!("{name}=")).map(|v| v.trim_matches('"').to_owned()))
-        };
-        let (realm, nonce) = (param("realm").unwrap(), param("nonce").unwrap());
-        let alg = Algorithm::parse(&param("algorithm").unwrap_or_else(|| "MD5".into())).unwrap();
-        let h1 = ha1(alg, user, &realm, self.password.as_deref().unwrap());
-        let uri = &self.request_uri;
-        let h2 = alg.hash_hex(format!("{method}:{uri}").as_bytes());
-        let cnonce = "0a4f113b";
-        let response = alg.hash_hex(format!("{h1}:{nonce}:00000001:{cnonce}:auth:{h2}").as_bytes());
-        let mut v = format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", \
-             algorithm={}, qop=auth, nc=00000001, cnonce=\"{cnonce}\"",
-            alg.name()
-        );
-        if let Some(o) = param("opaque") {
-            v.push_str(&format!(", opaque=\"{o}\""));
-        }
-        v
+        let c = Challenge::parse(challenge).unwrap();
+        let password = self.password.as_deref().unwrap();
+        DigestResponse::answer(&c, user, password, method, &self.request_uri, 1, "0a4f113b").unwrap().header_value(true)
     }
 
     /// The next NOTIFY (answered 200 while `answering`).
