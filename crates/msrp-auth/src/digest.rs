@@ -1,7 +1,9 @@
-//! Server-side HTTP Digest for MSRP AUTH (RFC 4976 §5: RFC 2617 / RFC 7616 Digest with method
-//! `AUTH` and the To-Path URI as digest-uri). Passwords are never stored, only HA1, which is all
-//! that checking a response or computing `rspauth` needs. Nonces are stateless (an HMAC binds
-//! issue time and realm), so only the nonce-counts of nonces in use are kept, in a bounded table.
+//! HTTP Digest for MSRP AUTH (RFC 4976 §5: RFC 2617 / RFC 7616 Digest with method `AUTH` and
+//! the To-Path URI as digest-uri), and the same for SIP requests to the chat. The server side
+//! first: passwords are never stored, only HA1, which is all that checking a response or
+//! computing `rspauth` needs. Nonces are stateless (an HMAC binds issue time and realm), so only
+//! the nonce-counts of nonces in use are kept, in a bounded table. A client's answer
+//! ([`DigestResponse::answer`]) is computed by the rule the check uses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
