@@ -203,19 +203,57 @@ impl Conn {
     }
 }
 
-/// Queues a complete frame for `conn` and remembers `conn` among those to flush at the end of
-/// the read batch; writes at once when its output is full (back-pressure).
-pub(crate) async fn queue_frame(conn: &Arc<Conn>, frame: &[u8], shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
-    if conn.queue(frame) {
-        conn.flush_out(shared).await;
-    }
-    touch(touched, conn);
+/// The connections a read batch queued output for. Each is written once, at the batch's end
+/// (one system call per target per batch), except one whose outbox reached a bound
+/// ([`Conn::queue_with`] said so): that one is written before the reader produces anything
+/// more. The one back-pressure action, whichever path queued.
+#[derive(Default)]
+pub(crate) struct Touched {
+    conns: Vec<Arc<Conn>>,
+    /// Those past a bound, for [`Touched::relieve`].
+    full: Vec<Arc<Conn>>,
 }
 
-/// Remembers `conn` among those to flush at the end of the read batch (once).
-pub(crate) fn touch(touched: &mut Vec<Arc<Conn>>, conn: &Arc<Conn>) {
-    if !touched.iter().any(|c| c.id == conn.id) {
-        touched.push(conn.clone());
+impl Touched {
+    /// Notes output queued for `conn`; `full` is what queueing it answered.
+    pub(crate) fn queued(&mut self, conn: &Arc<Conn>, full: bool) {
+        if !self.conns.iter().any(|c| c.id == conn.id) {
+            self.conns.push(conn.clone());
+        }
+        if full && !self.full.iter().any(|c| c.id == conn.id) {
+            self.full.push(conn.clone());
+        }
+    }
+
+    /// Some connection's output is past a bound: [`Touched::relieve`] before going on.
+    pub(crate) fn must_relieve(&self) -> bool {
+        !self.full.is_empty()
+    }
+
+    /// Writes out the connections whose output is past a bound.
+    pub(crate) async fn relieve(&mut self, shared: &Shared) {
+        for conn in std::mem::take(&mut self.full) {
+            conn.flush_out(shared).await;
+        }
+    }
+
+    /// The batch's end: writes out every connection touched.
+    pub(crate) async fn flush(&mut self, shared: &Shared) {
+        self.full.clear();
+        for conn in std::mem::take(&mut self.conns) {
+            conn.flush_out(shared).await;
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Queues a complete frame for `conn`, written at the batch's end or, past a bound, now.
+    pub(crate) async fn queue_frame(&mut self, conn: &Arc<Conn>, frame: &[u8], shared: &Shared) {
+        let full = conn.queue(frame);
+        self.queued(conn, full);
+        self.relieve(shared).await;
     }
 }
 
@@ -342,9 +380,13 @@ mod tests {
     }
 
     fn idle_conn() -> super::Conn {
+        idle_conn_id(1)
+    }
+
+    fn idle_conn_id(id: super::ConnId) -> super::Conn {
         use std::sync::atomic::{AtomicBool, AtomicUsize};
         super::Conn {
-            id: 1,
+            id,
             peer: "127.0.0.1:9".parse().unwrap(),
             local: (false, 2855),
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(Box::new(tokio::io::sink()) as super::Io)),
@@ -357,6 +399,19 @@ mod tests {
             waiters: AtomicUsize::new(0),
             throttle: std::sync::OnceLock::new(),
         }
+    }
+
+    #[test]
+    fn a_batch_writes_early_only_what_is_past_a_bound() {
+        let (a, b) = (std::sync::Arc::new(idle_conn()), std::sync::Arc::new(idle_conn_id(2)));
+        let mut touched = super::Touched::default();
+        touched.queued(&a, false);
+        touched.queued(&a, false);
+        assert!(!touched.must_relieve() && touched.conns.len() == 1, "one write per target, at the end");
+        touched.queued(&b, true);
+        touched.queued(&b, true);
+        assert!(touched.must_relieve());
+        assert_eq!((touched.conns.len(), touched.full.len()), (2, 1));
     }
 
     #[test]

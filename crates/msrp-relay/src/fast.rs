@@ -35,7 +35,7 @@ use msrp::message::TransactionId;
 use msrp::{Continuation, Method, StatusCode};
 use tracing::debug;
 
-use crate::conn::{Conn, KeptId, Pending, Reporting, chunk_range, touch};
+use crate::conn::{Conn, KeptId, Pending, Reporting, Touched, chunk_range};
 use crate::forward::ForwardedHead;
 use crate::route::{Route, remember_peer, route_paths};
 use crate::server::Shared;
@@ -99,8 +99,6 @@ pub(crate) struct Handled {
     pub(crate) frames: u64,
     /// A SEND was forwarded: the connection is in use (no AUTH deadline).
     pub(crate) forwarded: bool,
-    /// Connections whose output passed the high-water mark: flush before going on.
-    pub(crate) flush: Vec<Arc<Conn>>,
     /// SENDs forwarded, their body bytes, and 200s answered (for `Stats`).
     pub(crate) sends: u64,
     pub(crate) bytes: u64,
@@ -164,7 +162,7 @@ impl FastPath {
         &mut self,
         shared: &Shared,
         conn: &Arc<Conn>,
-        touched: &mut Vec<Arc<Conn>>,
+        touched: &mut Touched,
         buf: &mut BytesMut,
         batch: &Batch,
     ) -> Option<Handled> {
@@ -173,7 +171,7 @@ impl FastPath {
             Start::Response(_) => {
                 let (len, frames) = responses(conn, buf, lexed, &shared.opts.limits)?;
                 bytes::Buf::advance(buf, len);
-                Some(Handled { frames, forwarded: false, flush: Vec::new(), sends: 0, bytes: 0, oks: 0 })
+                Some(Handled { frames, forwarded: false, sends: 0, bytes: 0, oks: 0 })
             }
             Start::Request(b"SEND") => {
                 let plan = plan_send(&lexed, buf, shared)?;
@@ -372,7 +370,7 @@ fn decide(shared: &Shared, conn: &Conn, to: &[u8], from: &[u8], batch: &Batch) -
 fn forward(
     shared: &Shared,
     conn: &Arc<Conn>,
-    touched: &mut Vec<Arc<Conn>>,
+    touched: &mut Touched,
     frame: &[u8],
     plan: Plan,
     route: &Deliver,
@@ -395,7 +393,6 @@ fn forward(
         }
         None => false,
     };
-    let mut flush = Vec::new();
     let queued = route.target.queue_forwarded(&tid, tracked, |out| {
         out.reserve(route.forward_paths.len() + body.len() + 256);
         let head = ForwardedHead { tid: &tid, method: b"SEND", range: Some(range), body_section: true };
@@ -417,10 +414,7 @@ fn forward(
         out.put_slice(body);
         encode::encode_body_end(&tid, plan.flag, out);
     });
-    if queued.full {
-        flush.push(route.target.clone());
-    }
-    touch(touched, &route.target);
+    touched.queued(&route.target, queued.full);
     let lost = queued.lost;
     // Hop-by-hop answer (RFC 4976 §7) as Failure-Report asks (RFC 4975 §7.1.2).
     let status = if lost { StatusCode::SESSION_DOES_NOT_EXIST } else { StatusCode::OK };
@@ -432,14 +426,11 @@ fn forward(
             out.put_slice(&route.answer_paths);
             encode::encode_end_line(&plan.tid, Continuation::Complete, out);
         });
-        if full {
-            flush.push(conn.clone());
-        }
-        touch(touched, conn);
+        touched.queued(conn, full);
     }
     let oks = u64::from(answered && !lost);
     let bytes = if lost { 0 } else { body.len() as u64 };
-    Handled { frames: 1, forwarded: !lost, flush, sends: u64::from(!lost), bytes, oks }
+    Handled { frames: 1, forwarded: !lost, sends: u64::from(!lost), bytes, oks }
 }
 
 fn put_header(out: &mut BytesMut, hname: &str, value: &[u8]) {

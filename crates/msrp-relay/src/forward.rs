@@ -14,7 +14,7 @@ use msrp::header::{ByteRange, Header, Path};
 use msrp::message::TransactionId;
 use msrp::{Continuation, Method, Request, Uri};
 
-use crate::conn::{Conn, Io, KeptId, Pending, Reporting, touch, write_timed};
+use crate::conn::{Conn, Io, KeptId, Pending, Reporting, Touched, write_timed};
 use crate::server::Shared;
 use crate::sessions::ConnId;
 
@@ -64,7 +64,7 @@ impl Forwarding {
         self.seen_body || self.req.headers.content_type().is_some()
     }
 
-    pub(crate) async fn body(&mut self, mut piece: Bytes, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
+    pub(crate) async fn body(&mut self, mut piece: Bytes, shared: &Shared, touched: &mut Touched) {
         self.seen_body = true;
         while !piece.is_empty() && !self.failed {
             if self.open.is_some() {
@@ -185,7 +185,7 @@ impl Forwarding {
 
     /// Writes the queued bytes as one chunk ending with `flag`, and records what its outcome
     /// owes the sender.
-    pub(crate) async fn flush(&mut self, flag: Continuation, shared: &Shared, touched: &mut Vec<Arc<Conn>>) {
+    pub(crate) async fn flush(&mut self, flag: Continuation, shared: &Shared, touched: &mut Touched) {
         let pieces = std::mem::take(&mut self.queued);
         let len = std::mem::take(&mut self.queued_len) as u64;
         let start = self.next_byte;
@@ -210,10 +210,8 @@ impl Forwarding {
             }
             end_chunk(&tid, flag, body_section, &mut out);
             let queued = self.target.queue_forwarded(&tid, tracked, |o| o.extend_from_slice(&out));
-            if queued.full {
-                self.target.flush_out(shared).await;
-            }
-            touch(touched, &self.target);
+            touched.queued(&self.target, queued.full);
+            touched.relieve(shared).await;
             !queued.lost
         } else {
             let mut writer = self.target.writer_owned().await;

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf};
 use tracing::{debug, info, warn};
 
 use crate::auth;
-use crate::conn::{Conn, chunk_range, close, queue_frame};
+use crate::conn::{Conn, Touched, chunk_range, close};
 use crate::fast::{Batch, FastPath};
 use crate::forward::Forwarding;
 use crate::route::{Route, remember_peer, route};
@@ -39,7 +39,7 @@ struct Reader {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     /// Connections with output queued during this read batch, flushed at its end.
-    touched: Vec<Arc<Conn>>,
+    touched: Touched,
     /// Authenticated, or used for a valid delivery: no longer subject to the AUTH deadline.
     trusted: bool,
     auth_failures: u32,
@@ -80,7 +80,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Send + Unpin>(
     let mut reader = Reader {
         shared: shared.clone(),
         conn: conn.clone(),
-        touched: Vec::new(),
+        touched: Touched::default(),
         trusted: outbound,
         auth_failures: 0,
         frame: Frame::Idle,
@@ -157,9 +157,9 @@ pub(crate) async fn read_loop<R: AsyncRead + Send + Unpin>(
                     reader.fast_bytes += handled.bytes;
                     reader.fast_oks += handled.oks;
                     reader.trusted |= handled.forwarded;
-                    for c in handled.flush {
+                    if reader.touched.must_relieve() {
                         batch = None;
-                        c.flush_out(&shared).await;
+                        reader.touched.relieve(&shared).await;
                     }
                     continue;
                 }
@@ -374,14 +374,7 @@ impl Reader {
         self.shared.stats.responded(resp.status, 1);
         let mut out = BytesMut::with_capacity(256);
         encode::encode_response(resp, &mut out);
-        let conn = self.conn.clone();
-        self.queue_to(&conn, &out).await;
-    }
-
-    /// Queues a frame for `conn`, to be written at the end of the read batch (or now, when
-    /// its output is full).
-    async fn queue_to(&mut self, conn: &Arc<Conn>, frame: &[u8]) {
-        queue_frame(conn, frame, &self.shared, &mut self.touched).await;
+        self.touched.queue_frame(&self.conn, &out, &self.shared).await;
     }
 
     async fn flush_touched(&mut self) {
@@ -399,9 +392,7 @@ impl Reader {
         // connection's writer): a chunk opens only after this flush at a batch end, and while
         // it is open the reader queues nothing for anyone (its pieces go straight out).
         debug_assert!(!self.chunk_open() || self.touched.is_empty(), "output queued while a chunk is open");
-        for conn in std::mem::take(&mut self.touched) {
-            conn.flush_out(&self.shared).await;
-        }
+        self.touched.flush(&self.shared).await;
     }
 
     /// A request answered by this relay: AUTH, or a refusal.
