@@ -248,6 +248,31 @@ pub(crate) fn session_head(host: &str, version: u64) -> String {
     format!("v=0\r\no=msrpd {version} {version} IN {ip} {host}\r\ns=-\r\nc=IN {ip} {host}\r\nt=0 0\r\n")
 }
 
+/// The SDP to send after `previous` in the same session (RFC 3264 §8): `next`, with the `o=`
+/// line of `previous` and its version one higher, or `previous` itself when nothing else
+/// differs (an unchanged SDP keeps its version). A peer compares origins to tell a changed
+/// session from a new one; each fresh answer here names an origin of its own, so a call's
+/// later answers take the first one's. `next` as it is when `previous` has no usable `o=`.
+pub(crate) fn follow_origin(previous: &str, next: &str) -> String {
+    let is_origin = |l: &&str| l.starts_with("o=");
+    let rest = |sdp: &str| sdp.split("\r\n").filter(|l| !is_origin(l)).map(str::to_owned).collect::<Vec<_>>();
+    let Some(origin) = previous.split("\r\n").find(is_origin) else { return next.to_owned() };
+    if rest(previous) == rest(next) {
+        return previous.to_owned();
+    }
+    // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>
+    let mut fields: Vec<&str> = origin[2..].split(' ').collect();
+    let Some(version) = fields.get(2).and_then(|v| v.parse::<u64>().ok()) else { return next.to_owned() };
+    if fields.len() != 6 {
+        return next.to_owned();
+    }
+    let version = version.wrapping_add(1).to_string();
+    fields[2] = &version;
+    let origin = format!("o={}", fields.join(" "));
+    let lines: Vec<&str> = next.split("\r\n").map(|l| if l.starts_with("o=") { origin.as_str() } else { l }).collect();
+    lines.join("\r\n")
+}
+
 /// An answer refusing every stream of `offer` (port 0, RFC 3264 §6): a call whose chat stream
 /// was dropped.
 pub fn refuse_all(offer: &Offer, host: &str, version: u64) -> String {
@@ -308,6 +333,23 @@ pub fn answer(offer: &Offer, stream: &ChatStream, p: &AnswerParams<'_>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_answer_keeps_the_calls_origin() {
+        let first = session_head("192.0.2.1", 7) + "m=message 2855 TCP/MSRP *\r\n";
+        let changed = session_head("192.0.2.1", 12) + "m=audio 0 RTP/AVP 0\r\nm=message 2855 TCP/MSRP *\r\n";
+        let second = follow_origin(&first, &changed);
+        assert!(second.starts_with("v=0\r\no=msrpd 7 8 IN IP4 192.0.2.1\r\n"), "{second}");
+        assert!(second.ends_with("m=audio 0 RTP/AVP 0\r\nm=message 2855 TCP/MSRP *\r\n"));
+        let third = follow_origin(&second, &(session_head("192.0.2.1", 13) + "m=message 2855 TCP/MSRP *\r\n"));
+        assert!(third.contains("o=msrpd 7 9 IN IP4"), "one up from the previous, not from the first");
+        assert_eq!(
+            follow_origin(&third, &(session_head("192.0.2.1", 20) + "m=message 2855 TCP/MSRP *\r\n")),
+            third,
+            "unchanged: the same version"
+        );
+        assert_eq!(follow_origin("v=0\r\ns=-\r\n", &changed), changed, "no origin to follow");
+    }
 
     const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
         m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n\

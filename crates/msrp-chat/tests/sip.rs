@@ -145,10 +145,20 @@ async fn a_full_service_answers_503_and_reinvites_keep_move_drop_and_add_the_cha
     let (dlg, mut a) = join(&uac, &target, ALICE, None).await;
     let (_, resp) = uac.invite(&target, BOB, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
     assert_eq!(resp.status_code.code(), 503, "max_sessions reached");
+    // Every answer on the call keeps its origin, one version up each time it changes (RFC 3264
+    // §8): checked for each re-INVITE below, whatever the focus did with it.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, u64)>));
     let reinvite = |sdp: String| {
         let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
-        let dlg = dlg.clone();
-        async move { dlg.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap() }
+        let (dlg, last) = (dlg.clone(), last.clone());
+        async move {
+            let resp = dlg.reinvite(Some(h), Some(sdp.into_bytes())).await.unwrap().unwrap();
+            let (id, version) = origin(&String::from_utf8_lossy(&resp.body));
+            if let Some((first_id, previous)) = last.lock().unwrap().replace((id.clone(), version)) {
+                assert_eq!((id, version), (first_id, previous + 1), "the call's origin, one version up");
+            }
+            resp
+        }
     };
     // A new offer with the chat stream in another position gets an answer in that shape.
     let audio = "v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -194,15 +204,31 @@ async fn a_full_service_answers_503_and_reinvites_keep_move_drop_and_add_the_cha
     assert_eq!(server.chat.session_count(), 1);
 }
 
+/// The `o=` line's session id (with its username and address) and version.
+fn origin(sdp: &str) -> (String, u64) {
+    let o = sdp.lines().find_map(|l| l.strip_prefix("o=")).expect("an o= line");
+    let f: Vec<&str> = o.split(' ').collect();
+    assert_eq!(f.len(), 6, "{o}");
+    (format!("{} {} {}", f[0], f[1], f[5]), f[2].parse().unwrap())
+}
+
 #[tokio::test]
 async fn a_reinvite_without_an_offer_gets_the_current_answer() {
     let server = start_sip_chat(ChatOptions::default(), true).await;
     let uac = start_uac(&server.token).await;
-    let (dlg, a) = join(&uac, &server.target("lobby", Transport::Udp), ALICE, None).await;
+    let local = Participant::local_uri();
+    let target = server.target("lobby", Transport::Udp);
+    let (dlg, first) = uac.invite(&target, ALICE, Some(offer(local.as_str(), "active")), None).await;
+    let first = String::from_utf8(first.body).unwrap();
+    let a = Participant::answered(ALICE, local, &first, String::new()).await;
     let resp = dlg.reinvite(None, None).await.unwrap().unwrap();
     assert_eq!(resp.status_code, StatusCode::OK);
     let answer = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(answer.contains(a.remote.last().as_str()), "the 200 carries the session's answer: {answer}");
+    // The same offer again: the same SDP, version and all (RFC 3264 §8).
+    let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
+    let resp = dlg.reinvite(Some(h), Some(offer(a.local.as_str(), "active").into_bytes())).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&resp.body), first, "an unchanged answer keeps its version");
 }
 
 #[tokio::test]

@@ -13,6 +13,8 @@
 //!   a pull from it, as on a call of its own, on this call; answered in place, kept while later
 //!   offers keep it (same MSRP session), ended when one drops it. It never ends the call.
 //! - Other media are refused with port 0 in every answer.
+//! - Every answer keeps the call's `o=` origin, its version one up when the answer changed
+//!   (RFC 3264 §8), whichever of the above made it.
 
 use std::sync::Arc;
 
@@ -95,6 +97,8 @@ async fn renegotiate(st: &Arc<State>, id: &DialogId, call: Call, body: &[u8]) ->
         }
         answer
     };
+    // The call's origin, its version one up when the answer changed (RFC 3264 §8).
+    let answer = crate::sdp::follow_origin(&call.answer, &answer);
     if let Some(c) = st.calls.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
         c.answer = answer.clone();
     }
