@@ -27,7 +27,7 @@ pub use history::{History, MemoryHistory, Stored};
 pub use identity::Identity;
 pub use invite::Invitation;
 pub use options::{
-    ChatOptions, ConferenceOptions, InviteTransport, ReferOptions, ReferPolicy, RoomPolicy, RoomSettings,
+    ChatOptions, ConferenceOptions, InviteTransport, OutboundAuth, ReferOptions, ReferPolicy, RoomPolicy, RoomSettings,
     acl_entry_is_valid,
 };
 pub use server::{Chat, JoinError, JoinRequest, Joined};

@@ -80,10 +80,28 @@ pub struct ChatOptions {
     /// SIP URI such as `sip:proxy.example.com:5060;transport=tcp`; none: to the host of the
     /// invitee's URI.
     pub outbound_proxy: Option<String>,
+    /// The focus's own SIP account: Digest credentials for its requests (the INVITEs of
+    /// referrals and file offers, and what it sends in their dialogs), answered to a 401 or
+    /// 407 as any SIP user agent does. None: a challenge ends the request, and the proxy must
+    /// trust the focus by its address.
+    pub outbound_auth: Option<OutboundAuth>,
     /// REFERs to a room (RFC 4579): inviting someone in, or removing a participant.
     pub refer: ReferOptions,
     /// Files shared in rooms (RFC 5547).
     pub files: crate::files::FileOptions,
+}
+
+/// A SIP account's Digest credentials (RFC 3261 §22.2). Its `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboundAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for OutboundAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundAuth").field("username", &self.username).finish_non_exhaustive()
+    }
 }
 
 /// Who may REFER a room to invite someone or remove a participant (RFC 4579 §5.5, §5.8).
@@ -251,6 +269,7 @@ impl Default for ChatOptions {
             room_settings: std::collections::HashMap::new(),
             conference: ConferenceOptions::default(),
             outbound_proxy: None,
+            outbound_auth: None,
             refer: ReferOptions::default(),
             files: crate::files::FileOptions::default(),
         }

@@ -10,7 +10,8 @@ use common::callee::Callee;
 use common::sip::{start_sip_chat, start_sip_chat_tls, start_uac};
 use common::subscriber::{Msg, Subscriber};
 use common::{Participant, until};
-use msrp_chat::{ChatOptions, ReferOptions, ReferPolicy, RoomSettings};
+use msrp_auth::digest::{Algorithm, DigestResponse, ha1};
+use msrp_chat::{ChatOptions, OutboundAuth, ReferOptions, ReferPolicy, RoomSettings};
 use rsipstack::sip::Transport;
 
 const ROOM: &str = "sip:lobby@chat.test";
@@ -73,6 +74,42 @@ async fn a_referral_invites_the_target_reports_each_step_and_makes_it_a_particip
     assert_eq!(callee.bye(&invite).await.status(), Some(200));
     until("carol's session ended", || server.chat.session_count() == 1).await;
     assert_eq!(server.sip.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_proxy_that_challenges_the_focus_gets_the_services_account() {
+    let mut callee = Callee::udp().await;
+    let opts = ChatOptions {
+        outbound_proxy: Some(format!("sip:{}", callee.addr)),
+        outbound_auth: Some(OutboundAuth { username: "focus".into(), password: "focuspw".into() }),
+        ..Default::default()
+    };
+    let server = start_sip_chat(opts, true).await;
+    let _alice = Participant::join(&server.chat, "lobby", ALICE).await;
+    let mut referrer = Subscriber::udp(server.addr(Transport::Udp), ALICE, ROOM).await;
+    assert_eq!(referrer.refer("<sip:carol@example.com>", "").await.status(), Some(202));
+    assert_eq!(sipfrag(&referrer.notify().await).0, "SIP/2.0 100 Trying");
+    // The proxy (here the callee) asks for the focus's credentials (RFC 3261 §22.3).
+    let first = callee.expect("INVITE").await;
+    assert!(first.header("Proxy-Authorization").is_none());
+    let challenge = r#"Proxy-Authenticate: Digest realm="proxy.test", nonce="4f1e2d3c", algorithm=MD5, qop="auth""#;
+    callee.reply_with(&first, 407, "Proxy Authentication Required", &format!("{challenge}\r\n"), None).await;
+    let second = loop {
+        let m = callee.expect("INVITE").await;
+        if m.header("Proxy-Authorization").is_some() {
+            break m;
+        }
+    };
+    let uri = second.start.split(' ').nth(1).unwrap();
+    let creds = msrp::header::Credentials::parse(second.header("Proxy-Authorization").unwrap()).unwrap();
+    let answer = DigestResponse::from_credentials(&creds, uri).unwrap();
+    assert_eq!((answer.username.as_str(), answer.realm.as_str()), ("focus", "proxy.test"));
+    assert!(answer.verify(&ha1(Algorithm::Md5, "focus", "proxy.test", "focuspw"), "INVITE"));
+    assert!(!answer.verify(&ha1(Algorithm::Md5, "focus", "proxy.test", "guess"), "INVITE"));
+    // The challenge is not the referral's outcome; the callee's answer is.
+    callee.reply(&second, 603, "Decline", None).await;
+    let (frag, state) = sipfrag(&referrer.notify().await);
+    assert_eq!((frag.as_str(), state.as_str()), ("SIP/2.0 603 Decline", "terminated;reason=noresource"));
 }
 
 #[tokio::test]

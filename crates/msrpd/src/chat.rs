@@ -62,6 +62,10 @@ pub async fn start(
         refer: c.refer.options(),
         files: c.file_options(config.data_dir.join("chat-files")),
         outbound_proxy: (!c.outbound_proxy.is_empty()).then(|| c.outbound_proxy.clone()),
+        outbound_auth: (!c.outbound_username.is_empty()).then(|| msrp_chat::OutboundAuth {
+            username: c.outbound_username.clone(),
+            password: c.outbound_password.clone(),
+        }),
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,
         queue_messages: c.queue_messages,

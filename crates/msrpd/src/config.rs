@@ -577,6 +577,10 @@ pub struct ChatConfig {
     /// SIP URI of the proxy the focus sends its own requests through (the INVITEs of
     /// referrals and file offers); empty: straight to the callee's host.
     pub outbound_proxy: String,
+    /// The focus's own SIP account (Digest), answered to a proxy's 401 or 407 on those
+    /// requests; both empty: none (the proxy must trust the focus by address).
+    pub outbound_username: String,
+    pub outbound_password: String,
     /// Files shared in rooms (RFC 5547), kept in `<data_dir>/chat-files`.
     pub file_sharing: bool,
     /// Largest file a participant may share (bytes; 488 above).
@@ -695,6 +699,8 @@ impl Default for ChatConfig {
             conference: ConferenceConfig::default(),
             refer: ReferConfig::default(),
             outbound_proxy: String::new(),
+            outbound_username: String::new(),
+            outbound_password: String::new(),
             file_sharing: true,
             max_file_size: files.max_file_size,
             max_room_files: files.max_room_files,
@@ -1018,6 +1024,18 @@ impl ChatConfig {
             return Err(format!(
                 "chat.outbound_proxy {:?} is not a SIP URI of a host (e.g. \"sip:proxy.example.com:5060;transport=tcp\")",
                 self.outbound_proxy
+            ));
+        }
+        if self.outbound_username.is_empty() != self.outbound_password.is_empty() {
+            return Err(
+                "chat.outbound_username and chat.outbound_password go together (the focus's SIP account)".into()
+            );
+        }
+        // It goes into a quoted Digest parameter (RFC 3261 §25.1 quoted-string).
+        if self.outbound_username.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            return Err(format!(
+                "chat.outbound_username {:?} has a quote, backslash or control character",
+                self.outbound_username
             ));
         }
         if self.history_size >= self.queue_messages {
@@ -1345,6 +1363,10 @@ mod tests {
         let o = c.chat.refer.options();
         assert_eq!((o.policy, o.transport), (msrp_chat::ReferPolicy::Nobody, msrp_chat::InviteTransport::Tcp));
         assert_eq!(c.chat.room_settings()["lobby"].refer, Some(msrp_chat::ReferPolicy::Participants));
+        assert!(Config::parse("[chat]\noutbound_username = \"focus\"").is_err(), "a name without a password");
+        assert!(Config::parse("[chat]\noutbound_username = \"fo\\\"cus\"\noutbound_password = \"x\"").is_err());
+        let c = Config::parse("[chat]\noutbound_username = \"focus\"\noutbound_password = \"s3cret\"").unwrap();
+        assert_eq!((c.chat.outbound_username.as_str(), c.chat.outbound_password.as_str()), ("focus", "s3cret"));
     }
 
     #[test]

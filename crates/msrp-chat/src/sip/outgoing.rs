@@ -1,6 +1,7 @@
 //! The focus as a caller: an INVITE of its own (for a REFER to a room, or to offer a room's
 //! file to a participant), from the room, with a Contact marked `;isfocus` (by `FocusContact`),
-//! through `chat.outbound_proxy` when set. The dialog is rsipstack's; its later events (BYE,
+//! through `chat.outbound_proxy` when set, answering a 401 or 407 with the service's account
+//! for the focus (`outbound_auth`) when one is set. The dialog is rsipstack's; its later events (BYE,
 //! re-INVITE, end) reach the loop that follows every dialog, and a session made from its
 //! answer is a `Call` like any participant's.
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rsipstack::dialog::DialogId;
+use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::*;
@@ -87,6 +89,13 @@ pub(super) async fn invite(
         offer: Some(call.offer.into_bytes()),
         contact: contact.clone(),
         headers: Some(headers),
+        // rsipstack answers a 401 or 407 with these once (and challenges in the dialog later).
+        credential: opts.outbound_auth.as_ref().map(|a| Credential {
+            username: a.username.clone(),
+            password: a.password.clone(),
+            realm: None,
+            auth_username: None,
+        }),
         ..Default::default()
     };
     let (states, mut progress) = st.dialogs.new_dialog_state_channel();

@@ -47,7 +47,12 @@ impl Callee {
     /// Answers `req` with `code reason`, with our tag on a non-100 answer, our Contact, and
     /// `sdp` as the body.
     pub async fn reply(&mut self, req: &Msg, code: u16, reason: &str, sdp: Option<&str>) {
-        let mut resp = format!("SIP/2.0 {code} {reason}\r\n");
+        self.reply_with(req, code, reason, "", sdp).await;
+    }
+
+    /// [`Callee::reply`] with `extra` header lines (each ending in CRLF).
+    pub async fn reply_with(&mut self, req: &Msg, code: u16, reason: &str, extra: &str, sdp: Option<&str>) {
+        let mut resp = format!("SIP/2.0 {code} {reason}\r\n{extra}");
         for (n, v) in &req.headers {
             match n.to_ascii_lowercase().as_str() {
                 "via" | "from" | "call-id" | "cseq" => resp.push_str(&format!("{n}: {v}\r\n")),
