@@ -117,9 +117,10 @@ enum Known {
     ContentType,
 }
 
-/// The codec's reading of a header name ([`Name::of`]), narrowed to what this path handles.
-fn known(hname: &str) -> Option<Known> {
-    Some(match Name::of(hname)? {
+/// The codec's reading of a header name (the lexer's [`Name::at_start`], else [`Name::of`]),
+/// narrowed to what this path handles.
+fn known(name: Option<Name>) -> Option<Known> {
+    Some(match name? {
         Name::ToPath => Known::ToPath,
         Name::FromPath => Known::FromPath,
         Name::MessageId => Known::MessageId,
@@ -224,7 +225,7 @@ fn responses<'a>(conn: &Conn, buf: &'a [u8], first: Lexed<'a>, limits: &Limits) 
     while let Start::Response(code) = lexed.start {
         // The decoder refuses responses without both paths; so does this path (they then
         // get the decoder's verdict).
-        let paths = lexed.headers().filter_map(|(n, _)| known(n)).fold((0, 0), |(t, f), k| match k {
+        let paths = lexed.named_headers().filter_map(|(n, _, _)| known(n)).fold((0, 0), |(t, f), k| match k {
             Known::ToPath => (t + 1, f),
             Known::FromPath => (t, f + 1),
             _ => (t, f),
@@ -265,9 +266,9 @@ fn plan_send(lexed: &Lexed<'_>, buf: &[u8], shared: &Shared) -> Option<Plan> {
     let (mut to, mut from, mut message_id, mut content_type, mut range) = (None, None, None, None, None);
     let (mut failure, mut middle, mut n_middle) = (None, [None; 3], 0);
     let mut seen = [false; 7];
-    for (hname, text) in lexed.headers() {
+    for (name, _, text) in lexed.named_headers() {
         let value = text.as_bytes();
-        let which = known(hname)?;
+        let which = known(name)?;
         // A repeated header is the decoder's 400.
         if std::mem::replace(&mut seen[which as usize], true) {
             return None;

@@ -12,6 +12,7 @@
 //! answer is the reference. Callers parse the values they use with the typed parsers.
 
 use crate::decode::{DASHES, END_NEEDLE, EndNeedles, Limits, check_start_line};
+use crate::header::Name;
 use crate::message::{Continuation, TransactionId};
 use crate::syntax::is_token_char;
 
@@ -36,6 +37,8 @@ pub struct Lexed<'a> {
     head: &'a str,
     /// Where each header's name and value lie in `head` (offsets fit: see [`lex_frame`]).
     spans: [[u16; 4]; MAX_LEXED_HEADERS],
+    /// Each header's name when it came in its registered spelling ([`Name::at_start`]).
+    names: [Option<Name>; MAX_LEXED_HEADERS],
     count: usize,
     /// The body section's data (RFC 4975 §9 `content-stuff`), without the CRLF before the
     /// end-line; `None` when the frame has no body section.
@@ -51,6 +54,11 @@ impl<'a> Lexed<'a> {
         let head = self.head;
         let span = move |a: u16, b: u16| head.get(a as usize..b as usize).unwrap_or_default();
         self.spans[..self.count].iter().map(move |&[n0, n1, v0, v1]| (span(n0, n1), span(v0, v1)))
+    }
+
+    /// [`Lexed::headers`] with what each name means ([`Name::of`]; `None`: unknown).
+    pub fn named_headers(&self) -> impl Iterator<Item = (Option<Name>, &'a str, &'a str)> + '_ {
+        self.headers().zip(&self.names).map(|((n, v), known)| (known.or_else(|| Name::of(n)), n, v))
     }
 
     pub fn header_count(&self) -> usize {
@@ -82,6 +90,7 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
         start,
         head: "",
         spans: [[0; 4]; MAX_LEXED_HEADERS],
+        names: [None; MAX_LEXED_HEADERS],
         count: 0,
         body: None,
         flag: Continuation::Complete,
@@ -126,10 +135,15 @@ pub fn lex_frame<'a>(buf: &'a [u8], limits: &Limits, max_len: usize) -> Option<L
         {
             return None;
         }
-        let name_len = line.iter().take_while(|&&b| is_token_char(b)).count();
+        // The registered spelling first: no scan of its characters.
+        let (name_len, name) = match Name::at_start(line) {
+            Some((name, len)) => (len, Some(name)),
+            None => (line.iter().take_while(|&&b| is_token_char(b)).count(), None),
+        };
         if name_len == 0 || line.get(name_len) != Some(&b':') {
             return None;
         }
+        lexed.names[lexed.count] = name;
         let value = trim(&line[name_len + 1..]);
         let (line_at, value_at) = (offset(line), offset(value));
         lexed.spans[lexed.count] = [line_at, line_at + name_len as u16, value_at, value_at + value.len() as u16];

@@ -132,6 +132,27 @@ pub enum Name {
 }
 
 impl Name {
+    /// The name a header line starts with when it is spelled as registered and followed by
+    /// its colon, and the name's length: what nearly every peer sends, recognized without a
+    /// scan of the name's characters (the relay's lexer, for every header of every frame).
+    /// `None` says only "not in that spelling": [`Name::of`] is the recognizer for the rest.
+    #[inline(always)]
+    pub fn at_start(line: &[u8]) -> Option<(Name, usize)> {
+        use name::*;
+        let (n, text) = match (line.first()?, line.get(1)?) {
+            (b'T', b'o') => (Name::ToPath, TO_PATH),
+            (b'F', b'r') => (Name::FromPath, FROM_PATH),
+            (b'F', b'a') => (Name::FailureReport, FAILURE_REPORT),
+            (b'S', b'u') => (Name::SuccessReport, SUCCESS_REPORT),
+            (b'M', b'e') => (Name::MessageId, MESSAGE_ID),
+            (b'B', b'y') => (Name::ByteRange, BYTE_RANGE),
+            (b'C', b'o') => (Name::ContentType, CONTENT_TYPE),
+            _ => return None,
+        };
+        let len = text.len();
+        (line.get(len) == Some(&b':') && &line[..len] == text.as_bytes()).then_some((n, len))
+    }
+
     /// The header `hname` names, in any case; `None` for an unknown one. Dispatches on the
     /// length first, then compares exactly (the registered spelling, what peers send) before
     /// case-insensitively: this runs for every header of every frame.
@@ -513,6 +534,44 @@ mod tests {
 
     fn h(name: &str, value: &str) -> Result<Header, HeaderError> {
         Header::parse(name, value)
+    }
+
+    #[test]
+    fn a_registered_spelling_at_a_lines_start_is_what_name_of_says() {
+        use name::*;
+        let all = [
+            TO_PATH,
+            FROM_PATH,
+            MESSAGE_ID,
+            BYTE_RANGE,
+            CONTENT_TYPE,
+            SUCCESS_REPORT,
+            FAILURE_REPORT,
+            STATUS,
+            USE_PATH,
+            EXPIRES,
+            MIN_EXPIRES,
+            MAX_EXPIRES,
+            WWW_AUTHENTICATE,
+            AUTHORIZATION,
+            AUTHENTICATION_INFO,
+            USE_NICKNAME,
+            CONTENT_ID,
+            CONTENT_DESCRIPTION,
+            CONTENT_DISPOSITION,
+        ];
+        for n in all {
+            let line = format!("{n}: x");
+            if let Some((got, len)) = Name::at_start(line.as_bytes()) {
+                assert_eq!((Some(got), len), (Name::of(n), n.len()), "{n}");
+            }
+        }
+        assert_eq!(Name::at_start(b"To-Path: x"), Some((Name::ToPath, 7)));
+        assert_eq!(Name::at_start(b"Content-Type:text/plain"), Some((Name::ContentType, 12)));
+        // Not in the registered spelling, or not followed by the colon: left to the scan.
+        for line in [&b"to-path: x"[..], b"To-Path : x", b"To-Paths: x", b"To-Pat", b"Content-ID: x", b"T"] {
+            assert_eq!(Name::at_start(line), None, "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]
