@@ -142,12 +142,15 @@ async fn a_full_service_answers_503_and_reinvites_keep_move_drop_and_add_the_cha
     let server = start_sip_chat(ChatOptions { max_sessions: 1, ..ChatOptions::default() }, true).await;
     let uac = start_uac(&server.token).await;
     let target = server.target("lobby", Transport::Tcp);
-    let (dlg, mut a) = join(&uac, &target, ALICE, None).await;
+    let local = Participant::local_uri();
+    let (dlg, joined) = uac.invite(&target, ALICE, Some(offer(local.as_str(), "active")), None).await;
+    let joined = String::from_utf8(joined.body).unwrap();
+    let mut a = Participant::answered(ALICE, local, &joined, String::new()).await;
     let (_, resp) = uac.invite(&target, BOB, Some(offer(Participant::local_uri().as_str(), "active")), None).await;
     assert_eq!(resp.status_code.code(), 503, "max_sessions reached");
     // Every answer on the call keeps its origin, one version up each time it changes (RFC 3264
     // §8): checked for each re-INVITE below, whatever the focus did with it.
-    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, u64)>));
+    let last = std::sync::Arc::new(std::sync::Mutex::new(Some(origin(&joined))));
     let reinvite = |sdp: String| {
         let h = vec![rsipstack::sip::Header::ContentType("application/sdp".into())];
         let (dlg, last) = (dlg.clone(), last.clone());

@@ -164,8 +164,13 @@ impl Conn {
         *crate::lock(&self.out) = Outbox::default();
     }
 
-    /// Writes everything queued, in order.
+    /// Writes everything queued, in order. A closed connection's output is dropped without
+    /// waiting for its writer (which another reader's open chunk may hold until `chunk_hold`).
     pub(crate) async fn flush_out(&self, shared: &Shared) -> bool {
+        if self.is_closed() {
+            *crate::lock(&self.out) = Outbox::default();
+            return false;
+        }
         self.waiters.fetch_add(1, Ordering::Relaxed);
         let mut w = self.writer.lock().await;
         self.waiters.fetch_sub(1, Ordering::Relaxed);

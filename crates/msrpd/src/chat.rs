@@ -64,7 +64,7 @@ pub async fn start(
         outbound_proxy: (!c.outbound_proxy.is_empty()).then(|| c.outbound_proxy.clone()),
         outbound_auth: (!c.outbound_username.is_empty()).then(|| msrp_chat::OutboundAuth {
             username: c.outbound_username.clone(),
-            password: c.outbound_password.clone(),
+            password: c.outbound_password.0.clone(),
         }),
         max_message_size: c.max_message_size,
         chunk_size: c.chunk_size,

@@ -544,6 +544,25 @@ pub enum Rooms {
     List(Vec<String>),
 }
 
+/// A password kept in the configuration: written and read as a plain string, never shown by
+/// `Debug` (a failed test's message, a log line) and masked by `msrpd check-config`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// What `check-config` prints in its place.
+    pub fn masked(&self) -> Secret {
+        Secret(if self.0.is_empty() { String::new() } else { "********".into() })
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.masked().0)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChatConfig {
@@ -580,7 +599,7 @@ pub struct ChatConfig {
     /// The focus's own SIP account (Digest), answered to a proxy's 401 or 407 on those
     /// requests; both empty: none (the proxy must trust the focus by address).
     pub outbound_username: String,
-    pub outbound_password: String,
+    pub outbound_password: Secret,
     /// Files shared in rooms (RFC 5547), kept in `<data_dir>/chat-files`.
     pub file_sharing: bool,
     /// Largest file a participant may share (bytes; 488 above).
@@ -700,7 +719,7 @@ impl Default for ChatConfig {
             refer: ReferConfig::default(),
             outbound_proxy: String::new(),
             outbound_username: String::new(),
-            outbound_password: String::new(),
+            outbound_password: Secret::default(),
             file_sharing: true,
             max_file_size: files.max_file_size,
             max_room_files: files.max_room_files,
@@ -1026,10 +1045,15 @@ impl ChatConfig {
                 self.outbound_proxy
             ));
         }
-        if self.outbound_username.is_empty() != self.outbound_password.is_empty() {
+        if self.outbound_username.is_empty() != self.outbound_password.0.is_empty() {
             return Err(
                 "chat.outbound_username and chat.outbound_password go together (the focus's SIP account)".into()
             );
+        }
+        // Whoever challenges a request gets a Digest answer to guess the password from: the
+        // focus's requests must go through a proxy the operator runs.
+        if !self.outbound_username.is_empty() && self.outbound_proxy.is_empty() {
+            return Err("chat.outbound_username needs chat.outbound_proxy: the focus answers challenges only on requests sent through the service's own proxy".into());
         }
         // It goes into a quoted Digest parameter (RFC 3261 §25.1 quoted-string).
         if self.outbound_username.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
@@ -1364,9 +1388,15 @@ mod tests {
         assert_eq!((o.policy, o.transport), (msrp_chat::ReferPolicy::Nobody, msrp_chat::InviteTransport::Tcp));
         assert_eq!(c.chat.room_settings()["lobby"].refer, Some(msrp_chat::ReferPolicy::Participants));
         assert!(Config::parse("[chat]\noutbound_username = \"focus\"").is_err(), "a name without a password");
-        assert!(Config::parse("[chat]\noutbound_username = \"fo\\\"cus\"\noutbound_password = \"x\"").is_err());
-        let c = Config::parse("[chat]\noutbound_username = \"focus\"\noutbound_password = \"s3cret\"").unwrap();
-        assert_eq!((c.chat.outbound_username.as_str(), c.chat.outbound_password.as_str()), ("focus", "s3cret"));
+        let quoted =
+            "[chat]\noutbound_username = \"fo\\\"cus\"\noutbound_password = \"x\"\noutbound_proxy = \"sip:127.0.0.1\"";
+        assert!(Config::parse(quoted).is_err(), "a quote in the name");
+        let account = "[chat]\noutbound_username = \"focus\"\noutbound_password = \"s3cret\"";
+        assert!(Config::parse(account).is_err(), "an account without the proxy it is for");
+        let c = Config::parse(&format!("{account}\noutbound_proxy = \"sip:127.0.0.1:5070\"")).unwrap();
+        assert_eq!((c.chat.outbound_username.as_str(), c.chat.outbound_password.0.as_str()), ("focus", "s3cret"));
+        assert!(!format!("{:?}", c.chat).contains("s3cret"), "Debug keeps the password out");
+        assert!(!c.chat.outbound_password.masked().0.contains("s3cret"));
     }
 
     #[test]

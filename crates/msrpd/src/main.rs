@@ -73,11 +73,12 @@ fn check_config(config: &Config) -> Result<(), AnyError> {
             tls::check_hostname(&identity, &config.relay.hostname)?;
         }
     }
-    // The effective settings, without a database password.
+    // The effective settings, without a database password or the focus's SIP password.
     let mut shown = config.clone();
     if let Some(url) = &mut shown.database.url {
         *url = store::redact(url);
     }
+    shown.chat.outbound_password = shown.chat.outbound_password.masked();
     print!("{}", shown.to_toml());
     Ok(())
 }

@@ -91,6 +91,16 @@ fn user_commands_and_check_config() {
     assert!(text.contains("hostname = \"127.0.0.1\""), "{text}");
     assert!(text.contains("max_expires = 3600"), "defaults are printed too: {text}");
 
+    // The focus's SIP password is masked (the output goes into bug reports).
+    let account = dir.0.join("account.toml");
+    let chat = "\n[chat]\noutbound_proxy = \"sip:127.0.0.1:5070\"\noutbound_username = \"focus\"\n\
+                outbound_password = \"s3cret-pw\"\n";
+    std::fs::write(&account, std::fs::read_to_string(&config).unwrap().replacen("\n[chat]\n", chat, 1)).unwrap();
+    let checked = msrpd().args(["check-config", "-c"]).arg(&account).output().unwrap();
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(text.contains("outbound_username = \"focus\"") && !text.contains("s3cret-pw"), "{text}");
+
     let bad = dir.0.join("bad.toml");
     std::fs::write(&bad, "[relay]\nlisten = [\"http://x\"]\n").unwrap();
     let out = msrpd().args(["check-config", "-c"]).arg(&bad).output().unwrap();
@@ -172,6 +182,7 @@ async fn authenticate(port: u16) -> msrp::Response {
     assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
     let c = challenge.headers.challenges().next().unwrap();
     assert_eq!(c.realm(), Some("example.com"));
+    assert!(c.opaque().is_some(), "the relay's challenge carries an opaque value");
     let answer = DigestResponse::answer(c, "alice", "alicepw", "AUTH", relay.as_str(), 1, "c0ffee").unwrap();
     let creds = answer.header_value(false);
     let mut second = req.clone();
