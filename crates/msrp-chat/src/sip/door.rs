@@ -350,15 +350,14 @@ impl Door {
         }
         match req.method {
             Method::Invite => self.authenticate(ep, st, req, conn, from, key).await,
-            Method::Subscribe if super::subscribe::event_of(&req).as_deref() == Some(super::subscribe::EVENT) => {
-                self.authenticate(ep, st, req, conn, from, key).await
-            }
+            Method::Subscribe => match super::subscribe::bad_event(&req) {
+                None => self.authenticate(ep, st, req, conn, from, key).await,
+                Some(headers) => {
+                    self.reply(&ep, &req, &conn, &from, StatusCode::BadEvent, headers).await;
+                    None
+                }
+            },
             Method::Refer => self.authenticate(ep, st, req, conn, from, key).await,
-            Method::Subscribe => {
-                let headers = vec![Header::Other("Allow-Events".into(), super::subscribe::EVENT.into())];
-                self.reply(&ep, &req, &conn, &from, StatusCode::BadEvent, headers).await;
-                None
-            }
             Method::Options => {
                 let headers = vec![Header::Allow(ALLOW.into()), Header::Accept(ACCEPT.into())];
                 self.reply(&ep, &req, &conn, &from, StatusCode::OK, headers).await;

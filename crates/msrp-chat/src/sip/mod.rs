@@ -545,8 +545,7 @@ async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
     match method {
         Method::Invite => on_invite(st, tx).await,
         Method::Subscribe => {
-            if subscribe::event_of(&tx.original).as_deref() != Some(subscribe::EVENT) {
-                let headers = vec![Header::Other("Allow-Events".into(), subscribe::EVENT.into())];
+            if let Some(headers) = subscribe::bad_event(&tx.original) {
                 return refuse(tx, 489, headers).await;
             }
             if let Some(identity) = identify(&st, &mut tx).await {

@@ -62,9 +62,16 @@ impl Sub {
 }
 
 /// The event package a request names (its `Event` token, lower-case).
-pub(crate) fn event_of(req: &Request) -> Option<String> {
+fn event_of(req: &Request) -> Option<String> {
     let v = req.header_value("Event").or_else(|| req.header_value("o"))?;
     Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+/// Whether a SUBSCRIBE is for the one event package served here (`conference`); if not, the
+/// headers of its 489 Bad Event (RFC 6665 §4.2.2: `Allow-Events` names what is). The one
+/// check for the front door, the transaction handler and in-dialog refreshes.
+pub(crate) fn bad_event(req: &Request) -> Option<Vec<Header>> {
+    (event_of(req).as_deref() != Some(EVENT)).then(|| vec![Header::Other("Allow-Events".into(), EVENT.into())])
 }
 
 /// What a SUBSCRIBE's Expires asks for: `Ok(duration granted)`, 0 for a one-time fetch,
@@ -197,8 +204,8 @@ pub(super) fn on_refresh(st: &State, id: &DialogId, req: &Request) -> (StatusCod
     let Some(sub) = st.subs.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned() else {
         return (StatusCode::CallTransactionDoesNotExist, vec![], Then::Nothing);
     };
-    if event_of(req).as_deref() != Some(EVENT) {
-        return (StatusCode::BadEvent, vec![Header::Other("Allow-Events".into(), EVENT.into())], Then::Nothing);
+    if let Some(headers) = bad_event(req) {
+        return (StatusCode::BadEvent, headers, Then::Nothing);
     }
     let opts = &st.chat.options().conference;
     match granted(req, opts.min_expires, opts.max_expires) {
