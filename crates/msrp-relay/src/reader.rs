@@ -149,7 +149,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Send + Unpin>(
             // Whole small frames first (`fast`); the decoder takes whatever they are not.
             if decoder.is_idle() && matches!(reader.frame, Frame::Idle) && !buf.is_empty() {
                 let current = batch
-                    .get_or_insert_with(|| Batch { now: Instant::now(), epoch: crate::lock(&shared.sessions).epoch() });
+                    .get_or_insert_with(|| Batch { now: Instant::now(), epoch: shared.epoch.load(Ordering::Acquire) });
                 let handled = reader.fast.try_frame(&shared, &conn, &mut reader.touched, &mut buf, current);
                 if let Some(handled) = handled {
                     reader.fast_frames += handled.frames;

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     /// Sent in every challenge (field clients require it); fixed per process.
     pub opaque: String,
     pub sessions: Mutex<Sessions>,
+    /// `Sessions::epoch`, read by every read batch without the table's lock.
+    pub(crate) epoch: Arc<AtomicU64>,
     pub conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
     /// Outgoing connections by (TLS, host, port), reused for later requests to the same hop.
     /// One slot per hop: its lock is held while that hop is dialled (one dial per hop),
@@ -86,13 +88,15 @@ impl Relay {
     ) -> Relay {
         let opts_guard = opts.guard.clone();
         let throttle = crate::throttle::Throttle::new(opts.throttle.clone());
+        let sessions = Sessions::default();
         let shared = Shared {
             opts,
             store,
             nonce_key: NonceKey::random(),
             nonce_counts: Mutex::new(NonceCounts::new(NONCE_COUNT_CAPACITY)),
             opaque: msrp::id::random_ident(),
-            sessions: Mutex::new(Sessions::default()),
+            epoch: sessions.epoch_handle(),
+            sessions: Mutex::new(sessions),
             conns: Mutex::new(HashMap::new()),
             outbound: Mutex::new(HashMap::new()),
             connector,

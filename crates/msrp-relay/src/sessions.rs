@@ -2,6 +2,8 @@
 //! which connection, with which client path, until when.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use msrp::Uri;
@@ -39,8 +41,10 @@ pub struct Sessions {
     /// connection needs no bump — every session a route rests on lives on the sender's own
     /// connection or on the target's. A new session, under a fresh random id, voids nothing.
     /// Bumping on those common events would void every connection's routes at every login,
-    /// refresh and disconnect anywhere.
-    epoch: u64,
+    /// refresh and disconnect anywhere. Shared ([`Sessions::epoch_handle`]) so that a reader
+    /// can read it at the start of every read batch without taking the table's lock; it only
+    /// changes under the lock (`&mut self`).
+    epoch: Arc<AtomicU64>,
     /// The connections each session's traffic goes over besides its client's ([`Peers`]).
     peers: Peers,
     /// Sessions per account (`user@realm`, realm lower-cased): `user_sessions` quotas.
@@ -68,7 +72,7 @@ impl Sessions {
     pub fn insert(&mut self, session: Session) {
         if let Some(old) = self.by_id.remove(&session.id) {
             self.unindex(&old);
-            self.epoch += 1;
+            self.epoch.fetch_add(1, Ordering::Release);
         }
         self.peers.forget_session(&session.id);
         self.by_conn.entry(session.conn).or_default().push(session.id.clone());
@@ -78,7 +82,12 @@ impl Sessions {
 
     /// Changes when a session is replaced or its expiry brought forward (see the field).
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The epoch, readable without the table's lock.
+    pub fn epoch_handle(&self) -> Arc<AtomicU64> {
+        self.epoch.clone()
     }
 
     /// A live session (one past its expiry is as good as gone: 481).
@@ -91,7 +100,7 @@ impl Sessions {
     pub fn refresh(&mut self, id: &str, now: Instant, until: Instant) -> Option<&Session> {
         let s = self.by_id.get_mut(id).filter(|s| s.expires > now)?;
         if until < s.expires {
-            self.epoch += 1;
+            self.epoch.fetch_add(1, Ordering::Release);
         }
         s.expires = until;
         Some(s)
@@ -235,6 +244,8 @@ mod tests {
         let epoch = t.epoch();
         t.insert(session("b1", 2, later)); // replaced, not indexed twice
         assert!(t.epoch() > epoch, "a replaced session voids remembered routes");
+        let seen = t.epoch_handle();
+        assert_eq!(seen.load(Ordering::Acquire), t.epoch(), "readers without the lock see it");
         let epoch = t.epoch();
         let mut gone: Vec<String> = t.remove_conn(1).into_iter().map(|s| s.id).collect();
         gone.sort();
