@@ -241,10 +241,9 @@ mod tests {
         for (id, conn) in [("a1", 1), ("a2", 1), ("b1", 2), ("c1", 3)] {
             t.insert(session(id, conn, later));
         }
-        let epoch = t.epoch();
+        let (epoch, seen) = (t.epoch(), t.epoch_handle());
         t.insert(session("b1", 2, later)); // replaced, not indexed twice
         assert!(t.epoch() > epoch, "a replaced session voids remembered routes");
-        let seen = t.epoch_handle();
         assert_eq!(seen.load(Ordering::Acquire), t.epoch(), "readers without the lock see it");
         let epoch = t.epoch();
         let mut gone: Vec<String> = t.remove_conn(1).into_iter().map(|s| s.id).collect();
