@@ -572,6 +572,33 @@ async fn on_transaction(st: Arc<State>, mut tx: Transaction) {
     }
 }
 
+/// The server side of a subscription `tx` starts (a SUBSCRIBE, or the implicit one of a REFER,
+/// RFC 3515 §2.4.4), with `contact` as the focus's Contact, and where its NOTIFYs go. `None`
+/// when either cannot be made (nothing is left behind): the caller answers 400.
+fn open_subscription(
+    st: &State,
+    tx: &Transaction,
+    conn: &SipConnection,
+    contact: &str,
+) -> Option<(rsipstack::dialog::subscription::ServerSubscriptionDialog, notify::Target)> {
+    let method = tx.original.method;
+    let contact_uri: Option<rsipstack::sip::Uri> = contact.try_into().ok();
+    let dialog = match st.dialogs.get_or_create_server_subscription(tx, st.state_tx.clone(), None, contact_uri) {
+        Ok(d) => d,
+        Err(e) => {
+            debug!(error = %e, %method, "cannot start a subscription dialog: 400");
+            return None;
+        }
+    };
+    let id = dialog.id();
+    let Some(target) = notify::Target::new(&tx.original, conn, &id.local_tag, contact, st.tcp_local) else {
+        debug!(%method, "no usable From, To or Contact: 400");
+        st.dialogs.remove_dialog(&id);
+        return None;
+    };
+    Some((dialog, target))
+}
+
 /// Answers `tx` with a final failure and keeps the transaction alive to absorb the ACK (and,
 /// over UDP, to retransmit).
 async fn refuse(mut tx: Transaction, code: u16, headers: Vec<Header>) {

@@ -161,20 +161,10 @@ pub(super) async fn on_refer(st: Arc<State>, mut tx: Transaction, identity: Iden
     let (status_tx, status_rx) = watch::channel(Status { code: 100, reason: "Trying".into() });
     let mut headers = vec![Header::Contact(format!("<{contact}>").into())];
     if subscribed {
-        let contact_uri: Option<rsipstack::sip::Uri> = contact.as_str().try_into().ok();
-        let dialog = match st.dialogs.get_or_create_server_subscription(&tx, st.state_tx.clone(), None, contact_uri) {
-            Ok(d) => d,
-            Err(e) => {
-                debug!(error = %e, "REFER cannot start a dialog: 400");
-                return refuse(tx, 400, vec![]).await;
-            }
-        };
-        let id = dialog.id();
-        let Some(target) = super::notify::Target::new(&req, &conn, &id.local_tag, &contact, st.tcp_local) else {
-            debug!("REFER without usable From, To or Contact: 400");
-            st.dialogs.remove_dialog(&id);
+        let Some((dialog, target)) = super::open_subscription(&st, &tx, &conn, &contact) else {
             return refuse(tx, 400, vec![]).await;
         };
+        let id = dialog.id();
         let referral = Arc::new(Referral { target, flow: door::flow_key(&conn), quit: CancellationToken::new() });
         st.refers.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), referral.clone());
         // 202 (RFC 3515 §2.4.2) with the dialog's tag, so that the NOTIFYs match it.

@@ -125,20 +125,10 @@ pub(super) async fn on_subscribe(st: Arc<State>, mut tx: Transaction, identity: 
     }
     let Some(conn) = tx.connection.clone() else { return };
     let contact = super::local_contact(&st, &conn, &room.name);
-    let contact_uri: Option<rsipstack::sip::Uri> = contact.as_str().try_into().ok();
-    let dialog = match st.dialogs.get_or_create_server_subscription(&tx, st.state_tx.clone(), None, contact_uri) {
-        Ok(d) => d,
-        Err(e) => {
-            debug!(error = %e, "SUBSCRIBE cannot start a dialog: 400");
-            return refuse(tx, 400, vec![]).await;
-        }
-    };
-    let id = dialog.id();
-    let Some(target) = super::notify::Target::new(&req, &conn, &id.local_tag, &contact, st.tcp_local) else {
-        debug!("SUBSCRIBE without usable From, To or Contact: 400");
-        st.dialogs.remove_dialog(&id);
+    let Some((dialog, target)) = super::open_subscription(&st, &tx, &conn, &contact) else {
         return refuse(tx, 400, vec![]).await;
     };
+    let id = dialog.id();
     let headers = vec![
         Header::Contact(format!("<{contact}>").into()),
         Header::Expires((expires.as_secs() as u32).into()),
